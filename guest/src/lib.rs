@@ -1,0 +1,1 @@
+//! `hvm-guest`: a KVM guest with a built-in workload (not yet built; see the project's issues).

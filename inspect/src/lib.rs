@@ -1,0 +1,1 @@
+//! `hvm-inspect`: the offline inspector (not yet built; see the project's issues).
