@@ -180,7 +180,10 @@ mod tests {
 
     #[test]
     fn display_names_offset_path_and_values() {
-        let ctx = Context::root().index("batch", 17).index("entry", 3).field("pfn");
+        let ctx = Context::root()
+            .index("batch", 17)
+            .index("entry", 3)
+            .field("pfn");
         let e = Error::invalid(4242, ctx, "pfn < 0x20000", "0x30000");
         assert_eq!(
             e.to_string(),

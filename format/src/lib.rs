@@ -24,12 +24,13 @@
 //! Everything is little-endian except the xend config length and the QEVM
 //! file, which are big-endian, exactly as Xen wrote them.
 
-pub mod digest;
 pub mod dialect;
+pub mod digest;
 pub mod envelope;
 pub mod error;
 pub mod hvm;
 pub mod pfn;
+pub mod rules;
 pub mod stream;
 pub mod vcpu;
 
