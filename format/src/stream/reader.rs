@@ -1,0 +1,276 @@
+//! The two readers: zero-copy over a slice, buffered over any `Read`.
+
+use std::io::{ErrorKind as IoKind, Read};
+
+use super::grammar::{oversized, Grammar, Input, RawItem, Span};
+use super::item::{Batch, HvmBlob, Item, VcpuRecord};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::pfn::WordSize;
+
+/// Turn spans into an item borrowing from `store`.
+fn resolve<'a>(raw: RawItem, word: WordSize, store: &'a [u8]) -> Item<'a> {
+    let get = |s: Span| &store[s.start..s.start + s.len];
+    match raw {
+        RawItem::MaxPfn { offset, value } => Item::MaxPfn { offset, value },
+        RawItem::Batch {
+            offset,
+            index,
+            verify,
+            pfns,
+            pages,
+        } => Item::Batch(Batch {
+            offset,
+            index,
+            verify,
+            word,
+            pfn_bytes: get(pfns),
+            pages: get(pages),
+        }),
+        RawItem::VerifyMarker { offset } => Item::VerifyMarker { offset },
+        RawItem::End { offset } => Item::End { offset },
+        RawItem::VcpuCount { offset, count } => Item::VcpuCount { offset, count },
+        RawItem::Vcpu {
+            offset,
+            index,
+            bytes,
+        } => Item::Vcpu(VcpuRecord {
+            offset,
+            index,
+            bytes: get(bytes),
+        }),
+        RawItem::HvmBlob { offset, bytes } => Item::HvmBlob(HvmBlob {
+            offset,
+            bytes: get(bytes),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------- slices
+
+struct SliceInput<'a> {
+    data: &'a [u8],
+    pos: usize,
+    base: u64,
+}
+
+impl Input for SliceInput<'_> {
+    fn position(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    fn begin_item(&mut self) {}
+
+    fn scalar<const N: usize>(&mut self, ctx: &dyn Fn() -> Context) -> Result<[u8; N]> {
+        let rest = &self.data[self.pos..];
+        match rest.get(..N) {
+            Some(b) => {
+                self.pos += N;
+                Ok(b.try_into().expect("N bytes"))
+            }
+            None => Err(Error::truncated(
+                self.position(),
+                ctx(),
+                N as u64,
+                rest.len() as u64,
+            )),
+        }
+    }
+
+    fn bulk(&mut self, len: u64, what: &'static str, ctx: &dyn Fn() -> Context) -> Result<Span> {
+        let remaining = (self.data.len() - self.pos) as u64;
+        if len > remaining {
+            return Err(oversized(self.position(), ctx(), what, len, remaining));
+        }
+        let span = Span {
+            start: self.pos,
+            len: len as usize,
+        };
+        self.pos += len as usize;
+        Ok(span)
+    }
+
+    fn bytes(&self, span: Span) -> &[u8] {
+        &self.data[span.start..span.start + span.len]
+    }
+}
+
+/// Zero-copy reader over a byte slice (an mmap'd file or an in-memory
+/// image): items borrow from the slice.
+pub struct SliceReader<'a> {
+    input: SliceInput<'a>,
+    grammar: Grammar,
+}
+
+impl<'a> SliceReader<'a> {
+    /// Read the stream that starts at `data[0]`. `base` is the file offset of
+    /// `data[0]` (the length of any envelope before it), so errors and items
+    /// report file offsets.
+    pub fn new(data: &'a [u8], word: WordSize, base: u64) -> Self {
+        SliceReader {
+            input: SliceInput { data, pos: 0, base },
+            grammar: Grammar::new(word),
+        }
+    }
+
+    /// The next item, or `None` after the HVM blob.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Item<'a>>> {
+        let raw = self.grammar.next(&mut self.input)?;
+        let data: &'a [u8] = self.input.data;
+        Ok(raw.map(|r| resolve(r, self.grammar.word(), data)))
+    }
+
+    /// File offset of the next unread byte.
+    pub fn position(&self) -> u64 {
+        self.input.position()
+    }
+
+    /// The bytes after the stream (valid once [`next`](Self::next) returned
+    /// `None`): the xend qemu record, or trailing garbage.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.input.data[self.input.pos..]
+    }
+
+    /// True once the HVM blob has been read.
+    pub fn is_done(&self) -> bool {
+        self.grammar.is_done()
+    }
+}
+
+impl<'a> Iterator for SliceReader<'a> {
+    type Item = Result<Item<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        SliceReader::next(self).transpose()
+    }
+}
+
+// ---------------------------------------------------------------- Read
+
+/// Bulk reads grow the buffer in steps of this much, so a hostile length on
+/// a pipe costs at most one step beyond the bytes that really arrived.
+const GROW_STEP: usize = 1 << 20;
+
+struct ReadInput<R> {
+    inner: R,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> ReadInput<R> {
+    /// Fill `dst` completely; on a short read report how much arrived.
+    fn fill(&mut self, dst_start: usize, len: usize) -> std::io::Result<usize> {
+        let mut got = 0;
+        while got < len {
+            match self
+                .inner
+                .read(&mut self.buf[dst_start + got..dst_start + len])
+            {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == IoKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+}
+
+impl<R: Read> Input for ReadInput<R> {
+    fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn begin_item(&mut self) {
+        self.buf.clear();
+    }
+
+    fn scalar<const N: usize>(&mut self, ctx: &dyn Fn() -> Context) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        let mut got = 0;
+        while got < N {
+            match self.inner.read(&mut out[got..]) {
+                Ok(0) => return Err(Error::truncated(self.pos, ctx(), N as u64, got as u64)),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == IoKind::Interrupted => {}
+                Err(e) => return Err(Error::new(self.pos, ctx(), ErrorKind::Io(e))),
+            }
+        }
+        self.pos += N as u64;
+        Ok(out)
+    }
+
+    fn bulk(&mut self, len: u64, _what: &'static str, ctx: &dyn Fn() -> Context) -> Result<Span> {
+        let start = self.buf.len();
+        let mut done: u64 = 0;
+        while done < len {
+            let step = (len - done).min(GROW_STEP as u64) as usize;
+            let at = self.buf.len();
+            self.buf.resize(at + step, 0);
+            let got = self
+                .fill(at, step)
+                .map_err(|e| Error::new(self.pos + done, ctx(), ErrorKind::Io(e)))?;
+            done += got as u64;
+            if got < step {
+                self.buf.truncate(at + got);
+                return Err(Error::truncated(self.pos, ctx(), len, done));
+            }
+        }
+        self.pos += len;
+        Ok(Span {
+            start,
+            len: len as usize,
+        })
+    }
+
+    fn bytes(&self, span: Span) -> &[u8] {
+        &self.buf[span.start..span.start + span.len]
+    }
+}
+
+/// Pull reader over any `Read` (a pipe works). Memory is bounded by one
+/// item: a batch needs at most 8 KiB of pfns plus 4 MiB of pages, reused
+/// from item to item.
+pub struct Reader<R> {
+    input: ReadInput<R>,
+    grammar: Grammar,
+}
+
+impl<R: Read> Reader<R> {
+    /// Read the stream from `inner`, whose first byte is at file offset
+    /// `base`.
+    pub fn new(inner: R, word: WordSize, base: u64) -> Self {
+        Reader {
+            input: ReadInput {
+                inner,
+                pos: base,
+                buf: Vec::new(),
+            },
+            grammar: Grammar::new(word),
+        }
+    }
+
+    /// The next item, borrowing from the reader's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Item<'_>>> {
+        let raw = self.grammar.next(&mut self.input)?;
+        let word = self.grammar.word();
+        Ok(raw.map(|r| resolve(r, word, &self.input.buf)))
+    }
+
+    /// File offset of the next unread byte.
+    pub fn position(&self) -> u64 {
+        self.input.pos
+    }
+
+    /// True once the HVM blob has been read.
+    pub fn is_done(&self) -> bool {
+        self.grammar.is_done()
+    }
+
+    /// Give back the underlying reader, positioned right after the last item
+    /// read (the xend qemu record follows the HVM blob).
+    pub fn into_inner(self) -> R {
+        self.input.inner
+    }
+}
