@@ -1,0 +1,962 @@
+//! The C structs of Xen's `public/hvm/save.h`, one Rust struct per layout
+//! that ever shipped with a distinct size, byte-exact (padding kept as
+//! fields so that encoding reproduces the input).
+//!
+//! Seed-era layouts (`e2a44bc7a4`, April 2007) carry the `Seed` suffix where
+//! the current struct differs; layouts without a suffix are current Xen's.
+
+use super::fields::{hvm_struct, member, push_bits, Field, FieldSource};
+
+/// `struct hvm_save_header`. 24 bytes on x86_64 Xen of every era, 20 on
+/// 32-bit Xen of 2007 (no tail). The four tail bytes are padding up to 3.4
+/// (uninitialised stack, arbitrary) and `gtsc_khz` from 4.0; keeping them as
+/// one field preserves them byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// `HVM_FILE_MAGIC` = 0x54381286.
+    pub magic: u32,
+    /// `HVM_FILE_VERSION` = 1.
+    pub version: u32,
+    /// Xen changeset; 0 in practice in 2007 (see format-notes §5.2).
+    pub changeset: u64,
+    /// CPUID.1:EAX of the saving host.
+    pub cpuid: u32,
+    /// Bytes 20..24: padding before 4.0, `gtsc_khz` from 4.0; `None` for the
+    /// 20-byte header of 32-bit Xen.
+    pub tail: Option<u32>,
+}
+
+/// `HVM_FILE_MAGIC`.
+pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
+/// `HVM_FILE_VERSION`.
+pub const HVM_FILE_VERSION: u32 = 1;
+
+impl Header {
+    /// Decode a 20- or 24-byte header; other lengths are not a header layout.
+    pub fn decode(b: &[u8]) -> Option<Header> {
+        if b.len() != 20 && b.len() != 24 {
+            return None;
+        }
+        let u32_at = |o: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+        };
+        Some(Header {
+            magic: u32_at(0)?,
+            version: u32_at(4)?,
+            changeset: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+            cpuid: u32_at(16)?,
+            tail: if b.len() == 24 { Some(u32_at(20)?) } else { None },
+        })
+    }
+
+    /// Encode to 24 or 20 bytes (by `tail`).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.magic.to_le_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.changeset.to_le_bytes());
+        out.extend_from_slice(&self.cpuid.to_le_bytes());
+        if let Some(t) = self.tail {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+    }
+
+    /// Payload length of this header.
+    pub fn len(&self) -> usize {
+        if self.tail.is_some() {
+            24
+        } else {
+            20
+        }
+    }
+
+    /// Always false; a header is never empty (clippy's `len` companion).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl FieldSource for Header {
+    fn push_fields(&self, prefix: &str, out: &mut Vec<Field>) {
+        self.magic.push_fields(&member(prefix, "magic"), out);
+        self.version.push_fields(&member(prefix, "version"), out);
+        self.changeset.push_fields(&member(prefix, "changeset"), out);
+        self.cpuid.push_fields(&member(prefix, "cpuid"), out);
+        if let Some(t) = self.tail {
+            // One name for both meanings: the bytes cannot tell the eras apart.
+            t.push_fields(&member(prefix, "gtsc_khz_or_pad"), out);
+        }
+    }
+}
+
+hvm_struct! {
+    /// Seed-era `struct hvm_hw_cpu` (320 bytes): segment state, control
+    /// registers and MSRs only; the GPRs and FPU travel in the libxc vCPU
+    /// contexts in this era.
+    pub struct CpuSeed(320) {
+        pub eip: u64,
+        pub esp: u64,
+        pub eflags: u64,
+        pub cr0: u64,
+        pub cr3: u64,
+        pub cr4: u64,
+        pub cs_sel: u32,
+        pub ds_sel: u32,
+        pub es_sel: u32,
+        pub fs_sel: u32,
+        pub gs_sel: u32,
+        pub ss_sel: u32,
+        pub tr_sel: u32,
+        pub ldtr_sel: u32,
+        pub cs_limit: u32,
+        pub ds_limit: u32,
+        pub es_limit: u32,
+        pub fs_limit: u32,
+        pub gs_limit: u32,
+        pub ss_limit: u32,
+        pub tr_limit: u32,
+        pub ldtr_limit: u32,
+        pub idtr_limit: u32,
+        pub gdtr_limit: u32,
+        pub cs_base: u64,
+        pub ds_base: u64,
+        pub es_base: u64,
+        pub fs_base: u64,
+        pub gs_base: u64,
+        pub ss_base: u64,
+        pub tr_base: u64,
+        pub ldtr_base: u64,
+        pub idtr_base: u64,
+        pub gdtr_base: u64,
+        pub cs_arbytes: u32,
+        pub ds_arbytes: u32,
+        pub es_arbytes: u32,
+        pub fs_arbytes: u32,
+        pub gs_arbytes: u32,
+        pub ss_arbytes: u32,
+        pub tr_arbytes: u32,
+        pub ldtr_arbytes: u32,
+        pub sysenter_cs: u32,
+        pub padding0: u32,
+        pub sysenter_esp: u64,
+        pub sysenter_eip: u64,
+        pub shadow_gs: u64,
+        pub flags: u64,
+        pub msr_lstar: u64,
+        pub msr_star: u64,
+        pub msr_cstar: u64,
+        pub msr_syscall_mask: u64,
+        pub msr_efer: u64,
+        pub tsc: u64,
+    }
+}
+
+impl CpuSeed {
+    /// The architectural power-on state of an x86 CPU as Xen's HVM vCPUs
+    /// start (real mode at F000:FFF0), for building reset-state blobs.
+    pub fn power_on() -> CpuSeed {
+        CpuSeed {
+            eip: 0xFFF0,
+            esp: 0,
+            eflags: 0x2,
+            cr0: 0x6000_0010,
+            cr3: 0,
+            cr4: 0,
+            cs_sel: 0xF000,
+            ds_sel: 0,
+            es_sel: 0,
+            fs_sel: 0,
+            gs_sel: 0,
+            ss_sel: 0,
+            tr_sel: 0,
+            ldtr_sel: 0,
+            cs_limit: 0xFFFF,
+            ds_limit: 0xFFFF,
+            es_limit: 0xFFFF,
+            fs_limit: 0xFFFF,
+            gs_limit: 0xFFFF,
+            ss_limit: 0xFFFF,
+            tr_limit: 0xFFFF,
+            ldtr_limit: 0xFFFF,
+            idtr_limit: 0xFFFF,
+            gdtr_limit: 0xFFFF,
+            cs_base: 0xFFFF_0000,
+            ds_base: 0,
+            es_base: 0,
+            fs_base: 0,
+            gs_base: 0,
+            ss_base: 0,
+            tr_base: 0,
+            ldtr_base: 0,
+            idtr_base: 0,
+            gdtr_base: 0,
+            cs_arbytes: 0x9B,
+            ds_arbytes: 0x93,
+            es_arbytes: 0x93,
+            fs_arbytes: 0x93,
+            gs_arbytes: 0x93,
+            ss_arbytes: 0x93,
+            tr_arbytes: 0x8B,
+            ldtr_arbytes: 0x82,
+            sysenter_cs: 0,
+            padding0: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+            shadow_gs: 0,
+            flags: 0,
+            msr_lstar: 0,
+            msr_star: 0,
+            msr_cstar: 0,
+            msr_syscall_mask: 0,
+            msr_efer: 0,
+            tsc: 0,
+        }
+    }
+}
+
+hvm_struct! {
+    /// The first 1000 bytes of `struct hvm_hw_cpu` from 3.1 on, shared by the
+    /// compat (1016) and current (1032) forms: FPU image, GPRs, control and
+    /// debug registers, segments and MSRs up to `msr_efer`.
+    pub struct CpuCommon(1000) {
+        pub fpu_regs: [u8; 512],
+        pub rax: u64,
+        pub rbx: u64,
+        pub rcx: u64,
+        pub rdx: u64,
+        pub rbp: u64,
+        pub rsi: u64,
+        pub rdi: u64,
+        pub rsp: u64,
+        pub r8: u64,
+        pub r9: u64,
+        pub r10: u64,
+        pub r11: u64,
+        pub r12: u64,
+        pub r13: u64,
+        pub r14: u64,
+        pub r15: u64,
+        pub rip: u64,
+        pub rflags: u64,
+        pub cr0: u64,
+        pub cr2: u64,
+        pub cr3: u64,
+        pub cr4: u64,
+        pub dr0: u64,
+        pub dr1: u64,
+        pub dr2: u64,
+        pub dr3: u64,
+        pub dr6: u64,
+        pub dr7: u64,
+        pub cs_sel: u32,
+        pub ds_sel: u32,
+        pub es_sel: u32,
+        pub fs_sel: u32,
+        pub gs_sel: u32,
+        pub ss_sel: u32,
+        pub tr_sel: u32,
+        pub ldtr_sel: u32,
+        pub cs_limit: u32,
+        pub ds_limit: u32,
+        pub es_limit: u32,
+        pub fs_limit: u32,
+        pub gs_limit: u32,
+        pub ss_limit: u32,
+        pub tr_limit: u32,
+        pub ldtr_limit: u32,
+        pub idtr_limit: u32,
+        pub gdtr_limit: u32,
+        pub cs_base: u64,
+        pub ds_base: u64,
+        pub es_base: u64,
+        pub fs_base: u64,
+        pub gs_base: u64,
+        pub ss_base: u64,
+        pub tr_base: u64,
+        pub ldtr_base: u64,
+        pub idtr_base: u64,
+        pub gdtr_base: u64,
+        pub cs_arbytes: u32,
+        pub ds_arbytes: u32,
+        pub es_arbytes: u32,
+        pub fs_arbytes: u32,
+        pub gs_arbytes: u32,
+        pub ss_arbytes: u32,
+        pub tr_arbytes: u32,
+        pub ldtr_arbytes: u32,
+        pub sysenter_cs: u64,
+        pub sysenter_esp: u64,
+        pub sysenter_eip: u64,
+        pub shadow_gs: u64,
+        pub msr_flags: u64,
+        pub msr_lstar: u64,
+        pub msr_star: u64,
+        pub msr_cstar: u64,
+        pub msr_syscall_mask: u64,
+        pub msr_efer: u64,
+    }
+}
+
+/// `pending_event` of `hvm_hw_cpu`: a u32 that is also a bitfield struct
+/// (`pending_vector:8, pending_type:3, pending_error_valid:1,
+/// pending_reserved:19, pending_valid:1`). Listed both ways, as the C union.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
+#[brw(little)]
+pub struct PendingEvent(pub u32);
+
+impl FieldSource for PendingEvent {
+    fn push_fields(&self, name: &str, out: &mut Vec<Field>) {
+        self.0.push_fields(name, out);
+        let w = u64::from(self.0);
+        let base = name.strip_suffix("pending_event").unwrap_or(name);
+        for (n, shift, bits) in [
+            ("pending_vector", 0, 8),
+            ("pending_type", 8, 3),
+            ("pending_error_valid", 11, 1),
+            ("pending_reserved", 12, 19),
+            ("pending_valid", 31, 1),
+        ] {
+            push_bits(out, format!("{base}{n}"), w, shift, bits);
+        }
+    }
+}
+
+/// Current `struct hvm_hw_cpu` (1032 bytes, Xen 4.7 on).
+#[derive(Debug, Clone, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
+#[brw(little)]
+pub struct Cpu {
+    /// Everything up to `msr_efer`.
+    pub common: CpuCommon,
+    pub msr_tsc_aux: u64,
+    pub tsc: u64,
+    pub pending_event: PendingEvent,
+    pub error_code: u32,
+    /// `XEN_X86_FPU_INITIALISED` (bit 0).
+    pub flags: u32,
+    pub pad0: u32,
+}
+
+impl Cpu {
+    /// Payload size.
+    pub const SIZE: usize = 1032;
+}
+
+impl FieldSource for Cpu {
+    fn push_fields(&self, prefix: &str, out: &mut Vec<Field>) {
+        self.common.push_fields(prefix, out);
+        self.msr_tsc_aux
+            .push_fields(&member(prefix, "msr_tsc_aux"), out);
+        self.tsc.push_fields(&member(prefix, "tsc"), out);
+        self.pending_event
+            .push_fields(&member(prefix, "pending_event"), out);
+        self.error_code.push_fields(&member(prefix, "error_code"), out);
+        self.flags.push_fields(&member(prefix, "flags"), out);
+        self.pad0.push_fields(&member(prefix, "pad0"), out);
+    }
+}
+
+/// `struct hvm_hw_cpu_compat` (1016 bytes, Xen 3.1–3.4): no `msr_tsc_aux`,
+/// no `flags`. Current Xen still loads it (`_hvm_hw_fix_cpu`).
+#[derive(Debug, Clone, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
+#[brw(little)]
+pub struct CpuCompat {
+    /// Everything up to `msr_efer`.
+    pub common: CpuCommon,
+    pub tsc: u64,
+    pub pending_event: PendingEvent,
+    pub error_code: u32,
+}
+
+impl CpuCompat {
+    /// Payload size.
+    pub const SIZE: usize = 1016;
+}
+
+impl FieldSource for CpuCompat {
+    fn push_fields(&self, prefix: &str, out: &mut Vec<Field>) {
+        self.common.push_fields(prefix, out);
+        self.tsc.push_fields(&member(prefix, "tsc"), out);
+        self.pending_event
+            .push_fields(&member(prefix, "pending_event"), out);
+        self.error_code.push_fields(&member(prefix, "error_code"), out);
+    }
+}
+
+/// Byte 4 of `hvm_hw_vpic`: `init_state:4, priority_add:4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
+#[brw(little)]
+pub struct PicInit(pub u8);
+
+impl PicInit {
+    /// ICW initialisation progress (0 = none in progress).
+    pub fn init_state(self) -> u8 {
+        self.0 & 0xF
+    }
+    /// IR line with highest priority.
+    pub fn priority_add(self) -> u8 {
+        self.0 >> 4
+    }
+}
+
+impl FieldSource for PicInit {
+    /// Lists the C bitfields under their own names (the byte has no name in C).
+    fn push_fields(&self, name: &str, out: &mut Vec<Field>) {
+        let base = name.strip_suffix("init").unwrap_or("");
+        let w = u64::from(self.0);
+        push_bits(out, format!("{base}init_state"), w, 0, 4);
+        push_bits(out, format!("{base}priority_add"), w, 4, 4);
+    }
+}
+
+/// Byte 5 of `hvm_hw_vpic`: seven one-bit flags (bit 7 unused, kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
+#[brw(little)]
+pub struct PicMode(pub u8);
+
+/// Bit names of [`PicMode`], bit 0 first.
+pub const PIC_MODE_BITS: [&str; 7] = [
+    "readsel_isr",
+    "poll",
+    "auto_eoi",
+    "rotate_on_auto_eoi",
+    "special_fully_nested_mode",
+    "special_mask_mode",
+    "is_master",
+];
+
+impl PicMode {
+    /// Is this the master PIC (not programmable, set by Xen)?
+    pub fn is_master(self) -> bool {
+        self.0 & 0x40 != 0
+    }
+}
+
+impl FieldSource for PicMode {
+    fn push_fields(&self, name: &str, out: &mut Vec<Field>) {
+        let base = name.strip_suffix("mode").unwrap_or("");
+        let w = u64::from(self.0);
+        for (bit, n) in PIC_MODE_BITS.iter().enumerate() {
+            push_bits(out, format!("{base}{n}"), w, bit as u32, 1);
+        }
+        push_bits(out, format!("{base}mode_bit7_unused"), w, 7, 1);
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_vpic` (8 bytes, unchanged since 2007): one 8259.
+    pub struct Pic(8) {
+        pub irr: u8,
+        pub imr: u8,
+        pub isr: u8,
+        pub irq_base: u8,
+        pub init: PicInit,
+        pub mode: PicMode,
+        pub elcr: u8,
+        pub int_output: u8,
+    }
+}
+
+/// `union vioapic_redir_entry`: one IOAPIC pin as a u64 with bitfields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
+#[brw(little)]
+pub struct RedirEntry(pub u64);
+
+impl RedirEntry {
+    /// The `mask` bit: pin masked.
+    pub const MASK: u64 = 1 << 16;
+
+    /// Interrupt vector (bits 0–7).
+    pub fn vector(self) -> u8 {
+        self.0 as u8
+    }
+    /// Is the pin masked?
+    pub fn masked(self) -> bool {
+        self.0 & Self::MASK != 0
+    }
+    /// Destination APIC id (byte 7).
+    pub fn dest_id(self) -> u8 {
+        (self.0 >> 56) as u8
+    }
+}
+
+impl FieldSource for RedirEntry {
+    fn push_fields(&self, name: &str, out: &mut Vec<Field>) {
+        for (n, shift, bits) in [
+            ("vector", 0, 8),
+            ("delivery_mode", 8, 3),
+            ("dest_mode", 11, 1),
+            ("delivery_status", 12, 1),
+            ("polarity", 13, 1),
+            ("remote_irr", 14, 1),
+            ("trig_mode", 15, 1),
+            ("mask", 16, 1),
+            ("reserve", 17, 7),
+            ("reserved", 24, 32),
+            ("dest_id", 56, 8),
+        ] {
+            push_bits(out, member(name, n), self.0, shift, bits);
+        }
+    }
+}
+
+/// `VIOAPIC_NUM_PINS`: 16 ISA + 32 PCI pins, in every era.
+pub const VIOAPIC_NUM_PINS: usize = 48;
+
+hvm_struct! {
+    /// `struct hvm_hw_vioapic` (400 bytes, unchanged since 2007).
+    pub struct Ioapic(400) {
+        pub base_address: u64,
+        pub ioregsel: u32,
+        pub id: u32,
+        pub redirtbl: [RedirEntry; 48],
+    }
+}
+
+hvm_struct! {
+    /// Seed-era `struct hvm_hw_lapic` (16 bytes, up to 4.0).
+    pub struct LapicSeed(16) {
+        pub apic_base_msr: u64,
+        /// `VLAPIC_SW_DISABLED` (1) / `VLAPIC_HW_DISABLED` (2).
+        pub disabled: u32,
+        pub timer_divisor: u32,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_lapic` of Xen 4.1–4.20 (24 bytes, adds the TSC deadline).
+    pub struct LapicTdt(24) {
+        pub apic_base_msr: u64,
+        pub disabled: u32,
+        pub timer_divisor: u32,
+        pub tdt_msr: u64,
+    }
+}
+
+hvm_struct! {
+    /// Current `struct hvm_hw_lapic` (32 bytes, Xen 4.21: `pending_esr` and
+    /// tail padding).
+    pub struct Lapic(32) {
+        pub apic_base_msr: u64,
+        pub disabled: u32,
+        pub timer_divisor: u32,
+        pub tdt_msr: u64,
+        pub pending_esr: u32,
+        pub tail_pad: u32,
+    }
+}
+
+/// `struct hvm_hw_lapic_regs`: the 4 KiB APIC page's first 1 KiB, where
+/// every register sits in its own 16-byte slot.
+#[derive(Debug, Clone, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
+#[brw(little)]
+pub struct LapicRegs {
+    pub data: [u8; 1024],
+}
+
+impl LapicRegs {
+    /// Payload size.
+    pub const SIZE: usize = 1024;
+
+    /// The 32-bit register at byte offset `reg` (e.g. 0x20 = APIC ID);
+    /// `None` past the page.
+    pub fn reg(&self, reg: usize) -> Option<u32> {
+        let b = self.data.get(reg..reg + 4)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// Store the 32-bit register at byte offset `reg` (ignored past the page).
+    pub fn set_reg(&mut self, reg: usize, value: u32) {
+        if let Some(b) = self.data.get_mut(reg..reg + 4) {
+            b.copy_from_slice(&value.to_le_bytes());
+        }
+    }
+}
+
+/// Architectural names of the local APIC registers by offset.
+fn apic_reg_name(off: usize) -> Option<&'static str> {
+    Some(match off {
+        0x020 => "id",
+        0x030 => "version",
+        0x080 => "tpr",
+        0x090 => "apr",
+        0x0A0 => "ppr",
+        0x0B0 => "eoi",
+        0x0C0 => "rrd",
+        0x0D0 => "ldr",
+        0x0E0 => "dfr",
+        0x0F0 => "svr",
+        0x100..=0x170 => return Some(["isr0", "isr1", "isr2", "isr3", "isr4", "isr5", "isr6", "isr7"][(off - 0x100) / 16]),
+        0x180..=0x1F0 => return Some(["tmr0", "tmr1", "tmr2", "tmr3", "tmr4", "tmr5", "tmr6", "tmr7"][(off - 0x180) / 16]),
+        0x200..=0x270 => return Some(["irr0", "irr1", "irr2", "irr3", "irr4", "irr5", "irr6", "irr7"][(off - 0x200) / 16]),
+        0x280 => "esr",
+        0x2F0 => "lvt_cmci",
+        0x300 => "icr_lo",
+        0x310 => "icr_hi",
+        0x320 => "lvt_timer",
+        0x330 => "lvt_thermal",
+        0x340 => "lvt_pmc",
+        0x350 => "lvt_lint0",
+        0x360 => "lvt_lint1",
+        0x370 => "lvt_error",
+        0x380 => "timer_icr",
+        0x390 => "timer_ccr",
+        0x3E0 => "timer_dcr",
+        _ => return None,
+    })
+}
+
+impl FieldSource for LapicRegs {
+    /// One 32-bit field per 16-byte slot (named architecturally where the
+    /// slot is a register), plus the slot's upper 12 bytes when any is
+    /// non-zero, so that every byte of the page shows up in a listing.
+    fn push_fields(&self, prefix: &str, out: &mut Vec<Field>) {
+        for (i, slot) in self.data.chunks_exact(16).enumerate() {
+            let off = i * 16;
+            let name = match apic_reg_name(off) {
+                Some(n) => format!("{n}@0x{off:03x}"),
+                None => format!("reg@0x{off:03x}"),
+            };
+            let mut lo = [0u8; 4];
+            lo.copy_from_slice(&slot[..4]);
+            u32::from_le_bytes(lo).push_fields(&member(prefix, &name), out);
+            let hi = &slot[4..];
+            if hi.iter().any(|&b| b != 0) {
+                u8::push_slice(hi, &member(prefix, &format!("{name}+4")), out);
+            }
+        }
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_pci_irqs` (16 bytes): 128 virtual PCI INTx wires,
+    /// bit `device*4 + INTx`.
+    pub struct PciIrq(16) {
+        pub i: [u64; 2],
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_isa_irqs` (8 bytes): 16 ISA IRQ wires in a u64.
+    pub struct IsaIrq(8) {
+        pub i: u64,
+    }
+}
+
+hvm_struct! {
+    /// Seed-era `struct hvm_hw_pci_link` (4 bytes): link → GSI routes.
+    pub struct PciLinkSeed(4) {
+        pub route: [u8; 4],
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_pci_link` since 3.1 (8 bytes, padded to ×8).
+    pub struct PciLink(8) {
+        pub route: [u8; 4],
+        pub pad0: [u8; 4],
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_pit_channel` (16 bytes, unchanged since 2007).
+    pub struct PitChannel(16) {
+        /// Can be 65536.
+        pub count: u32,
+        pub latched_count: u16,
+        pub count_latched: u8,
+        pub status_latched: u8,
+        pub status: u8,
+        pub read_state: u8,
+        pub write_state: u8,
+        pub write_latch: u8,
+        pub rw_mode: u8,
+        pub mode: u8,
+        pub bcd: u8,
+        pub gate: u8,
+    }
+}
+
+hvm_struct! {
+    /// Seed-era `struct hvm_hw_pit` (52 bytes).
+    pub struct PitSeed(52) {
+        pub channels: [PitChannel; 3],
+        pub speaker_data_on: u32,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_pit` since 3.1 (56 bytes, padded to ×8).
+    pub struct Pit(56) {
+        pub channels: [PitChannel; 3],
+        pub speaker_data_on: u32,
+        pub pad0: u32,
+    }
+}
+
+/// `RTC_CMOS_SIZE`: the RTC's 14 clock/status registers.
+pub const RTC_CMOS_SIZE: usize = 14;
+
+hvm_struct! {
+    /// Seed-era `struct hvm_hw_rtc` (15 bytes: the reason seed blobs are
+    /// unaligned after RTC).
+    pub struct RtcSeed(15) {
+        pub cmos_data: [u8; 14],
+        pub cmos_index: u8,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_rtc` of 3.1–4.13 (16 bytes, padded to ×8).
+    pub struct RtcPadded(16) {
+        pub cmos_data: [u8; 14],
+        pub cmos_index: u8,
+        pub pad0: u8,
+    }
+}
+
+hvm_struct! {
+    /// Current `struct hvm_hw_rtc` (24 bytes, 4.14 on: offset from host time).
+    pub struct Rtc(24) {
+        pub cmos_data: [u8; 14],
+        pub cmos_index: u8,
+        pub pad0: u8,
+        pub rtc_offset: i64,
+    }
+}
+
+hvm_struct! {
+    /// One HPET comparator of `struct hvm_hw_hpet`.
+    pub struct HpetTimer(32) {
+        pub config: u64,
+        pub cmp: u64,
+        pub fsb: u64,
+        pub res4: u64,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_hpet` (1048 bytes, unchanged since 2007). The reserved
+    /// u64 arrays are kept as bytes so listings stay readable.
+    pub struct Hpet(1048) {
+        pub capability: u64,
+        pub res0: u64,
+        pub config: u64,
+        pub res1: u64,
+        pub isr: u64,
+        /// `u64 res2[25]`.
+        pub res2: [u8; 200],
+        pub mc64: u64,
+        pub res3: u64,
+        pub timers: [HpetTimer; 3],
+        /// `u64 res5[84]`.
+        pub res5: [u8; 672],
+        pub period: [u64; 3],
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_pmtimer` (8 bytes, unchanged since 2007).
+    pub struct PmTimer(8) {
+        pub tmr_val: u32,
+        pub pm1a_sts: u16,
+        pub pm1a_en: u16,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_hw_mtrr` (240 bytes, 3.3 on).
+    pub struct Mtrr(240) {
+        pub msr_pat_cr: u64,
+        /// Base/mask pairs of the 8 variable MTRRs.
+        pub msr_mtrr_var: [u64; 16],
+        pub msr_mtrr_fixed: [u64; 11],
+        pub msr_mtrr_cap: u64,
+        pub msr_mtrr_def_type: u64,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_viridian_domain_context` (32 bytes, 4.6 on).
+    pub struct ViridianDomain(32) {
+        pub hypercall_gpa: u64,
+        pub guest_os_id: u64,
+        pub time_ref_count: u64,
+        pub reference_tsc: u64,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_viridian_vcpu_context` (216 bytes, 4.13 on).
+    pub struct ViridianVcpu(216) {
+        pub vp_assist_msr: u64,
+        pub apic_assist_pending: u8,
+        pub pad: [u8; 7],
+        pub simp_msr: u64,
+        pub sint_msr: [u64; 16],
+        pub stimer_config_msr: [u64; 4],
+        pub stimer_count_msr: [u64; 4],
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_vmce_vcpu` (32 bytes, 4.10 on).
+    pub struct VmceVcpu(32) {
+        pub caps: u64,
+        pub mci_ctl2_bank0: u64,
+        pub mci_ctl2_bank1: u64,
+        pub mcg_ext_ctl: u64,
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_tsc_adjust` (8 bytes, 4.3 on).
+    pub struct TscAdjust(8) {
+        pub tsc_adjust: u64,
+    }
+}
+
+/// `struct hvm_hw_cpu_xsave` (4.1 on): a 24-byte header and an XSAVE area of
+/// whatever size the saving host's features needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuXsave {
+    /// Ignored by loaders.
+    pub xfeature_mask: u64,
+    pub xcr0: u64,
+    pub xcr0_accum: u64,
+    /// Legacy 512-byte region, 64-byte XSAVE header, then components.
+    pub save_area: Vec<u8>,
+}
+
+/// Size of [`CpuXsave`]'s fixed header.
+pub const XSAVE_HEADER_LEN: usize = 24;
+/// Legacy FXSAVE region + XSAVE header: the smallest area a loader takes
+/// (`XSTATE_AREA_MIN_SIZE`).
+pub const XSTATE_AREA_MIN_SIZE: usize = 512 + 64;
+
+impl CpuXsave {
+    /// Decode; `None` if shorter than the fixed header.
+    pub fn decode(b: &[u8]) -> Option<CpuXsave> {
+        let u64_at = |o: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+        };
+        Some(CpuXsave {
+            xfeature_mask: u64_at(0)?,
+            xcr0: u64_at(8)?,
+            xcr0_accum: u64_at(16)?,
+            save_area: b.get(XSAVE_HEADER_LEN..)?.to_vec(),
+        })
+    }
+
+    /// Append the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.xfeature_mask.to_le_bytes());
+        out.extend_from_slice(&self.xcr0.to_le_bytes());
+        out.extend_from_slice(&self.xcr0_accum.to_le_bytes());
+        out.extend_from_slice(&self.save_area);
+    }
+
+    /// `xsave_hdr.xstate_bv` (save area bytes 512..520), if present.
+    pub fn xstate_bv(&self) -> Option<u64> {
+        Some(u64::from_le_bytes(
+            self.save_area.get(512..520)?.try_into().ok()?,
+        ))
+    }
+}
+
+impl FieldSource for CpuXsave {
+    fn push_fields(&self, prefix: &str, out: &mut Vec<Field>) {
+        self.xfeature_mask
+            .push_fields(&member(prefix, "xfeature_mask"), out);
+        self.xcr0.push_fields(&member(prefix, "xcr0"), out);
+        self.xcr0_accum.push_fields(&member(prefix, "xcr0_accum"), out);
+        let a = &self.save_area;
+        match (a.get(..512), a.get(512..576), a.get(576..)) {
+            (Some(fpu), Some(hdr), Some(ext)) => {
+                u8::push_slice(fpu, &member(prefix, "save_area.fpu_sse"), out);
+                let mut w = [0u8; 8];
+                for (i, n) in ["xstate_bv", "xcomp_bv"].iter().enumerate() {
+                    w.copy_from_slice(&hdr[i * 8..i * 8 + 8]);
+                    u64::from_le_bytes(w)
+                        .push_fields(&member(prefix, &format!("save_area.xsave_hdr.{n}")), out);
+                }
+                u8::push_slice(
+                    &hdr[16..],
+                    &member(prefix, "save_area.xsave_hdr.reserved"),
+                    out,
+                );
+                if !ext.is_empty() {
+                    u8::push_slice(ext, &member(prefix, "save_area.extended"), out);
+                }
+            }
+            _ => u8::push_slice(a, &member(prefix, "save_area"), out),
+        }
+    }
+}
+
+hvm_struct! {
+    /// `struct hvm_one_msr`: one MSR of a CPU_MSR record.
+    pub struct HvmOneMsr(16) {
+        pub index: u32,
+        /// Must be zero for current Xen to load the record.
+        pub rsvd: u32,
+        pub val: u64,
+    }
+}
+
+/// `struct hvm_msr` (4.5 on): `u32 count`, 4 bytes of alignment padding,
+/// then `count` MSRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuMsr {
+    pub count: u32,
+    /// Alignment padding before the array (kept for byte exactness).
+    pub pad: u32,
+    pub msrs: Vec<HvmOneMsr>,
+}
+
+impl CpuMsr {
+    /// Decode when the length is exactly `8 + 16 × count`; other lengths
+    /// have no layout and stay raw.
+    pub fn decode(b: &[u8]) -> Option<CpuMsr> {
+        let count = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?);
+        let pad = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?);
+        let rest = b.get(8..)?;
+        if rest.len() as u64 != u64::from(count) * 16 {
+            return None;
+        }
+        let msrs = rest
+            .chunks_exact(16)
+            .map(|c| {
+                let mut i = [0u8; 4];
+                let mut r = [0u8; 4];
+                let mut v = [0u8; 8];
+                i.copy_from_slice(&c[0..4]);
+                r.copy_from_slice(&c[4..8]);
+                v.copy_from_slice(&c[8..16]);
+                HvmOneMsr {
+                    index: u32::from_le_bytes(i),
+                    rsvd: u32::from_le_bytes(r),
+                    val: u64::from_le_bytes(v),
+                }
+            })
+            .collect();
+        Some(CpuMsr { count, pad, msrs })
+    }
+
+    /// Append the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.pad.to_le_bytes());
+        for m in &self.msrs {
+            out.extend_from_slice(&m.index.to_le_bytes());
+            out.extend_from_slice(&m.rsvd.to_le_bytes());
+            out.extend_from_slice(&m.val.to_le_bytes());
+        }
+    }
+}
+
+impl FieldSource for CpuMsr {
+    fn push_fields(&self, prefix: &str, out: &mut Vec<Field>) {
+        self.count.push_fields(&member(prefix, "count"), out);
+        self.pad.push_fields(&member(prefix, "pad"), out);
+        HvmOneMsr::push_slice(&self.msrs, &member(prefix, "msr"), out);
+    }
+}
