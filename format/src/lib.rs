@@ -29,6 +29,8 @@ pub mod digest;
 pub mod envelope;
 pub mod error;
 pub mod hvm;
+pub mod index;
+pub mod layout;
 pub mod pfn;
 pub mod rules;
 pub mod stream;
