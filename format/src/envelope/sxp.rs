@@ -58,6 +58,12 @@ impl Sxp {
         Sxp::List(items.into_iter().collect())
     }
 
+    /// A `(key value)` pair, the shape of every scalar in a domain config:
+    /// `Sxp::entry("memory", "512")`.
+    pub fn entry(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Sxp::List(vec![Sxp::Atom(key.into()), Sxp::Atom(value.into())])
+    }
+
     /// Parse a text holding exactly one s-expression (surrounding
     /// whitespace and comments allowed). xend itself took the first value
     /// and ignored the rest; a second value is an error here because a
@@ -482,6 +488,25 @@ mod tests {
     fn prints_xend_form_byte_for_byte() {
         let c = Sxp::parse(XEND.as_bytes()).unwrap();
         assert_eq!(c.to_sxp_string(), XEND);
+    }
+
+    #[test]
+    fn builds_a_config_the_way_xend_printed_it() {
+        let c = Sxp::list([
+            Sxp::atom("domain"),
+            Sxp::entry("domid", "3"),
+            Sxp::entry("name", "my guest"),
+            Sxp::entry("memory", "256"),
+            Sxp::list([
+                Sxp::atom("image"),
+                Sxp::list([Sxp::atom("hvm"), Sxp::entry("pae", "1")]),
+            ]),
+        ]);
+        assert_eq!(
+            c.to_sxp_string(),
+            "(domain (domid 3) (name 'my guest') (memory 256) (image (hvm (pae 1))))"
+        );
+        assert_eq!(c.get_u64("memory"), Some(256));
     }
 
     #[test]

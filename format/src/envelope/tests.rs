@@ -269,3 +269,24 @@ fn section_ids_are_shown_escaped() {
     assert_eq!(l.sections[0].id, b"a\xffb");
     assert_eq!(l.sections[0].id_str(), "a\\xffb");
 }
+
+proptest::proptest! {
+    #[test]
+    fn xend_header_round_trips(config in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                               stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+        let mut file = Vec::new();
+        let n = write_xend_header(&mut file, &config).unwrap();
+        file.extend_from_slice(&stream);
+        let h = parse_xend_header(&file).unwrap();
+        proptest::prop_assert_eq!(&h.config_text, &config);
+        proptest::prop_assert_eq!(h.stream_offset, n);
+        proptest::prop_assert_eq!(&file[n as usize..], &stream[..]);
+    }
+
+    #[test]
+    fn header_reader_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+        let _ = parse_xend_header(&bytes);
+        let _ = sniff(&bytes);
+        let _ = parse_qemu_tail(&bytes, 0);
+    }
+}
