@@ -29,6 +29,7 @@ pub mod digest;
 pub mod envelope;
 pub mod error;
 pub mod hvm;
+pub mod image;
 pub mod index;
 pub mod layout;
 pub mod pfn;
