@@ -9,81 +9,9 @@ use std::sync::OnceLock;
 use super::layout::{FPU_CTXT_SIZE, GDT_FRAMES, SIZE_X86_32, SIZE_X86_64, TRAP_ENTRIES};
 use crate::WordSize;
 
-/// One named field of a record with its value.
-///
-/// The same shape is used for HVM records so that `hvm-inspect show` and
-/// `diff` treat both alike.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Field {
-    /// Dotted path in Xen's naming: `user_regs.rip`, `trap_ctxt[3].address`.
-    pub name: String,
-    /// The value.
-    pub value: FieldValue,
-}
-
-/// The value of a [`Field`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum FieldValue {
-    /// An unsigned integer of `bits` width (8, 16, 32 or 64), widened.
-    U64 { value: u64, bits: u8 },
-    /// Raw bytes: images (FXSAVE) and padding.
-    Bytes(Vec<u8>),
-}
-
-impl Field {
-    /// An integer field.
-    pub fn u64(name: impl Into<String>, value: u64, bits: u8) -> Self {
-        Field {
-            name: name.into(),
-            value: FieldValue::U64 { value, bits },
-        }
-    }
-
-    /// A byte-string field.
-    pub fn bytes(name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        Field {
-            name: name.into(),
-            value: FieldValue::Bytes(value.into()),
-        }
-    }
-}
-
-impl FieldValue {
-    /// The integer, if this is one.
-    pub fn as_u64(&self) -> Option<u64> {
-        match self {
-            FieldValue::U64 { value, .. } => Some(*value),
-            FieldValue::Bytes(_) => None,
-        }
-    }
-
-    /// True for an all-zero value (a zero integer or bytes that are all zero),
-    /// which `show` may fold away.
-    pub fn is_zero(&self) -> bool {
-        match self {
-            FieldValue::U64 { value, .. } => *value == 0,
-            FieldValue::Bytes(b) => b.iter().all(|&x| x == 0),
-        }
-    }
-}
-
-impl std::fmt::Display for FieldValue {
-    /// Integers as zero-padded hex of their width; bytes as plain hex.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FieldValue::U64 { value, bits } => {
-                let digits = usize::from(*bits).div_ceil(4).max(1);
-                write!(f, "0x{value:0digits$x}")
-            }
-            FieldValue::Bytes(b) => {
-                for x in b {
-                    write!(f, "{x:02x}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
+/// The listing shares its shape with the HVM records' (one type for
+/// `show`, `diff` and JSON across both).
+pub use crate::hvm::{Field, FieldValue};
 
 /// How a [`FieldSpec`]'s bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
