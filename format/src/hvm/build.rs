@@ -156,7 +156,10 @@ pub fn seed_reset_records(cpuid: u32, cpus: &[CpuSeed]) -> Vec<HvmRecord> {
         }),
     )];
     for (i, cpu) in (0..n).zip(cpus) {
-        v.push(HvmRecord::new(i, RecordBody::CpuSeed(Box::new(cpu.clone()))));
+        v.push(HvmRecord::new(
+            i,
+            RecordBody::CpuSeed(Box::new(cpu.clone())),
+        ));
     }
     v.push(HvmRecord::new(0, RecordBody::Pic(pic_reset(true))));
     v.push(HvmRecord::new(1, RecordBody::Pic(pic_reset(false))));

@@ -46,6 +46,15 @@ impl FieldValue {
         FieldValue::U64 { value, bits }
     }
 
+    /// True when every bit is zero (renderers may elide such fields).
+    pub fn is_zero(&self) -> bool {
+        match self {
+            FieldValue::U64 { value, .. } => *value == 0,
+            FieldValue::I64 { value, .. } => *value == 0,
+            FieldValue::Bytes(b) => b.iter().all(|&x| x == 0),
+        }
+    }
+
     /// Width in bits (bytes × 8 for byte arrays).
     pub fn bits(&self) -> u64 {
         match self {
@@ -161,7 +170,10 @@ pub(crate) fn push_bits(out: &mut Vec<Field>, name: String, word: u64, shift: u3
     } else {
         (1u64 << bits) - 1
     };
-    out.push(Field::new(name, FieldValue::uint((word >> shift) & mask, bits)));
+    out.push(Field::new(
+        name,
+        FieldValue::uint((word >> shift) & mask, bits),
+    ));
 }
 
 /// Join a prefix and a member name (`""` + `x` = `x`, `a` + `x` = `a.x`).
@@ -231,6 +243,12 @@ mod tests {
         assert_eq!(FieldValue::uint(5, 3).to_string(), "0x5");
         assert_eq!(FieldValue::uint(1, 1).to_string(), "1");
         assert_eq!(FieldValue::Bytes(vec![0xab, 0x01]).to_string(), "ab01");
+        assert!(FieldValue::Bytes(vec![0, 0]).is_zero());
+        assert!(!FieldValue::I64 {
+            value: -1,
+            bits: 64
+        }
+        .is_zero());
     }
 
     #[test]

@@ -45,7 +45,11 @@ impl Header {
             version: u32_at(4)?,
             changeset: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
             cpuid: u32_at(16)?,
-            tail: if b.len() == 24 { Some(u32_at(20)?) } else { None },
+            tail: if b.len() == 24 {
+                Some(u32_at(20)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -79,7 +83,8 @@ impl FieldSource for Header {
     fn push_fields(&self, prefix: &str, out: &mut Vec<Field>) {
         self.magic.push_fields(&member(prefix, "magic"), out);
         self.version.push_fields(&member(prefix, "version"), out);
-        self.changeset.push_fields(&member(prefix, "changeset"), out);
+        self.changeset
+            .push_fields(&member(prefix, "changeset"), out);
         self.cpuid.push_fields(&member(prefix, "cpuid"), out);
         if let Some(t) = self.tail {
             // One name for both meanings: the bytes cannot tell the eras apart.
@@ -348,7 +353,8 @@ impl FieldSource for Cpu {
         self.tsc.push_fields(&member(prefix, "tsc"), out);
         self.pending_event
             .push_fields(&member(prefix, "pending_event"), out);
-        self.error_code.push_fields(&member(prefix, "error_code"), out);
+        self.error_code
+            .push_fields(&member(prefix, "error_code"), out);
         self.flags.push_fields(&member(prefix, "flags"), out);
         self.pad0.push_fields(&member(prefix, "pad0"), out);
     }
@@ -377,7 +383,8 @@ impl FieldSource for CpuCompat {
         self.tsc.push_fields(&member(prefix, "tsc"), out);
         self.pending_event
             .push_fields(&member(prefix, "pending_event"), out);
-        self.error_code.push_fields(&member(prefix, "error_code"), out);
+        self.error_code
+            .push_fields(&member(prefix, "error_code"), out);
     }
 }
 
@@ -584,9 +591,27 @@ fn apic_reg_name(off: usize) -> Option<&'static str> {
         0x0D0 => "ldr",
         0x0E0 => "dfr",
         0x0F0 => "svr",
-        0x100..=0x170 => return Some(["isr0", "isr1", "isr2", "isr3", "isr4", "isr5", "isr6", "isr7"][(off - 0x100) / 16]),
-        0x180..=0x1F0 => return Some(["tmr0", "tmr1", "tmr2", "tmr3", "tmr4", "tmr5", "tmr6", "tmr7"][(off - 0x180) / 16]),
-        0x200..=0x270 => return Some(["irr0", "irr1", "irr2", "irr3", "irr4", "irr5", "irr6", "irr7"][(off - 0x200) / 16]),
+        0x100..=0x170 => {
+            return Some(
+                [
+                    "isr0", "isr1", "isr2", "isr3", "isr4", "isr5", "isr6", "isr7",
+                ][(off - 0x100) / 16],
+            )
+        }
+        0x180..=0x1F0 => {
+            return Some(
+                [
+                    "tmr0", "tmr1", "tmr2", "tmr3", "tmr4", "tmr5", "tmr6", "tmr7",
+                ][(off - 0x180) / 16],
+            )
+        }
+        0x200..=0x270 => {
+            return Some(
+                [
+                    "irr0", "irr1", "irr2", "irr3", "irr4", "irr5", "irr6", "irr7",
+                ][(off - 0x200) / 16],
+            )
+        }
         0x280 => "esr",
         0x2F0 => "lvt_cmci",
         0x300 => "icr_lo",
@@ -867,7 +892,8 @@ impl FieldSource for CpuXsave {
         self.xfeature_mask
             .push_fields(&member(prefix, "xfeature_mask"), out);
         self.xcr0.push_fields(&member(prefix, "xcr0"), out);
-        self.xcr0_accum.push_fields(&member(prefix, "xcr0_accum"), out);
+        self.xcr0_accum
+            .push_fields(&member(prefix, "xcr0_accum"), out);
         let a = &self.save_area;
         match (a.get(..512), a.get(512..576), a.get(576..)) {
             (Some(fpu), Some(hdr), Some(ext)) => {

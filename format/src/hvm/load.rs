@@ -19,7 +19,9 @@ use crate::pfn::WordSize;
 use crate::rules::{Finding, Severity};
 
 use super::framing::{record_context, DESCRIPTOR_LEN};
-use super::layouts::{CpuMsr, CpuXsave, HVM_FILE_MAGIC, HVM_FILE_VERSION, XSAVE_HEADER_LEN, XSTATE_AREA_MIN_SIZE};
+use super::layouts::{
+    CpuMsr, CpuXsave, HVM_FILE_MAGIC, HVM_FILE_VERSION, XSAVE_HEADER_LEN, XSTATE_AREA_MIN_SIZE,
+};
 use super::record::{code, is_per_vcpu, size_eras, type_name};
 
 /// `MAX_VIRT_CPUS` of the seed: the (off-by-one) bound of vCPU instances.
@@ -349,7 +351,11 @@ pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
         if d.typecode == code::END {
             // END's length is not checked; whatever follows is ignored.
             let after = d.payload.map(|p| d.offset + DESCRIPTOR_LEN + p.len());
-            out.extend(trailing("seed.hvm.trailing-bytes", blob, after.unwrap_or(pos + 8)));
+            out.extend(trailing(
+                "seed.hvm.trailing-bytes",
+                blob,
+                after.unwrap_or(pos + 8),
+            ));
             return out;
         }
         if d.typecode > code::SEED_MAX {
@@ -514,7 +520,11 @@ pub fn check_current_load(blob: &[u8], opts: &CurrentLoadOptions) -> Vec<Finding
         };
         if d.typecode == code::END {
             let after = d.payload.map(|p| d.offset + DESCRIPTOR_LEN + p.len());
-            out.extend(trailing("xen.hvm.trailing-bytes", blob, after.unwrap_or(pos + 8)));
+            out.extend(trailing(
+                "xen.hvm.trailing-bytes",
+                blob,
+                after.unwrap_or(pos + 8),
+            ));
             break;
         }
         match current_check(d.typecode) {
@@ -700,7 +710,10 @@ fn xsave_state(out: &mut Vec<Finding>, d: &Desc, x: &CpuXsave) {
         problems.push(format!("xcr0 0x{:x} is not a valid XCR0", x.xcr0));
     }
     if !valid_xcr0(x.xcr0_accum) {
-        problems.push(format!("xcr0_accum 0x{:x} is not a valid XCR0", x.xcr0_accum));
+        problems.push(format!(
+            "xcr0_accum 0x{:x} is not a valid XCR0",
+            x.xcr0_accum
+        ));
     }
     if x.xcr0 & !x.xcr0_accum != 0 {
         problems.push(format!(

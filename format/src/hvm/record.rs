@@ -260,7 +260,10 @@ pub enum RecordBody {
     TscAdjust(TscAdjust),
     CpuMsr(CpuMsr),
     /// Unknown type, or a known type with a length no known layout has.
-    Raw { typecode: u16, payload: Vec<u8> },
+    Raw {
+        typecode: u16,
+        payload: Vec<u8>,
+    },
 }
 
 fn read<T>(b: &[u8]) -> Option<T>
@@ -280,7 +283,8 @@ where
     let mut c = std::io::Cursor::new(std::mem::take(out));
     c.set_position(c.get_ref().len() as u64);
     // Writing into a Vec cannot fail.
-    v.write_le(&mut c).expect("writing to a Vec<u8> cannot fail");
+    v.write_le(&mut c)
+        .expect("writing to a Vec<u8> cannot fail");
     *out = c.into_inner();
 }
 
