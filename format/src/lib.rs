@@ -35,6 +35,7 @@ pub mod layout;
 pub mod pfn;
 pub mod rules;
 pub mod stream;
+pub mod v2;
 pub mod vcpu;
 
 pub use error::{Context, Error, ErrorKind, Result};
