@@ -212,7 +212,9 @@ fn check_page_shift(d: &DomainHeader, at: u64) -> Result<()> {
 /// Pull parser for a libxc v2 image over any `Read`.
 ///
 /// Records borrow the reader's buffer until the next call; call
-/// [`RecordBody::into_owned`] to keep one.
+/// [`RecordBody::into_owned`] to keep one. After an error the position is
+/// wherever reading stopped: a caller that wants to salvage more must know
+/// where to resume (the error's offset says where the damage is).
 pub struct Reader<R> {
     src: Source<R>,
     image: ImageHeader,
