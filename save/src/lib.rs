@@ -1,1 +1,35 @@
-//! `hvm-save`: the live save producer (not yet built; see the project's issues).
+//! # hvm-save
+//!
+//! The live save producer: makes seed-dialect Xen HVM save images
+//! (`xc_hvm_save` @ `e2a44bc7a4`) from a running guest, faster and with
+//! less downtime than the seed, or with exactly its decisions.
+//!
+//! The API in layers, from the hypervisor up:
+//!
+//! * [`domain`]: the [`Domain`](domain::Domain) trait, the hypervisor
+//!   boundary (log-dirty, device-model bitmaps, batch mapping, suspend,
+//!   vCPU and HVM state, a clock).
+//! * [`backend`]: implementations: [`backend::sim`] (deterministic simulated
+//!   guest) and [`backend::fault`] (fault injection); KVM and Xen plug in here.
+//! * [`plan`]: `max_pfn`, holes, magic pfns, the permute scan order.
+//! * [`policy`]: when to stop pre-copy: [`policy::SeedPolicy`] (the seed's
+//!   rules) and [`policy::DowntimePolicy`] (the default), plus the rate limiter.
+//! * [`saver`]: the seed's loop, emitting [`saver::Event`]s.
+//! * [`sink`]: atomic file, stdout, TCP. [`xend`]: the xend envelope.
+//! * [`manifest`]: digests of the guest at suspend time. [`progress`]:
+//!   progress display, stats file, summary line.
+
+pub mod backend;
+pub mod domain;
+pub mod manifest;
+pub mod plan;
+pub mod policy;
+pub mod progress;
+pub mod saver;
+pub mod sink;
+pub mod xend;
+
+pub use domain::{Domain, DomainError};
+pub use plan::Plan;
+pub use policy::{DowntimePolicy, Policy, SeedPolicy};
+pub use saver::{save, Envelope, Event, SaveError, SaveOptions, SaveOutcome, SaveSummary};

@@ -1,0 +1,20 @@
+//! Implementations of [`Domain`](crate::domain::Domain).
+//!
+//! * [`sim`]: the deterministic simulated guest (always built).
+//! * [`fault`]: a wrapper that fails a chosen call, for fault-injection tests.
+//! * `kvm` (a real guest through `hvm-guest`) and `xen` (feature `xen`,
+//!   through `xenctrl`) plug in here; until they exist, [`unavailable`]
+//!   names what is missing instead of pretending.
+
+pub mod fault;
+pub mod sim;
+
+use crate::domain::DomainError;
+
+/// The error for a backend this build does not have.
+pub fn unavailable(backend: &str) -> DomainError {
+    DomainError::Unavailable(format!(
+        "the {backend} backend is not part of this build of hvm-save \
+         (only --sim is available)"
+    ))
+}
