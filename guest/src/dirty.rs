@@ -270,7 +270,8 @@ impl DirtyLog {
         r.flags = flags;
         // SAFETY: re-registers slot 0 with the same host mapping (owned by the VM for its
         // lifetime), changing only the flags.
-        unsafe { self.vm.set_user_memory_region(r) }.map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))
+        unsafe { self.vm.set_user_memory_region(r) }
+            .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))
     }
 
     /// Starts logging. With manual protect and INITIALLY_SET every page starts dirty (Xen's

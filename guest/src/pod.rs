@@ -18,7 +18,10 @@ pub(crate) unsafe trait Pod: Copy {
         // SAFETY: `Self: Pod` is plain integers without invalid bit patterns; the slice covers
         // exactly the object and lives as long as the borrow.
         unsafe {
-            std::slice::from_raw_parts(self as *const Self as *const u8, std::mem::size_of::<Self>())
+            std::slice::from_raw_parts(
+                self as *const Self as *const u8,
+                std::mem::size_of::<Self>(),
+            )
         }
     }
 

@@ -312,7 +312,14 @@ impl SegCmp for kvm_bindings::kvm_segment {
             self.limit,
             self.selector,
             [
-                self.type_, self.present, self.dpl, self.db, self.s, self.l, self.g, self.avl,
+                self.type_,
+                self.present,
+                self.dpl,
+                self.db,
+                self.s,
+                self.l,
+                self.g,
+                self.avl,
             ],
         )
     }
@@ -384,7 +391,12 @@ fn parse_sections<'a>(bytes: &'a [u8], magic: &[u8; 8], what: &str) -> Result<Ve
     for i in 0..count {
         let ctx = || format!("{what} › section {i}");
         let h = bytes.get(off..off + 8).ok_or_else(|| {
-            bad(off, ctx(), "8-byte section header".into(), "end of input".into())
+            bad(
+                off,
+                ctx(),
+                "8-byte section header".into(),
+                "end of input".into(),
+            )
         })?;
         let tag = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;

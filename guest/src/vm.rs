@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_pit_config, kvm_regs, kvm_run, kvm_segment, kvm_userspace_memory_region, kvm_xsave,
-    CpuId, Msrs, Xsave, KVM_CAP_DIRTY_LOG_RING, KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
+    kvm_pit_config, kvm_regs, kvm_run, kvm_segment, kvm_userspace_memory_region, kvm_xsave, CpuId,
+    Msrs, Xsave, KVM_CAP_DIRTY_LOG_RING, KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
     KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_INITIALLY_SET,
     KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
     KVM_PIT_SPEAKER_DUMMY,
@@ -162,7 +162,11 @@ impl GuestMem {
         }
         // SAFETY: bounds checked above; destination and the guest mapping do not overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.add(offset as usize), out.as_mut_ptr(), out.len())
+            std::ptr::copy_nonoverlapping(
+                self.ptr.add(offset as usize),
+                out.as_mut_ptr(),
+                out.len(),
+            )
         };
         Ok(())
     }
@@ -469,7 +473,7 @@ impl Vm {
                     data.len()
                 )));
             }
-            if data.iter().all(|&b| b == 0) {
+            if is_zero(data) {
                 report.zero_pages_skipped += 1;
                 continue;
             }
@@ -542,7 +546,10 @@ impl Vm {
             }
             DirtyMechanism::Ring => {
                 let (cap_id, max) = if info.dirty_ring_acq_rel_bytes > 0 {
-                    (KVM_CAP_DIRTY_LOG_RING_ACQ_REL, info.dirty_ring_acq_rel_bytes)
+                    (
+                        KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
+                        info.dirty_ring_acq_rel_bytes,
+                    )
                 } else {
                     (KVM_CAP_DIRTY_LOG_RING, info.dirty_ring_bytes)
                 };
@@ -661,7 +668,8 @@ impl Vm {
         }
         let sh = self.vcpus[i].shared.clone();
         let fd = sh.fd();
-        fd.set_cpuid2(&cpuid).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+        fd.set_cpuid2(&cpuid)
+            .map_err(Error::kvm("KVM_SET_CPUID2"))?;
         if self.irqchip {
             // What firmware would leave behind: LAPIC software-enabled, LINT0 ExtINT, LINT1
             // NMI. It also makes the LAPIC's state differ from KVM's reset state, so a restore
@@ -803,7 +811,7 @@ impl Vm {
             if self.ram.read(gfn * PAGE_SIZE, &mut buf).is_err() {
                 break;
             }
-            if buf.iter().all(|&b| b == 0) {
+            if is_zero(&buf) {
                 continue;
             }
             h.update(gfn.to_le_bytes());
@@ -925,14 +933,16 @@ impl Vm {
                 if c.stopped_at == Some(step) && c.parked {
                     break;
                 }
-                let left = timeout.checked_sub(start.elapsed()).ok_or_else(|| Error::Timeout {
-                    what: format!(
-                        "vCPU {} to reach step {step} (at {})",
-                        h.shared.index,
-                        self.progress(h.shared.index)
-                    ),
-                    waited: start.elapsed(),
-                })?;
+                let left = timeout
+                    .checked_sub(start.elapsed())
+                    .ok_or_else(|| Error::Timeout {
+                        what: format!(
+                            "vCPU {} to reach step {step} (at {})",
+                            h.shared.index,
+                            self.progress(h.shared.index)
+                        ),
+                        waited: start.elapsed(),
+                    })?;
                 c = h
                     .shared
                     .cv
@@ -992,7 +1002,9 @@ impl Vm {
             fpu: fd.get_fpu().map_err(Error::kvm("KVM_GET_FPU"))?,
             xsave,
             xcrs,
-            debugregs: fd.get_debug_regs().map_err(Error::kvm("KVM_GET_DEBUGREGS"))?,
+            debugregs: fd
+                .get_debug_regs()
+                .map_err(Error::kvm("KVM_GET_DEBUGREGS"))?,
             lapic,
             msrs: get_msrs(&fd, &self.msr_index)?,
             mp_state: fd.get_mp_state().map_err(Error::kvm("KVM_GET_MP_STATE"))?,
@@ -1050,14 +1062,16 @@ impl Vm {
         let fd = h.shared.fd();
         let cpuid = CpuId::from_entries(&st.cpuid)
             .map_err(|e| Error::Config(format!("cpuid entries: {e:?}")))?;
-        fd.set_cpuid2(&cpuid).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+        fd.set_cpuid2(&cpuid)
+            .map_err(Error::kvm("KVM_SET_CPUID2"))?;
         if !opts.skip_mp_state {
             fd.set_mp_state(st.mp_state)
                 .map_err(Error::kvm("KVM_SET_MP_STATE"))?;
         }
         fd.set_regs(&st.regs).map_err(Error::kvm("KVM_SET_REGS"))?;
         if !opts.skip_sregs {
-            fd.set_sregs(&st.sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
+            fd.set_sregs(&st.sregs)
+                .map_err(Error::kvm("KVM_SET_SREGS"))?;
         }
         match &st.xsave {
             Some(words) => set_xsave(&fd, words, self.info.xsave2_size)?,
@@ -1102,7 +1116,10 @@ impl Vm {
             self.vm.set_clock(&c).map_err(Error::kvm("KVM_SET_CLOCK"))?;
         }
         if self.irqchip {
-            for c in [&st.pic_master, &st.pic_slave, &st.ioapic].into_iter().flatten() {
+            for c in [&st.pic_master, &st.pic_slave, &st.ioapic]
+                .into_iter()
+                .flatten()
+            {
                 self.vm
                     .set_irqchip(c)
                     .map_err(Error::kvm("KVM_SET_IRQCHIP"))?;
@@ -1157,6 +1174,17 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.stop_threads(DEFAULT_TIMEOUT);
     }
+}
+
+/// Whether a page is all zero; folds u64 words (8× fewer steps than bytes, even unoptimized).
+pub fn is_zero(page: &[u8]) -> bool {
+    let (head, words, tail) = {
+        // SAFETY: u64 has no invalid bit patterns; align_to splits at alignment boundaries.
+        unsafe { page.align_to::<u64>() }
+    };
+    head.iter().all(|&b| b == 0)
+        && tail.iter().all(|&b| b == 0)
+        && words.iter().fold(0u64, |a, &w| a | w) == 0
 }
 
 fn set_lapic_reg(l: &mut kvm_lapic_state, off: usize, v: u32) {

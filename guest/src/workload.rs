@@ -115,7 +115,10 @@ pub fn assemble() -> Result<Program> {
     let entry = res.label_ip(&top).map_err(asm_err)?;
     let code = res.inner.code_buffer;
     if code.len() as u64 > layout::MAILBOX_OFFSET - layout::CODE_OFFSET {
-        return Err(Error::Asm(format!("code is {} bytes, too large", code.len())));
+        return Err(Error::Asm(format!(
+            "code is {} bytes, too large",
+            code.len()
+        )));
     }
     Ok(Program {
         code,
@@ -253,7 +256,12 @@ impl Workload {
     }
 
     /// Runs the model and calls `write(step, gfn, byte_offset, value)` for every write.
-    fn simulate(&self, vcpu: usize, steps: u64, mut write: impl FnMut(u64, u64, u64, u64)) -> WorkloadRegs {
+    fn simulate(
+        &self,
+        vcpu: usize,
+        steps: u64,
+        mut write: impl FnMut(u64, u64, u64, u64),
+    ) -> WorkloadRegs {
         let mut r = self.initial_regs(vcpu);
         let pages = self.pages.max(1);
         for step in 0..steps {
