@@ -51,6 +51,12 @@ impl HostInfo {
         std::path::Path::new("/sys/module/kvm_pvm").exists()
     }
 
+    /// Opens /dev/kvm and probes it.
+    pub fn probe_default() -> crate::Result<HostInfo> {
+        let kvm = Kvm::new().map_err(crate::Error::kvm("open /dev/kvm"))?;
+        Ok(Self::probe(&kvm))
+    }
+
     /// Probes an open KVM handle.
     pub fn probe(kvm: &Kvm) -> HostInfo {
         let c = |cap: u32| kvm.check_extension_raw(cap as libc::c_ulong);

@@ -888,7 +888,14 @@ impl Vm {
             h.shared.pause.store(true, Ordering::SeqCst);
             c.pause = true;
         }
+        // Kick every vCPU at once, then wait for each, re-kicking the ones that have not
+        // parked every KICK_INTERVAL.
         let mut kicks = 0;
+        for h in &self.vcpus {
+            if !h.shared.ctl().parked {
+                kicks += self.kick(h);
+            }
+        }
         for h in &self.vcpus {
             let mut c = h.shared.ctl();
             while !c.parked {
@@ -898,24 +905,33 @@ impl Vm {
                         waited: start.elapsed(),
                     });
                 }
-                if let Some(t) = &h.thread {
-                    // SAFETY: the thread is alive (it exits only on quit, which we have not
-                    // set), so its pthread_t is valid; the signal's handler is installed.
-                    unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
-                    kicks += 1;
-                }
-                c = h
+                let (g, t) = h
                     .shared
                     .cv
                     .wait_timeout(c, KICK_INTERVAL)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                    .unwrap_or_else(|p| p.into_inner());
+                c = g;
+                if t.timed_out() && !c.parked {
+                    kicks += self.kick(h);
+                }
             }
         }
         Ok(PauseStats {
             latency: start.elapsed(),
             kicks,
         })
+    }
+
+    fn kick(&self, h: &VcpuHandle) -> u32 {
+        match &h.thread {
+            Some(t) => {
+                // SAFETY: the thread is alive (it exits only on quit, which pause never sets),
+                // so its pthread_t is valid; the signal's handler is installed.
+                unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
+                1
+            }
+            None => 0,
+        }
     }
 
     /// Waits until every vCPU reports reaching `step`.
