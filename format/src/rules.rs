@@ -89,6 +89,15 @@ impl std::fmt::Display for Finding {
 
 // ------------------------------------------------------------ stream rules
 
+/// True for the context of a batch's `count` field (`batch N › count`).
+fn is_batch_count(ctx: &Context) -> bool {
+    use crate::error::Segment;
+    matches!(
+        ctx.0.as_slice(),
+        [Segment::Index("batch", _), Segment::Field("count")]
+    )
+}
+
 use std::collections::HashMap;
 
 use crate::error::Error;
@@ -210,9 +219,17 @@ impl StreamChecker {
     /// A structural error from the reader: the stream cannot be followed
     /// past it.
     pub fn structure_error(&mut self, e: &Error) {
-        let rule = match e.kind {
+        let rule = match &e.kind {
             crate::ErrorKind::Truncated { .. } => "stream.truncated",
             crate::ErrorKind::Oversized { .. } => "stream.oversized",
+            crate::ErrorKind::Invalid { found, .. } if is_batch_count(&e.context) => {
+                // The seed refuses j > 1024 ("Max batch size exceeded") but
+                // lets j < -1 overrun its on-stack pfn array (§2.1 step 4).
+                match found.parse::<i64>() {
+                    Ok(j) if j < -1 => "seed.batch.negative-count",
+                    _ => "seed.batch.count-range",
+                }
+            }
             _ => "stream.structure",
         };
         self.push(Finding::error(
@@ -221,6 +238,12 @@ impl StreamChecker {
             e.context.clone(),
             e.kind.to_string(),
         ));
+    }
+
+    /// What the restorer derived from the configured memory (`--memory`,
+    /// the xend config, or once `max_pfn` was seen, the image), if known yet.
+    pub fn layout(&self) -> Option<RestoreLayout> {
+        self.layout
     }
 
     /// Check one item.
