@@ -1,0 +1,300 @@
+//! Where an image's bytes come from, and one walk over its items.
+//!
+//! `summary`, `validate` and `show` stream the image through
+//! [`hvm_format::stream::Reader`] with read(2) into a reused buffer: memory
+//! stays bounded and, unlike an mmap, the page cache pages read do not count
+//! against the process's resident set. `digest` and `diff` need the final
+//! copy of every page in pfn order, so they map the file; standard input is
+//! first spooled to an unnamed temporary file for them.
+
+use std::fs::File;
+use std::io::{self, Read};
+
+use hvm_format::image::{
+    open_read, open_slice, read_tail, slice_tail, ImageInfo, OpenOptions, Tail,
+};
+use hvm_format::stream::Item;
+use hvm_format::{Error, ErrorKind};
+
+/// Errors that stop a subcommand before it has a report.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The file could not be opened, read or mapped.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path as the user gave it (`-` for standard input).
+        path: String,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The image is not readable as a supported stream.
+    #[error("{path}: {source}")]
+    Image {
+        /// The path as the user gave it.
+        path: String,
+        /// Offset, context and expected/found.
+        source: Error,
+    },
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl InspectError {
+    /// Exit status: 1 when the image is at fault, 2 for usage and I/O.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InspectError::Image { source, .. } if !matches!(source.kind, ErrorKind::Io(_)) => 1,
+            _ => 2,
+        }
+    }
+
+    /// Wrap a format error for `path`.
+    pub fn image(path: &str, source: Error) -> Self {
+        InspectError::Image {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+/// Called with the number of bytes consumed so far.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// A progress callback that does nothing.
+pub fn no_progress(_: u64) {}
+
+/// An image named on the command line: a file, or `-` for standard input.
+#[derive(Debug)]
+pub struct Input {
+    name: String,
+    file: Option<File>,
+    len: Option<u64>,
+}
+
+impl Input {
+    /// Open `name` (`-` is standard input).
+    pub fn open(name: &str) -> Result<Self, InspectError> {
+        if name == "-" {
+            return Ok(Input {
+                name: name.to_string(),
+                file: None,
+                len: None,
+            });
+        }
+        let io = |source| InspectError::Io {
+            path: name.to_string(),
+            source,
+        };
+        let file = File::open(name).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(io::Error::other("is a directory")));
+        }
+        Ok(Input {
+            name: name.to_string(),
+            len: meta.is_file().then_some(meta.len()),
+            file: Some(file),
+        })
+    }
+
+    /// The name as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Size in bytes, when known (not for pipes).
+    pub fn len(&self) -> Option<u64> {
+        self.len
+    }
+
+    /// True for a known-empty file.
+    pub fn is_empty(&self) -> bool {
+        self.len == Some(0)
+    }
+
+    /// True for standard input.
+    pub fn is_stdin(&self) -> bool {
+        self.file.is_none()
+    }
+
+    /// A sequential reader over the image.
+    pub fn into_read(self) -> Box<dyn Read> {
+        match self.file {
+            Some(f) => Box::new(f),
+            None => Box::new(io::stdin().lock()),
+        }
+    }
+
+    /// Map the image for random access (standard input is spooled to an
+    /// unnamed temporary file first).
+    pub fn map(self) -> Result<Mapped, InspectError> {
+        let io = |source| InspectError::Io {
+            path: self.name.clone(),
+            source,
+        };
+        let file = match self.file {
+            Some(f) => f,
+            None => {
+                let mut t = tempfile::tempfile().map_err(io)?;
+                io::copy(&mut io::stdin().lock(), &mut t).map_err(io)?;
+                t
+            }
+        };
+        let len = file.metadata().map_err(io)?.len();
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the mapping is read-only; a file truncated underneath
+            // us would fault, which is the accepted risk of every mmap-based
+            // reader. Standard input was copied to a private unnamed file.
+            Some(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+        };
+        Ok(Mapped {
+            name: self.name,
+            map,
+        })
+    }
+}
+
+/// A whole image in memory (mapped).
+#[derive(Debug)]
+pub struct Mapped {
+    name: String,
+    map: Option<memmap2::Mmap>,
+}
+
+impl Mapped {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// The name as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Something that consumes stream items as they are read.
+pub trait Visit {
+    /// One item, in stream order.
+    fn item(&mut self, item: &Item<'_>);
+}
+
+/// What a walk found besides the items.
+#[derive(Debug)]
+pub struct Walked {
+    /// Envelope, dialect and word size.
+    pub info: ImageInfo,
+    /// The error that stopped the stream reader, if any.
+    pub error: Option<Error>,
+    /// What follows the stream (absent after an error).
+    pub tail: Option<Tail>,
+}
+
+struct Counting<'p, R> {
+    inner: R,
+    done: u64,
+    reported: u64,
+    progress: Progress<'p>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.reported >= 16 << 20 {
+            self.reported = self.done;
+            (self.progress)(self.done);
+        }
+        Ok(n)
+    }
+}
+
+/// Open and walk an image from a `Read`, feeding every item to the visitor
+/// that `make` builds once the word size is known. A reader error ends the
+/// walk and is returned in [`Walked::error`]; only an image that cannot be
+/// opened at all is an `Err`.
+pub fn walk_read<R: Read, V: Visit>(
+    name: &str,
+    r: R,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    make: impl FnOnce(&ImageInfo) -> V,
+) -> Result<(Walked, V), InspectError> {
+    let counting = Counting {
+        inner: r,
+        done: 0,
+        reported: 0,
+        progress,
+    };
+    let (info, mut reader) = open_read(counting, opts).map_err(|e| InspectError::image(name, e))?;
+    let mut v = make(&info);
+    let mut error = None;
+    loop {
+        match reader.next() {
+            Ok(Some(item)) => v.item(&item),
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let tail = if error.is_none() {
+        match read_tail(&info, reader) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                error = Some(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok((Walked { info, error, tail }, v))
+}
+
+/// [`walk_read`] over an image in memory; items borrow from `data`.
+pub fn walk_slice<'a, V: Visit>(
+    name: &str,
+    data: &'a [u8],
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    make: impl FnOnce(&ImageInfo) -> V,
+) -> Result<(Walked, V), InspectError> {
+    let (info, mut reader) = open_slice(data, opts).map_err(|e| InspectError::image(name, e))?;
+    let mut v = make(&info);
+    let mut error = None;
+    let mut reported = 0u64;
+    loop {
+        match reader.next() {
+            Ok(Some(item)) => {
+                v.item(&item);
+                let at = reader.position();
+                if at - reported >= 16 << 20 {
+                    reported = at;
+                    progress(at);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let tail = if error.is_none() {
+        match slice_tail(&info, &reader) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                error = Some(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok((Walked { info, error, tail }, v))
+}

@@ -1,0 +1,343 @@
+//! `hvm-inspect`: a thin clap front over the `hvm_inspect` library.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use hvm_format::image::OpenOptions;
+use hvm_format::rules::CheckOptions;
+use hvm_format::WordSize;
+use hvm_inspect::report::{self, ShowWhat};
+use hvm_inspect::{diff, json, text, Input, InspectError};
+
+/// Look inside Xen HVM save images (xc_hvm_save of 2007 and its xend
+/// envelope) without Xen.
+///
+/// Without a subcommand, `hvm-inspect IMAGE` prints the summary. IMAGE may be
+/// `-` for standard input everywhere (for `diff`, at most one of A and B).
+///
+/// Exit status: 0 ok (valid / same), 1 the image is invalid or damaged
+/// (`diff`: the images differ), 2 usage or I/O error (`diff`: any error).
+#[derive(Parser, Debug)]
+#[command(name = "hvm-inspect", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Image to summarise (the default subcommand).
+    image: Option<String>,
+    #[command(flatten)]
+    global: Global,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct Global {
+    /// Print the report as JSON (schema "hvm-inspect/1", see
+    /// docs/json-schema.md).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bar and no report: only the exit status (errors still go
+    /// to stderr).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Read the stream with this toolstack word size (32 or 64) instead of
+    /// the detected one.
+    #[arg(long, global = true, value_parser = parse_word)]
+    word: Option<WordSize>,
+}
+
+fn parse_word(s: &str) -> Result<WordSize, String> {
+    match s {
+        "32" => Ok(WordSize::W32),
+        "64" => Ok(WordSize::W64),
+        _ => Err(format!("expected 32 or 64, found {s}")),
+    }
+}
+
+fn parse_pfn(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s}: {e} (a pfn is decimal or 0x-prefixed hex)"))
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Envelope, dialect, passes, pages, vCPUs, HVM records, QEVM sections
+    /// and the rules' verdict, in one pass and bounded memory.
+    Summary {
+        /// The image, or - for standard input.
+        image: String,
+    },
+    /// Every problem in the image, each with byte offset, context path,
+    /// rule id and message. Exit 0 valid, 1 invalid, 2 usage or I/O error.
+    Validate {
+        /// Also apply the seed restorer's rules (xc_hvm_restore at
+        /// e2a44bc7a4: pfn range, VGA hole, unpopulated pfns, HVM loader).
+        #[arg(long)]
+        strict: bool,
+        /// The restoring domain's configured memory in MiB (xend's
+        /// memory); default: the xend config's, else derived from max_pfn.
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// The image, or - for standard input.
+        image: String,
+    },
+    /// Every field of one part of the image (an offline xen-hvmctx).
+    Show {
+        #[command(subcommand)]
+        what: ShowCmd,
+    },
+    /// SHA-256 of the final guest memory and of each vCPU context, by the
+    /// one definition in hvm_format::digest.
+    Digest {
+        /// Hashing threads, each pinned to its own core (default: one per
+        /// core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// The image, or - for standard input.
+        image: String,
+    },
+    /// What differs between two images: memory (pfn ranges), vCPU
+    /// registers, HVM record fields. Exit 0 same, 1 different, 2 error.
+    Diff {
+        /// First image (or -).
+        a: String,
+        /// Second image (or -, if A is not).
+        b: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShowCmd {
+    /// Every field of every HVM record (both eras' layouts).
+    Hvm {
+        /// The image, or - for standard input.
+        image: String,
+    },
+    /// Every field of every vCPU context, padding included.
+    Vcpu {
+        /// The image, or - for standard input.
+        image: String,
+    },
+    /// Every pfn entry with its file offset and inferred pass.
+    Pages {
+        /// The image, or - for standard input.
+        image: String,
+    },
+    /// Hexdump of a page's final copy (and of its verify copy if it differs).
+    Page {
+        /// The pfn, decimal or 0x-hex.
+        #[arg(value_parser = parse_pfn)]
+        pfn: u64,
+        /// The image, or - for standard input.
+        image: String,
+    },
+}
+
+/// Inputs above this get a progress bar (on a terminal).
+const PROGRESS_THRESHOLD: u64 = 256 << 20;
+
+fn progress_bar(g: &Global, len: Option<u64>) -> Option<indicatif::ProgressBar> {
+    let len = len.filter(|l| *l > PROGRESS_THRESHOLD)?;
+    if g.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        pb.set_style(style);
+    }
+    Some(pb)
+}
+
+/// The one error reporter: `hvm-inspect: <path>: at byte N (0x…), <context>:
+/// <expected/found>`.
+fn report_error(e: &InspectError) {
+    let _ = writeln!(std::io::stderr(), "hvm-inspect: {e}");
+}
+
+fn emit(g: &Global, out: String) {
+    if g.quiet {
+        return;
+    }
+    let mut so = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth reporting.
+    let _ = so.write_all(out.as_bytes()).and_then(|_| so.flush());
+}
+
+fn run(cli: Cli) -> Result<u8, InspectError> {
+    let g = cli.global;
+    let opts = OpenOptions { word: g.word };
+    let cmd = match (cli.cmd, cli.image) {
+        (Some(c), _) => c,
+        (None, Some(image)) => Cmd::Summary { image },
+        (None, None) => {
+            return Err(InspectError::Usage(
+                "no image given (try `hvm-inspect --help`)".into(),
+            ))
+        }
+    };
+    match cmd {
+        Cmd::Summary { image } => {
+            let input = Input::open(&image)?;
+            let pb = progress_bar(&g, input.len());
+            let cb = |n: u64| {
+                if let Some(p) = &pb {
+                    p.set_position(n)
+                }
+            };
+            let s = report::summary(input, opts, &cb)?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
+            }
+            let bad = !s.verdict.valid;
+            emit(
+                &g,
+                if g.json {
+                    json::render("summary", &s)
+                } else {
+                    text::summary(&s)
+                },
+            );
+            Ok(u8::from(bad))
+        }
+        Cmd::Validate {
+            strict,
+            memory_mib,
+            image,
+        } => {
+            let input = Input::open(&image)?;
+            let pb = progress_bar(&g, input.len());
+            let cb = |n: u64| {
+                if let Some(p) = &pb {
+                    p.set_position(n)
+                }
+            };
+            let check = CheckOptions {
+                strict,
+                memory_pages: memory_mib.map(|m| m.saturating_mul(256)),
+                ..Default::default()
+            };
+            let v = report::validate(input, opts, check, &cb)?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
+            }
+            let bad = !v.verdict.valid;
+            emit(
+                &g,
+                if g.json {
+                    json::render("validate", &v)
+                } else {
+                    text::validation(&v)
+                },
+            );
+            Ok(u8::from(bad))
+        }
+        Cmd::Show { what } => {
+            let (image, w, name) = match what {
+                ShowCmd::Hvm { image } => (image, ShowWhat::Hvm, "show hvm"),
+                ShowCmd::Vcpu { image } => (image, ShowWhat::Vcpu, "show vcpu"),
+                ShowCmd::Pages { image } => (image, ShowWhat::Pages, "show pages"),
+                ShowCmd::Page { pfn, image } => (image, ShowWhat::Page(pfn), "show page"),
+            };
+            let input = Input::open(&image)?;
+            let pb = progress_bar(&g, input.len());
+            let cb = |n: u64| {
+                if let Some(p) = &pb {
+                    p.set_position(n)
+                }
+            };
+            let s = report::show(input, w, opts, &cb)?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
+            }
+            let damaged = match &s {
+                report::Show::Hvm(x) => x.error.is_some(),
+                report::Show::Vcpu(x) => x.error.is_some(),
+                report::Show::Pages(x) => x.error.is_some(),
+                report::Show::Page(x) => x.error.is_some(),
+            };
+            emit(
+                &g,
+                if g.json {
+                    json::render(name, &s)
+                } else {
+                    text::show(&s)
+                },
+            );
+            Ok(u8::from(damaged))
+        }
+        Cmd::Digest { workers, image } => {
+            let input = Input::open(&image)?;
+            let pb = progress_bar(&g, input.len());
+            let cb = |n: u64| {
+                if let Some(p) = &pb {
+                    p.set_position(n)
+                }
+            };
+            let workers = workers.unwrap_or_else(report::digest_workers).max(1);
+            let d = report::digest(input, opts, workers, &cb)?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
+            }
+            emit(
+                &g,
+                if g.json {
+                    json::render("digest", &d)
+                } else {
+                    text::digest(&d)
+                },
+            );
+            Ok(0)
+        }
+        Cmd::Diff { a, b } => {
+            let (ia, ib) = (Input::open(&a), Input::open(&b));
+            let (ia, ib) = (ia.map_err(diff_error)?, ib.map_err(diff_error)?);
+            let pb = progress_bar(&g, ia.len().max(ib.len()));
+            let cb = |n: u64| {
+                if let Some(p) = &pb {
+                    p.set_position(n)
+                }
+            };
+            let d = diff::diff(ia, ib, opts, &cb).map_err(diff_error)?;
+            if let Some(p) = pb {
+                p.finish_and_clear();
+            }
+            emit(
+                &g,
+                if g.json {
+                    json::render("diff", &d)
+                } else {
+                    text::diff(&d)
+                },
+            );
+            Ok(u8::from(!d.same))
+        }
+    }
+}
+
+/// For `diff`, exit status 1 means "different", so every error is 2.
+fn diff_error(e: InspectError) -> InspectError {
+    match e {
+        InspectError::Image { path, source } => {
+            InspectError::Usage(format!("{path}: {source} (cannot diff a damaged image)"))
+        }
+        other => other,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
