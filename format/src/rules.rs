@@ -341,6 +341,22 @@ impl StreamChecker {
                         e.context,
                         e.kind.to_string(),
                     ));
+                } else {
+                    // Well-formed framing is not enough: every Xen refuses
+                    // a blob whose HEADER is missing or has the wrong magic
+                    // or version, so those are well-formedness too.
+                    let o = SeedLoadOptions {
+                        xen_word: self.opts.xen_word,
+                        ..Default::default()
+                    };
+                    for f in check_seed_load(h.bytes, &o).into_iter().filter(|f| {
+                        matches!(
+                            f.rule,
+                            "seed.hvm.header-first" | "seed.hvm.magic" | "seed.hvm.version"
+                        )
+                    }) {
+                        self.push(rebase(f));
+                    }
                 }
                 let o = CurrentLoadOptions {
                     nr_vcpus: Some(self.nr_vcpus),
