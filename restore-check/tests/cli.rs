@@ -1,0 +1,119 @@
+//! The binary: exit codes, JSON, standard input, --expect, --memory.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{page, Img};
+use hvm_format::digest::DigestBuilder;
+use hvm_restore_check::Manifest;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hvm-restore-check"))
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let o = bin().args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exit_codes_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = write(&dir, "clean.img", &Img::simple(4, Img::ram(4)).build());
+    let (code, out, _) = run(&[clean.as_os_str()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verdict:  restorable (exit 0)"), "{out}");
+
+    let (code, out, _) = run(&[clean.as_os_str(), "--json".as_ref()]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["restorable"], true);
+    assert_eq!(v["replay"]["pfns_restored"], Img::ram(4).count());
+
+    // Pfns above a 2 MiB configured guest: "pfn out of range".
+    let (code, out, _) = run(&[clean.as_os_str(), "--memory".as_ref(), "2".as_ref()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("seed.pfn.range"), "{out}");
+
+    // Usage and I/O errors.
+    let (code, _, err) = run(&["/nonexistent/image".as_ref()]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run(&[clean.as_os_str(), "--memory".as_ref(), "lots".as_ref()]);
+    assert_eq!(code, 2);
+    let (code, _, _) = run(&[]);
+    assert_eq!(code, 2);
+    let junk = write(&dir, "bad.json", b"{\"version\": 1}");
+    let (code, _, err) = run(&[clean.as_os_str(), "--expect".as_ref(), junk.as_os_str()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("manifest"), "{err}");
+}
+
+#[test]
+fn expect_names_the_missed_pfn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut img = Img::simple(4, Img::ram(4));
+    img.passes.push(vec![(0x300, Some(page(0x300, 1)))]);
+    let mut truth = img.final_memory();
+    truth.insert(0x301, page(0x301, 1)); // dirtied, never resent
+    let mut d = DigestBuilder::new();
+    for (pfn, p) in &truth {
+        d.page(*pfn, p);
+    }
+    let vc: Vec<&[u8]> = img.vcpus.iter().map(|v| v.as_slice()).collect();
+    let m = Manifest::new(img.max_pfn, &d.finish().unwrap(), &vc, &img.blob)
+        .with_page_digests(|pfn| truth.get(&pfn).map(|p| p.as_slice()));
+    let image = write(&dir, "g.img", &img.build());
+    let man = write(&dir, "g.img.manifest.json", m.to_json().as_bytes());
+    let (code, out, _) = run(&[image.as_os_str(), "--expect".as_ref(), man.as_os_str()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pfn 0x301: content differs"), "{out}");
+    assert!(out.contains("NOT the guest in the manifest"), "{out}");
+
+    // The same manifest against the truth-complete image matches.
+    img.passes[1].push((0x301, Some(page(0x301, 1))));
+    let fixed = write(&dir, "f.img", &img.build());
+    let (code, out, _) = run(&[fixed.as_os_str(), "--expect".as_ref(), man.as_os_str()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn standard_input_works() {
+    let mut img = Img::simple(4, Img::ram(4));
+    let bad = 0x222;
+    let mut resend: Vec<(u64, Vec<u8>)> = img.final_memory().into_iter().collect();
+    for (pfn, d) in &mut resend {
+        if *pfn == bad {
+            d[0] ^= 1;
+        }
+    }
+    img.verify = Some(resend);
+    let bytes = img.build();
+    let mut child = bin()
+        .args(["-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // The checker may stop reading early on a broken image; ignore EPIPE.
+        let _ = stdin.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verify"]["mismatching_pfns"], serde_json::json!([bad]));
+}
