@@ -14,12 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_pit_config, kvm_regs, kvm_run, kvm_segment, kvm_userspace_memory_region, kvm_xsave, CpuId,
-    Msrs, Xsave, KVM_CAP_DIRTY_LOG_RING, KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
-    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_INITIALLY_SET,
-    KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
-    KVM_PIT_SPEAKER_DUMMY,
+    kvm_clock_data, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_pit_config,
+    kvm_regs, kvm_run, kvm_segment, kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, Xsave,
+    KVM_CAP_DIRTY_LOG_RING, KVM_CAP_DIRTY_LOG_RING_ACQ_REL, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+    KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MAX_CPUID_ENTRIES,
+    KVM_MP_STATE_RUNNABLE, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use sha2::{Digest, Sha256};
@@ -28,7 +27,6 @@ use crate::dirty::{DirtyLog, DirtyMechanism, DirtyMode};
 use crate::error::{Error, Result};
 use crate::host::HostInfo;
 use crate::layout::{self, PAGE_SIZE};
-use crate::pod::Pod;
 use crate::state::{RestoreOptions, VcpuState, VmState};
 use crate::workload::{self, Program, Workload};
 
@@ -1298,10 +1296,25 @@ fn get_msrs(fd: &VcpuFd, index: &[u32]) -> Result<Vec<kvm_msr_entry>> {
     Ok(out)
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn f<T: Send + Sync>() {}
-    f::<Vm>();
-    let _ = std::mem::size_of::<kvm_cpuid_entry2>();
-    let _: fn(&kvm_regs) -> &[u8] = Pod::as_bytes;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_can_be_shared_with_a_saver_thread() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Vm>();
+    }
+
+    #[test]
+    fn zero_page_test() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+        assert!(!is_zero(&p[1..]));
+        p[4095] = 0;
+        p[0] = 0x80;
+        assert!(!is_zero(&p));
+    }
 }
