@@ -626,8 +626,11 @@ impl Vm {
                 shared: Arc::new(VcpuShared {
                     index: i,
                     fd: Mutex::new(fd),
+                    // Parked from the start: the thread enters KVM_RUN only once it sees
+                    // `pause` cleared, so state may be read before it first runs.
                     ctl: Mutex::new(Ctl {
                         pause: true,
+                        parked: true,
                         ..Ctl::default()
                     }),
                     cv: Condvar::new(),
@@ -735,6 +738,15 @@ impl Vm {
             h.thread = Some(t);
         }
         Ok(())
+    }
+
+    /// The state of fresh vCPUs and devices of this host's KVM (a minimal VM of `vcpus` vCPUs,
+    /// captured before its first instruction): defaults for what a Xen image does not carry
+    /// (CPUID, most MSRs, xsave layout) when building a [`VcpuState`] from Xen's records.
+    pub fn template_state(vcpus: usize) -> Result<(Vec<VcpuState>, VmState)> {
+        let ws: Vec<Workload> = (0..vcpus).map(|i| Workload::new(1, i as u64, 1)).collect();
+        let vm = Vm::new(VmConfig::new(2 << 20, vcpus), &ws)?;
+        vm.capture()
     }
 
     /// What this host's KVM is and offers.

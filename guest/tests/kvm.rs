@@ -603,3 +603,72 @@ fn dirty_log_costs_on_a_fully_dirty_slot() {
         vm.shutdown().unwrap();
     }
 }
+
+#[test]
+fn four_gib_guest_runs_and_logs_above_3_gib() {
+    if !kvm_or_skip("four_gib_guest_runs_and_logs_above_3_gib") {
+        return;
+    }
+    // The working set sits just below the IOAPIC/LAPIC window (0xfec00000), high in a 4 GiB
+    // slot; MAP_NORESERVE keeps the host cost to the pages touched.
+    let w = Workload {
+        seed: 11,
+        base_page: 0xfec00 - 2048,
+        pages: 2048,
+        writes_per_step: 1,
+        spin: 0,
+    };
+    let vm = Vm::new(VmConfig::new(4 << 30, 1), &[w]).unwrap();
+    assert_eq!(vm.ram_pages(), 1 << 20);
+    vm.run_until_step(5000, WAIT).unwrap();
+    let log = vm.dirty_log();
+    let t = Instant::now();
+    log.enable().unwrap();
+    let enable = t.elapsed();
+    let mut bm = DirtyBitmap::default();
+    log.clean(&mut bm).unwrap();
+    vm.run_until_step(9000, WAIT).unwrap();
+    let s = log.clean(&mut bm).unwrap();
+    assert_eq!(
+        bm.iter().collect::<BTreeSet<_>>(),
+        w.pages_written(5000, 9000)
+    );
+    assert_regs_match(&vm, 0, &w.expected_after(0, 9000));
+    let e = w.expected_after(0, 9000);
+    let mut buf = vec![0u8; PAGE_SIZE as usize];
+    for (g, p) in &e.pages {
+        vm.read_page(*g, &mut buf).unwrap();
+        assert!(buf == *p, "page {g:#x}");
+    }
+    println!(
+        "4 GiB slot, {:?}: enable {enable:?}, clean of {} pages {:?}",
+        log.mechanism(),
+        s.dirty_pages,
+        s.total
+    );
+}
+
+#[test]
+fn template_state_is_a_fresh_cpl3_vcpu() {
+    if !kvm_or_skip("template_state_is_a_fresh_cpl3_vcpu") {
+        return;
+    }
+    let (v, d) = Vm::template_state(2).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].sregs.cs.selector, 0x33);
+    assert_eq!(v[1].sregs.efer & 0x500, 0x500);
+    assert!(!v[0].cpuid.is_empty() && !v[0].msrs.is_empty());
+    // Restoring the template into a fresh VM and comparing captures is lossless.
+    let (vm, _) = Vm::from_state(
+        VmConfig::new(2 << 20, 2),
+        std::iter::empty(),
+        &v,
+        &d,
+        RestoreOptions::default(),
+    )
+    .unwrap();
+    let (w, _) = vm.capture().unwrap();
+    for i in 0..2 {
+        assert!(v[i].architectural_diff(&w[i]).is_empty(), "vCPU {i}");
+    }
+}
