@@ -12,14 +12,9 @@
 //! Whatever fails, log-dirty is turned off and a guest this run suspended is
 //! resumed; the caller then discards its partial output.
 //!
-//! Deliberate departures from the seed, each to keep the image correct or
-//! the loop bounded:
-//! * an empty batch (1024 scan steps with nothing to send) ends the pass in
-//!   the seed (`goto skip`), silently dropping the rest of `to_send`, which
-//!   loses data once rounds are sparse; here the scan continues unless
-//!   [`SaveOptions::seed_empty_batch_quirk`] asks for the seed's behaviour;
-//! * the suspend loop's "paused: unpause and retry" branch retried forever;
-//!   here it counts against the same 100 tries.
+//! One deliberate departure from the seed, to keep the loop bounded: the
+//! suspend loop's "paused: unpause and retry" branch retried forever; here
+//! it counts against the same 100 tries.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,8 +60,6 @@ pub struct SaveOptions {
     pub word: Option<WordSize>,
     /// `--max-rate` in bytes per second.
     pub max_rate: Option<u64>,
-    /// Reproduce the seed's `goto skip` on an empty batch (loses pages).
-    pub seed_empty_batch_quirk: bool,
     /// Do not resume a guest this run suspended when the save fails.
     pub leave_paused: bool,
     /// Compute the manifest at suspend time.
@@ -402,10 +395,9 @@ where
                 batch.push(n);
             }
             if batch.is_empty() {
-                if opts.seed_empty_batch_quirk {
-                    break;
-                }
-                continue;
+                // A batch fills until 1024 entries or the end of the scan, so
+                // an empty one means the scan is over (the seed's `goto skip`).
+                break;
             }
             let map = domain.map_batch(&batch)?;
             entries.clear();

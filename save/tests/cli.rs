@@ -1,0 +1,111 @@
+//! The binary: atomic 0600 images, refusal to overwrite, manifest beside the
+//! image, stats lines, stdout into a closed pipe, TCP peer gone.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hvm-save"))
+}
+
+#[test]
+fn file_is_0600_with_manifest_and_refuses_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("guest.img");
+    let stats = dir.path().join("stats.jsonl");
+    let out = bin()
+        .args(["--sim", "--memory", "32", "--live", "--workload", "uniform", "-o"])
+        .arg(&img)
+        .arg("--stats")
+        .arg(&stats)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::fs::metadata(&img).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("passes") && stderr.contains("downtime"), "{stderr}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("guest.img.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["memory_sha256"].as_str().unwrap().len(), 64);
+    let lines = std::fs::read_to_string(&stats).unwrap();
+    assert!(lines.lines().count() >= 3, "{lines}");
+    assert!(lines.lines().last().unwrap().contains("\"summary\""));
+
+    let before = std::fs::read(&img).unwrap();
+    let out = bin().args(["--sim", "--memory", "8", "-o"]).arg(&img).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&img).unwrap(), before, "untouched");
+    let out = bin()
+        .args(["--sim", "--memory", "8", "-q", "--force", "-o"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_ne!(std::fs::read(&img).unwrap(), before);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 3, "image, manifest, stats; no temporaries");
+}
+
+#[test]
+fn missing_backends_say_so() {
+    let out = bin().args(["--kvm", "-o", "-"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KVM"));
+    let out = bin().args(["--xen", "3", "-o", "-"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Xen"));
+}
+
+#[test]
+fn closed_stdout_pipe_is_a_clean_error() {
+    let mut child = bin()
+        .args(["--sim", "--memory", "64", "-q", "-o", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Broken pipe") || err.contains("broken pipe"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn tcp_peer_closing_is_a_clean_error_and_full_stream_arrives_otherwise() {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let t = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        drop(s);
+    });
+    let out = bin()
+        .args(["--sim", "--memory", "64", "-q", "--to", &addr])
+        .output()
+        .unwrap();
+    t.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut v = Vec::new();
+        s.read_to_end(&mut v).unwrap();
+        v
+    });
+    let out = bin()
+        .args(["--sim", "--memory", "8", "-q", "--to", &addr])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = t.join().unwrap();
+    let mut r = hvm_format::stream::SliceReader::new(&v, hvm_format::WordSize::W64, 0);
+    while r.next().unwrap().is_some() {}
+    assert!(r.is_done());
+}
