@@ -43,7 +43,7 @@ pub mod state;
 pub mod vm;
 pub mod workload;
 
-pub use dirty::{CleanStats, DirtyBitmap, DirtyMechanism, DirtyMode};
+pub use dirty::{CleanStats, DirtyBitmap, DirtyLog, DirtyMechanism, DirtyMode};
 pub use error::{Error, Result};
 pub use host::HostInfo;
 pub use state::{RestoreOptions, VcpuState, VmState};
