@@ -432,17 +432,23 @@ pub fn detect(d: &[u8]) -> Detection {
                             "the bytes after the terminator at byte {} match no known tail",
                             t - 4
                         ));
-                        (20, guess_from_chunks(&k), false)
+                        (10, guess_from_chunks(&k), false)
                     }
                 }
             } else if let Some(f) = &k.failure {
                 ev.push(format!("walk failed {f}"));
-                (0, guess_from_chunks(&k), false)
+                (5, guess_from_chunks(&k), false)
             } else {
                 ev.push("the input ended before the terminator (prefix only)".into());
                 (40 - (!leading) as i32 * 10, guess_from_chunks(&k), false)
             };
-            let mut score = score - (k.wide_pfns.min(10) as i32) * 5 + (k.batches.min(5) as i32);
+            // Batches that parsed are evidence too: a damaged 64-bit image
+            // still walks many batches before the damage, while the wrong
+            // word size stumbles at once.
+            let mut score = score - (k.wide_pfns.min(10) as i32) * 5 + (k.batches.min(20) as i32);
+            if k.tail.is_some() && k.batches == 0 && k.negative.is_empty() && !complete {
+                score -= 5; // an empty page section that leads nowhere
+            }
             // A 64-bit max_pfn always has zero upper bytes (no 16 TiB guests);
             // in a 32-bit stream those bytes are the first chunk value.
             if leading && w == WordSize::W64 && rd_u64(d, 0).is_some_and(|v| v >> 32 != 0) {

@@ -2,7 +2,10 @@
 //!
 //! * [`golden`]: the generator of the committed golden images under
 //!   `tests/golden/` and of the facts a reader must decode from them.
+//! * [`pipeline`]: the whole read pipeline over untrusted bytes, for the
+//!   corruption tests and the fuzz targets.
 //!
 //! The tests themselves live in `tests/tests/`.
 
 pub mod golden;
+pub mod pipeline;
