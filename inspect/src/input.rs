@@ -257,9 +257,9 @@ pub fn walk_read<R: Read, V: Visit>(
 }
 
 /// [`walk_read`] over an image in memory; items borrow from `data`.
-pub fn walk_slice<'a, V: Visit>(
+pub fn walk_slice<V: Visit>(
     name: &str,
-    data: &'a [u8],
+    data: &[u8],
     opts: OpenOptions,
     progress: Progress<'_>,
     make: impl FnOnce(&ImageInfo) -> V,

@@ -296,22 +296,23 @@ pub struct VerdictReport {
     pub findings: Vec<Finding>,
     /// Findings beyond the per-rule cap, counted by rule.
     pub suppressed: Vec<(String, u64)>,
-    /// Would current Xen load the HVM blob?
-    pub current_xen_loads: bool,
+    /// Would current Xen load the HVM blob? `None` when the stream ended
+    /// before the blob.
+    pub current_xen_loads: Option<bool>,
     /// What current Xen would say about the HVM blob.
     pub current_xen: Vec<Finding>,
     /// Configured memory (pages) the pfn checks used, and its source.
     pub memory_pages: Option<(u64, &'static str)>,
 }
 
-impl From<Verdict> for VerdictReport {
-    fn from(v: Verdict) -> Self {
+impl VerdictReport {
+    fn new(v: Verdict, reached_blob: bool) -> Self {
         let count = |s| v.findings.iter().filter(|f| f.severity == s).count() as u64;
         VerdictReport {
             valid: !v.has_errors(),
             errors: count(Severity::Error),
             warnings: count(Severity::Warning),
-            current_xen_loads: v.current_xen_loads(),
+            current_xen_loads: reached_blob.then(|| v.current_xen_loads()),
             findings: v.findings,
             suppressed: v.suppressed,
             current_xen: v.current_xen,
@@ -324,14 +325,14 @@ fn checker_for(info: &ImageInfo, opts: CheckOptions) -> StreamChecker {
     StreamChecker::new(info.word(), opts, info.config_memory_mib())
 }
 
-fn finish_checker(mut c: StreamChecker, walked: &Walked) -> VerdictReport {
+fn finish_checker(mut c: StreamChecker, walked: &Walked, reached_blob: bool) -> VerdictReport {
     if let Some(e) = &walked.error {
         c.structure_error(e);
     }
     if let Some(t) = &walked.tail {
         c.tail(t);
     }
-    c.finish().into()
+    VerdictReport::new(c.finish(), reached_blob)
 }
 
 // ------------------------------------------------------------------ summary
@@ -450,6 +451,7 @@ pub fn summary(
     })?;
     let (qemu, trailing) = tail_parts(walked.tail.as_ref());
     let tracker = v.tracker.unwrap_or_default();
+    let verdict = finish_checker(v.checker, &walked, v.hvm.is_some());
     Ok(Summary {
         file: name,
         file_len: file_len.or(walked.info.file_len),
@@ -469,7 +471,7 @@ pub fn summary(
         qemu,
         trailing,
         stream_error: walked.error.as_ref().map(ErrorReport::from),
-        verdict: finish_checker(v.checker, &walked),
+        verdict,
     })
 }
 
@@ -489,11 +491,12 @@ pub struct Validation {
     pub verdict: VerdictReport,
 }
 
-struct CheckVisit(StreamChecker);
+struct CheckVisit(StreamChecker, bool);
 
 impl Visit for CheckVisit {
     fn item(&mut self, item: &Item<'_>) {
         self.0.item(item);
+        self.1 |= matches!(item, Item::HvmBlob(_));
     }
 }
 
@@ -506,13 +509,13 @@ pub fn validate(
 ) -> Result<Validation, InspectError> {
     let name = input.name().to_string();
     match walk_read(&name, input.into_read(), opts, progress, |info| {
-        CheckVisit(checker_for(info, check))
+        CheckVisit(checker_for(info, check), false)
     }) {
         Ok((walked, v)) => Ok(Validation {
             file: name,
             strict: check.strict,
             word_bits: Some(walked.info.word().bits()),
-            verdict: finish_checker(v.0, &walked),
+            verdict: finish_checker(v.0, &walked, v.1),
         }),
         // An image that cannot even be opened is invalid, not an I/O
         // failure: report the reason as the one finding.
@@ -526,7 +529,7 @@ pub fn validate(
                 file: name,
                 strict: check.strict,
                 word_bits: None,
-                verdict: c.finish().into(),
+                verdict: VerdictReport::new(c.finish(), false),
             })
         }
         Err(e) => Err(e),

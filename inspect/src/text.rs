@@ -137,18 +137,15 @@ fn verdict(out: &mut String, v: &VerdictReport, strict: bool) {
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
-    kv(
-        out,
-        "current Xen",
-        &if v.current_xen_loads {
-            format!(
-                "would load the HVM blob ({} notes)",
-                v.current_xen.len() - errs
-            )
-        } else {
-            format!("would refuse the HVM blob ({errs} errors)")
-        },
-    );
+    let state = match v.current_xen_loads {
+        None => "not checked: the stream ends before the HVM blob".to_string(),
+        Some(true) => format!(
+            "would load the HVM blob ({} notes)",
+            v.current_xen.len() - errs
+        ),
+        Some(false) => format!("would refuse the HVM blob ({errs} errors)"),
+    };
+    kv(out, "current Xen", &state);
     for f in &v.current_xen {
         finding(out, f);
     }
