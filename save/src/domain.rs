@@ -231,7 +231,10 @@ pub trait PageMap {
 
 impl PageMap for Vec<Option<&[u8]>> {
     fn page(&self, j: usize) -> Option<&[u8]> {
-        self.get(j).copied().flatten().filter(|p| p.len() == PAGE_SIZE)
+        self.get(j)
+            .copied()
+            .flatten()
+            .filter(|p| p.len() == PAGE_SIZE)
     }
 }
 

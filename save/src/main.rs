@@ -224,9 +224,7 @@ fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut policy: Box<dyn Policy> = match a.policy {
         PolicyArg::Seed => Box::new(SeedPolicy::default()),
-        PolicyArg::Downtime => Box::new(DowntimePolicy::new(Duration::from_millis(
-            a.max_downtime,
-        ))),
+        PolicyArg::Downtime => Box::new(DowntimePolicy::new(Duration::from_millis(a.max_downtime))),
     };
     let opts = SaveOptions {
         live: a.live,

@@ -2,7 +2,9 @@
 //! `e2a44bc7a4` did (format-notes §3): `max_pfn` from the page count, the
 //! holes and magic pages never sent, and the pseudo-random scan order.
 
-use hvm_format::pfn::{MMIO_HOLE_END, MMIO_HOLE_PAGES, MMIO_HOLE_START, VGA_HOLE_END, VGA_HOLE_START};
+use hvm_format::pfn::{
+    MMIO_HOLE_END, MMIO_HOLE_PAGES, MMIO_HOLE_START, VGA_HOLE_END, VGA_HOLE_START,
+};
 
 /// Cirrus VRAM pages qemu-dm populates (`VGA_RAM_SIZE` 8 MiB): subtracted in
 /// a live save, where qemu-dm still holds them.
@@ -129,7 +131,12 @@ mod tests {
         assert_eq!(p.max_pfn, 0x1FFFF);
         assert_eq!(p.order_nr, 17);
         // 4096 MiB guest: above the hole shift.
-        let p = Plan::derive(4096 * 256 - 0x20, false, false, MagicPfns::xc_hvm_build(4096));
+        let p = Plan::derive(
+            4096 * 256 - 0x20,
+            false,
+            false,
+            MagicPfns::xc_hvm_build(4096),
+        );
         assert_eq!(p.max_pfn, 0x10FFFF);
         // Live with Cirrus: qemu-dm's 0x800 VRAM pages are in nr_pages.
         let p = Plan::derive(512 * 256 - 0x20 + 0x800, true, false, m);

@@ -165,7 +165,7 @@ impl Default for DowntimePolicy {
         DowntimePolicy {
             max_downtime: Duration::from_millis(50),
             stall_ratio: 0.8,
-            fast_ratio: 0.25,
+            fast_ratio: 0.5,
             caps: SeedPolicy::default(),
         }
     }

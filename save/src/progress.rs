@@ -31,11 +31,7 @@ pub struct Progress {
 impl Progress {
     /// Draws only if `enabled` and stderr is a terminal.
     pub fn new(enabled: bool) -> Self {
-        Progress {
-            bar: None,
-            size: 0,
-        }
-        .with(enabled && std::io::stderr().is_terminal())
+        Progress { bar: None, size: 0 }.with(enabled && std::io::stderr().is_terminal())
     }
 
     fn with(mut self, on: bool) -> Self {

@@ -131,7 +131,8 @@ pub struct SaveSummary {
     pub factor: f64,
     /// Pages sent while the guest was suspended (final round).
     pub downtime_pages: u64,
-    /// From the suspend request to the last record, µs (domain clock).
+    /// From the guest reporting suspended to the last record, µs (domain
+    /// clock): the time the guest does not run.
     pub downtime_us: u64,
     /// Bytes of the stream (envelope excluded).
     pub stream_bytes: u64,
@@ -254,7 +255,9 @@ where
 }
 
 fn cancelled(opts: &SaveOptions) -> bool {
-    opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    opts.cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
 }
 
 /// `suspend_and_state`: ask, then poll `info` until the domain reports a
@@ -330,8 +333,8 @@ where
         domain.log_dirty_enable()?;
         undo.log_dirty = true;
     } else {
-        suspend_at = Some(domain.now());
         info = suspend_and_state(domain, undo)?;
+        suspend_at = Some(domain.now());
         observer(&Event::Suspended { iter: 0 });
     }
 
@@ -495,8 +498,8 @@ where
             stop = why;
             stats.stop = Some(why);
             last_iter = true;
-            suspend_at = Some(domain.now());
             suspend_and_state(domain, undo)?;
+            suspend_at = Some(domain.now());
             observer(&Event::Suspended { iter });
         }
         let clean = domain.log_dirty_clean(&mut to_send)?;

@@ -14,17 +14,32 @@ fn file_is_0600_with_manifest_and_refuses_overwrite() {
     let img = dir.path().join("guest.img");
     let stats = dir.path().join("stats.jsonl");
     let out = bin()
-        .args(["--sim", "--memory", "32", "--live", "--workload", "uniform", "-o"])
+        .args([
+            "--sim",
+            "--memory",
+            "32",
+            "--live",
+            "--workload",
+            "uniform",
+            "-o",
+        ])
         .arg(&img)
         .arg("--stats")
         .arg(&stats)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mode = std::fs::metadata(&img).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("passes") && stderr.contains("downtime"), "{stderr}");
+    assert!(
+        stderr.contains("passes") && stderr.contains("downtime"),
+        "{stderr}"
+    );
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("guest.img.manifest.json")).unwrap())
             .unwrap();
@@ -34,7 +49,11 @@ fn file_is_0600_with_manifest_and_refuses_overwrite() {
     assert!(lines.lines().last().unwrap().contains("\"summary\""));
 
     let before = std::fs::read(&img).unwrap();
-    let out = bin().args(["--sim", "--memory", "8", "-o"]).arg(&img).output().unwrap();
+    let out = bin()
+        .args(["--sim", "--memory", "8", "-o"])
+        .arg(&img)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert_eq!(std::fs::read(&img).unwrap(), before, "untouched");
@@ -70,7 +89,10 @@ fn closed_stdout_pipe_is_a_clean_error() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Broken pipe") || err.contains("broken pipe"), "{err}");
+    assert!(
+        err.contains("Broken pipe") || err.contains("broken pipe"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -103,7 +125,11 @@ fn tcp_peer_closing_is_a_clean_error_and_full_stream_arrives_otherwise() {
         .args(["--sim", "--memory", "8", "-q", "--to", &addr])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = t.join().unwrap();
     let mut r = hvm_format::stream::SliceReader::new(&v, hvm_format::WordSize::W64, 0);
     while r.next().unwrap().is_some() {}

@@ -41,8 +41,14 @@ fn every_call_failing_leaves_the_guest_running_and_no_file() {
     for live in [true, false] {
         let mut clean = Faulty::new(sim(), None);
         let mut out = Vec::new();
-        save(&mut clean, &mut DowntimePolicy::default(), &opts(live), &mut out, &mut |_| {})
-            .unwrap();
+        save(
+            &mut clean,
+            &mut DowntimePolicy::default(),
+            &opts(live),
+            &mut out,
+            &mut |_| {},
+        )
+        .unwrap();
         let total = clean.calls();
         assert!(total > 20, "{total} calls");
         let mut seen = std::collections::BTreeSet::new();
@@ -51,14 +57,26 @@ fn every_call_failing_leaves_the_guest_running_and_no_file() {
             let dest = dir.path().join("img");
             let mut sink = Sink::file(&dest, false).unwrap();
             let mut d = Faulty::new(sim(), Some(k));
-            let r = save(&mut d, &mut DowntimePolicy::default(), &opts(live), &mut sink, &mut |_| {});
+            let r = save(
+                &mut d,
+                &mut DowntimePolicy::default(),
+                &opts(live),
+                &mut sink,
+                &mut |_| {},
+            );
             let failed = d.failed().expect("the fault fired");
             seen.insert(failed);
             match r {
                 Err(_) => {
                     sink.abort();
-                    assert!(!d.inner.is_suspended(), "call {k} ({failed}): guest resumed");
-                    assert!(!d.inner.log_dirty_enabled(), "call {k} ({failed}): log-dirty off");
+                    assert!(
+                        !d.inner.is_suspended(),
+                        "call {k} ({failed}): guest resumed"
+                    );
+                    assert!(
+                        !d.inner.log_dirty_enabled(),
+                        "call {k} ({failed}): log-dirty off"
+                    );
                     assert_eq!(
                         std::fs::read_dir(dir.path()).unwrap().count(),
                         0,
@@ -76,15 +94,34 @@ fn every_call_failing_leaves_the_guest_running_and_no_file() {
         }
         let expect: &[&str] = if live {
             &[
-                "platform", "info", "hvm_param", "log_dirty_enable", "dm_dirty_init",
-                "log_dirty_peek", "map_batch", "log_dirty_clean", "dm_flip", "dm_take",
-                "request_suspend", "unpause", "vcpu_context", "hvm_context",
-                "device_model_state", "log_dirty_off",
+                "platform",
+                "info",
+                "hvm_param",
+                "log_dirty_enable",
+                "dm_dirty_init",
+                "log_dirty_peek",
+                "map_batch",
+                "log_dirty_clean",
+                "dm_flip",
+                "dm_take",
+                "request_suspend",
+                "unpause",
+                "vcpu_context",
+                "hvm_context",
+                "device_model_state",
+                "log_dirty_off",
             ]
         } else {
             &[
-                "platform", "info", "hvm_param", "map_batch", "request_suspend", "unpause",
-                "vcpu_context", "hvm_context", "device_model_state",
+                "platform",
+                "info",
+                "hvm_param",
+                "map_batch",
+                "request_suspend",
+                "unpause",
+                "vcpu_context",
+                "hvm_context",
+                "device_model_state",
             ]
         };
         for c in expect {
@@ -102,14 +139,20 @@ fn cancellation_resumes_and_turns_log_dirty_off() {
         ..opts(true)
     };
     let mut batches = 0;
-    let r = save(&mut d, &mut DowntimePolicy::default(), &o, &mut Vec::new(), &mut |e| {
-        if let Event::BatchWritten { .. } = e {
-            batches += 1;
-            if batches == 3 {
-                flag.store(true, Ordering::SeqCst);
+    let r = save(
+        &mut d,
+        &mut DowntimePolicy::default(),
+        &o,
+        &mut Vec::new(),
+        &mut |e| {
+            if let Event::BatchWritten { .. } = e {
+                batches += 1;
+                if batches == 3 {
+                    flag.store(true, Ordering::SeqCst);
+                }
             }
-        }
-    });
+        },
+    );
     assert!(matches!(r, Err(SaveError::Cancelled)), "{r:?}");
     assert!(d.is_running() && !d.log_dirty_enabled());
 }
@@ -122,11 +165,17 @@ fn cancellation_after_suspend_resumes_the_guest() {
         cancel: Some(flag.clone()),
         ..opts(true)
     };
-    let r = save(&mut d, &mut DowntimePolicy::default(), &o, &mut Vec::new(), &mut |e| {
-        if let Event::Suspended { .. } = e {
-            flag.store(true, Ordering::SeqCst);
-        }
-    });
+    let r = save(
+        &mut d,
+        &mut DowntimePolicy::default(),
+        &o,
+        &mut Vec::new(),
+        &mut |e| {
+            if let Event::Suspended { .. } = e {
+                flag.store(true, Ordering::SeqCst);
+            }
+        },
+    );
     assert!(matches!(r, Err(SaveError::Cancelled)), "{r:?}");
     assert!(d.is_running(), "resumed");
     assert_eq!(d.resumes(), 1);
@@ -145,7 +194,13 @@ fn closed_writer_is_a_clean_error() {
         }
     }
     let mut d = sim();
-    let r = save(&mut d, &mut DowntimePolicy::default(), &opts(true), &mut Closed, &mut |_| {});
+    let r = save(
+        &mut d,
+        &mut DowntimePolicy::default(),
+        &opts(true),
+        &mut Closed,
+        &mut |_| {},
+    );
     assert!(r.is_err());
     assert!(d.is_running() && !d.log_dirty_enabled());
 }

@@ -43,7 +43,12 @@ fn model(schedule: &[BTreeSet<u64>], size: u64, skipped_pfns: &BTreeSet<u64>) ->
 fn run(schedule: Vec<BTreeSet<u64>>) -> (Vec<(u64, u64, Phase)>, SimDomain, Vec<u8>) {
     let cfg = SimConfig {
         memory_mib: MEM_MIB,
-        workload: Workload::Script(schedule.iter().map(|s| s.iter().copied().collect()).collect()),
+        workload: Workload::Script(
+            schedule
+                .iter()
+                .map(|s| s.iter().copied().collect())
+                .collect(),
+        ),
         ..SimConfig::default()
     };
     let mut sim = SimDomain::new(cfg).unwrap();
@@ -52,8 +57,19 @@ fn run(schedule: Vec<BTreeSet<u64>>) -> (Vec<(u64, u64, Phase)>, SimDomain, Vec<
         ..SaveOptions::default()
     };
     let mut image = Vec::new();
-    let o = save(&mut sim, &mut SeedPolicy::default(), &opts, &mut image, &mut |_| {}).unwrap();
-    let passes = o.passes.iter().map(|p| (p.sent, p.skipped, p.phase)).collect();
+    let o = save(
+        &mut sim,
+        &mut SeedPolicy::default(),
+        &opts,
+        &mut image,
+        &mut |_| {},
+    )
+    .unwrap();
+    let passes = o
+        .passes
+        .iter()
+        .map(|p| (p.sent, p.skipped, p.phase))
+        .collect();
     (passes, sim, image)
 }
 
@@ -84,11 +100,16 @@ fn check(schedule: Vec<BTreeSet<u64>>) {
     assert_eq!(got_pairs, want);
     assert_eq!(got.last().map(|g| g.2), Some(Phase::Final));
     let r = common::replay(&image);
-    assert_eq!(common::replay_digest(&r).total, common::sim_digest(&sim).total);
+    assert_eq!(
+        common::replay_digest(&r).total,
+        common::sim_digest(&sim).total
+    );
 }
 
 fn pick(ram: &[u64], from: usize, n: usize, stride: usize) -> BTreeSet<u64> {
-    (0..n).map(|i| ram[(from + i * stride) % ram.len()]).collect()
+    (0..n)
+        .map(|i| ram[(from + i * stride) % ram.len()])
+        .collect()
 }
 
 #[test]
@@ -122,7 +143,9 @@ fn steady_dirtying_stops_at_29_iterations() {
 fn heavy_dirtying_stops_at_three_times_memory() {
     let (size, _, ram) = setup();
     // Two disjoint halves dirtied in turn: every pass resends 1800 pages.
-    let schedule: Vec<_> = (0..40).map(|k| pick(&ram, (k % 2) * 1800, 1800, 1)).collect();
+    let schedule: Vec<_> = (0..40)
+        .map(|k| pick(&ram, (k % 2) * 1800, 1800, 1))
+        .collect();
     check(schedule.clone());
     let (got, _, _) = run(schedule);
     let pre: u64 = got[..got.len() - 1].iter().map(|g| g.0).sum();

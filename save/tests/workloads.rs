@@ -27,11 +27,19 @@ fn workloads() -> Vec<Workload> {
 }
 
 fn check(cfg: SimConfig, policy: &mut dyn Policy, opts: &SaveOptions) {
-    let label = format!("{} / {} / live={}", cfg.workload.name(), policy.name(), opts.live);
+    let label = format!(
+        "{} / {} / live={}",
+        cfg.workload.name(),
+        policy.name(),
+        opts.live
+    );
     let mut sim = SimDomain::new(cfg).unwrap();
     let mut image = Vec::new();
     let outcome = save(&mut sim, policy, opts, &mut image, &mut |_| {}).expect(&label);
-    assert!(sim.is_suspended(), "{label}: guest stays suspended after success");
+    assert!(
+        sim.is_suspended(),
+        "{label}: guest stays suspended after success"
+    );
     assert!(!sim.log_dirty_enabled(), "{label}: log-dirty off");
     let r = common::replay(&image);
     let got = common::replay_digest(&r);
@@ -43,7 +51,11 @@ fn check(cfg: SimConfig, policy: &mut dyn Policy, opts: &SaveOptions) {
     );
     assert_eq!(got.total, want.total, "{label}");
     let m = outcome.manifest.expect("manifest asked for");
-    assert_eq!(m.memory_sha256, hex(&want.total), "{label}: manifest digest");
+    assert_eq!(
+        m.memory_sha256,
+        hex(&want.total),
+        "{label}: manifest digest"
+    );
     assert_eq!(m.pages, want.pages);
     assert_eq!(m.vcpus.len(), r.vcpus.len());
     for (v, ctx) in m.vcpus.iter().zip(&r.vcpus) {
@@ -53,7 +65,10 @@ fn check(cfg: SimConfig, policy: &mut dyn Policy, opts: &SaveOptions) {
     assert_eq!(r.hvm_blob.len(), 3071 + 1384 * (r.vcpus.len() - 1));
     let s = &outcome.summary;
     assert_eq!(s.passes as usize, outcome.passes.len());
-    assert_eq!(s.total_sent, outcome.passes.iter().map(|p| p.sent).sum::<u64>());
+    assert_eq!(
+        s.total_sent,
+        outcome.passes.iter().map(|p| p.sent).sum::<u64>()
+    );
     if opts.live {
         assert!(
             s.passes >= 2,
@@ -131,13 +146,23 @@ fn stdvga_and_big_guests_cover_the_holes() {
     let mut sim = SimDomain::new(c).unwrap();
     let mut image = Vec::new();
     let opts = SaveOptions::default();
-    save(&mut sim, &mut SeedPolicy::default(), &opts, &mut image, &mut |_| {}).unwrap();
+    save(
+        &mut sim,
+        &mut SeedPolicy::default(),
+        &opts,
+        &mut image,
+        &mut |_| {},
+    )
+    .unwrap();
     let r = common::replay(&image);
     assert_eq!(r.max_pfn, 0x10FFFF);
     assert!(r.memory.keys().all(|&p| !(0xA0..0xC0).contains(&p)));
     assert!(r.memory.keys().all(|&p| !(0xF0000..0x100000).contains(&p)));
     assert!(r.memory.contains_key(&0x10FFFF));
-    assert_eq!(common::replay_digest(&r).total, common::sim_digest(&sim).total);
+    assert_eq!(
+        common::replay_digest(&r).total,
+        common::sim_digest(&sim).total
+    );
 }
 
 #[test]
@@ -149,8 +174,14 @@ fn rate_limit_slows_the_virtual_clock() {
             max_rate: rate,
             ..SaveOptions::default()
         };
-        let o = save(&mut sim, &mut SeedPolicy::default(), &opts, &mut std::io::sink(), &mut |_| {})
-            .unwrap();
+        let o = save(
+            &mut sim,
+            &mut SeedPolicy::default(),
+            &opts,
+            &mut std::io::sink(),
+            &mut |_| {},
+        )
+        .unwrap();
         o.summary.downtime_us
     };
     let free = run(None);
@@ -171,7 +202,14 @@ fn xend_envelope_wraps_the_stream() {
         },
         ..SaveOptions::default()
     };
-    let o = save(&mut sim, &mut SeedPolicy::default(), &opts, &mut image, &mut |_| {}).unwrap();
+    let o = save(
+        &mut sim,
+        &mut SeedPolicy::default(),
+        &opts,
+        &mut image,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(&image[..16], b"LinuxGuestRecord");
     let len = u32::from_be_bytes(image[16..20].try_into().unwrap()) as usize;
     let cfg_text = std::str::from_utf8(&image[20..20 + len]).unwrap();

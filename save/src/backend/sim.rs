@@ -14,7 +14,9 @@
 use std::time::Duration;
 
 use hvm_format::hvm::{seed_reset_blob, CpuSeed};
-use hvm_format::pfn::{MMIO_HOLE_END, MMIO_HOLE_PAGES, MMIO_HOLE_START, VGA_HOLE_END, VGA_HOLE_START};
+use hvm_format::pfn::{
+    MMIO_HOLE_END, MMIO_HOLE_PAGES, MMIO_HOLE_START, VGA_HOLE_END, VGA_HOLE_START,
+};
 use hvm_format::vcpu::{VcpuContext, VcpuRegisters};
 use hvm_format::{WordSize, PAGE_SIZE};
 
@@ -306,7 +308,8 @@ impl SimDomain {
         };
         let r = self.next_rand();
         let base = i as usize * PAGE_SIZE;
-        let ctr = u64::from_le_bytes(self.mem[base + 8..base + 16].try_into().expect("8 bytes")) + 1;
+        let ctr =
+            u64::from_le_bytes(self.mem[base + 8..base + 16].try_into().expect("8 bytes")) + 1;
         self.mem[base + 8..base + 16].copy_from_slice(&ctr.to_le_bytes());
         let off = 16 + (r % (PAGE_SIZE as u64 - 16)) as usize;
         self.mem[base + off] = (r >> 56) as u8;
@@ -324,14 +327,10 @@ impl SimDomain {
         let per_s = |rate: f64, active_ns: u64| (active_ns as f64 * rate / 1e9) as u64;
         match &self.cfg.workload {
             Workload::Idle | Workload::Script(_) => 0,
-            Workload::Uniform { rate } | Workload::HotSet { rate, .. } | Workload::Sweep { rate } => {
-                per_s(*rate, t_ns)
-            }
-            Workload::Bursts {
-                rate,
-                period,
-                duty,
-            } => {
+            Workload::Uniform { rate }
+            | Workload::HotSet { rate, .. }
+            | Workload::Sweep { rate } => per_s(*rate, t_ns),
+            Workload::Bursts { rate, period, duty } => {
                 let p = period.as_nanos().max(1) as u64;
                 let on = (p as f64 * duty.clamp(0.0, 1.0)) as u64;
                 let active = t_ns / p * on + (t_ns % p).min(on);
@@ -578,7 +577,10 @@ impl Domain for SimDomain {
     fn vcpu_context(&mut self, vcpu: u32) -> DomainResult<Vec<u8>> {
         self.calls.push("vcpu_context");
         if vcpu >= self.cfg.vcpus {
-            return Err(DomainError::refused("vcpu_context", format!("no vCPU {vcpu}")));
+            return Err(DomainError::refused(
+                "vcpu_context",
+                format!("no vCPU {vcpu}"),
+            ));
         }
         let v = u64::from(vcpu);
         let regs = VcpuRegisters {
