@@ -3,7 +3,8 @@
 //! records field by field.
 //!
 //! Memory: the two page indexes (`hvm_format::index`), merged in pfn order,
-//! pages compared in place in the mapped files.
+//! pages read with pread(2) and compared (reading through the map would
+//! make both files resident).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use hvm_format::index::PageIndex;
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{WordSize, PAGE_SIZE};
 
-use crate::input::{Input, InspectError, Progress};
+use crate::input::{Input, InspectError, Mapped, Progress};
 use crate::report::index_mapped;
 
 /// Consecutive pfns `first..=last`.
@@ -155,14 +156,16 @@ fn diff_fields(a: &[hvm_format::hvm::Field], b: &[hvm_format::hvm::Field]) -> Ve
     out
 }
 
-fn memory_diff(ia: &PageIndex, da: &[u8], ib: &PageIndex, db: &[u8]) -> MemoryDiff {
-    let pa = |off: u64| {
-        let o = off as usize;
-        da.get(o..o.saturating_add(PAGE_SIZE))
-    };
-    let pb = |off: u64| {
-        let o = off as usize;
-        db.get(o..o.saturating_add(PAGE_SIZE))
+fn memory_diff(
+    ia: &PageIndex,
+    ma: &Mapped,
+    ib: &PageIndex,
+    mb: &Mapped,
+) -> Result<MemoryDiff, InspectError> {
+    let (mut pa, mut pb) = (vec![0u8; PAGE_SIZE], vec![0u8; PAGE_SIZE]);
+    let io = |m: &Mapped| {
+        let path = m.name().to_string();
+        move |source| InspectError::Io { path, source }
     };
     let mut m = MemoryDiff::default();
     let (mut i, mut j) = (0, 0);
@@ -170,7 +173,9 @@ fn memory_diff(ia: &PageIndex, da: &[u8], ib: &PageIndex, db: &[u8]) -> MemoryDi
     while i < fa.len() || j < fb.len() {
         match (fa.get(i), fb.get(j)) {
             (Some(x), Some(y)) if x.pfn == y.pfn => {
-                if pa(x.offset) == pb(y.offset) {
+                ma.read_at(x.offset, &mut pa).map_err(io(ma))?;
+                mb.read_at(y.offset, &mut pb).map_err(io(mb))?;
+                if pa == pb {
                     m.same += 1;
                 } else {
                     m.changed.push(x.pfn);
@@ -197,7 +202,7 @@ fn memory_diff(ia: &PageIndex, da: &[u8], ib: &PageIndex, db: &[u8]) -> MemoryDi
             (None, None) => break,
         }
     }
-    m
+    Ok(m)
 }
 
 fn vcpu_fields(word: WordSize, bytes: &[u8]) -> Vec<hvm_format::hvm::Field> {
@@ -246,7 +251,7 @@ pub fn diff(
     let ia = va.index.finish();
     let (wb, vb) = index_mapped(&mb, opts, progress)?;
     let ib = vb.index.finish();
-    let memory = memory_diff(&ia, ma.bytes(), &ib, mb.bytes());
+    let memory = memory_diff(&ia, &ma, &ib, &mb)?;
     drop((ia, ib));
 
     let mut vcpus = Vec::new();

@@ -295,14 +295,32 @@ pub struct VerdictReport {
     /// The findings, by offset.
     pub findings: Vec<Finding>,
     /// Findings beyond the per-rule cap, counted by rule.
-    pub suppressed: Vec<(String, u64)>,
+    pub suppressed: Vec<Suppressed>,
     /// Would current Xen load the HVM blob? `None` when the stream ended
     /// before the blob.
     pub current_xen_loads: Option<bool>,
     /// What current Xen would say about the HVM blob.
     pub current_xen: Vec<Finding>,
-    /// Configured memory (pages) the pfn checks used, and its source.
-    pub memory_pages: Option<(u64, &'static str)>,
+    /// Configured memory the pfn checks used, and its source.
+    pub memory: Option<MemoryBasis>,
+}
+
+/// Findings of one rule beyond the per-rule cap.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Suppressed {
+    /// Rule id.
+    pub rule: String,
+    /// Findings not listed.
+    pub count: u64,
+}
+
+/// The restoring domain's memory the pfn rules assumed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemoryBasis {
+    /// Pages (4 KiB).
+    pub pages: u64,
+    /// Where the number came from (`--memory`, the xend config, max_pfn).
+    pub source: &'static str,
 }
 
 impl VerdictReport {
@@ -314,9 +332,15 @@ impl VerdictReport {
             warnings: count(Severity::Warning),
             current_xen_loads: reached_blob.then(|| v.current_xen_loads()),
             findings: v.findings,
-            suppressed: v.suppressed,
+            suppressed: v
+                .suppressed
+                .into_iter()
+                .map(|(rule, count)| Suppressed { rule, count })
+                .collect(),
             current_xen: v.current_xen,
-            memory_pages: v.memory_pages,
+            memory: v
+                .memory_pages
+                .map(|(pages, source)| MemoryBasis { pages, source }),
         }
     }
 }

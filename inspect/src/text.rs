@@ -114,22 +114,27 @@ fn verdict(out: &mut String, v: &VerdictReport, strict: bool) {
             plural(v.warnings, "warning")
         ),
     );
-    if let Some((pages, src)) = v.memory_pages {
+    if let Some(m) = &v.memory {
         kv(
             out,
             "  memory",
-            &format!("{pages} pages ({} MiB) from {src}", pages / 256),
+            &format!(
+                "{} pages ({} MiB) from {}",
+                m.pages,
+                m.pages / 256,
+                m.source
+            ),
         );
     }
     for f in &v.findings {
         finding(out, f);
     }
-    for (rule, n) in &v.suppressed {
+    for s in &v.suppressed {
         wrap(
             out,
             "  ",
             4,
-            &format!("... and {n} more [{rule}] findings not listed"),
+            &format!("... and {} more [{}] findings not listed", s.count, s.rule),
         );
     }
     let errs = v
