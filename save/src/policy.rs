@@ -310,12 +310,13 @@ mod tests {
         ));
         r.dirty_now = Some(400);
         assert_eq!(p.after_pass(&r), Decision::Continue, "420 ms > 50 ms");
-        r.dirty_now = Some(40 * 4104 / 4104);
-        // 40 pages ≈ 40 ms, but the round shrinks 25× : keep going.
+        r.dirty_now = Some(40);
+        // 40 pages ≈ 40 ms, but the round shrinks 25×: keep going.
         assert_eq!(p.after_pass(&r), Decision::Continue);
-        r.sent = 100;
-        r.bytes = 100 * 4104;
-        r.duration = Duration::from_millis(100);
+        r.sent = 60;
+        r.bytes = 60 * 4104;
+        r.duration = Duration::from_millis(60);
+        // 40 of 60: shrinking slowly, and 40 ms fits the budget.
         assert!(matches!(
             p.after_pass(&r),
             Decision::StopAndCopy(StopReason::DowntimeReached { .. })
