@@ -2,9 +2,9 @@
 //! restore of B — final memory by pfn, vCPU registers field by field, HVM
 //! records field by field.
 //!
-//! Memory: the two page indexes (`hvm_format::index`), merged in pfn order,
-//! pages read with pread(2) and compared (reading through the map would
-//! make both files resident).
+//! Memory: the two page indexes (`hvm_format::index`, built with read(2)),
+//! merged in pfn order, pages read with pread(2) and compared: through a
+//! map, both files would become resident.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +16,8 @@ use hvm_format::index::PageIndex;
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{WordSize, PAGE_SIZE};
 
-use crate::input::{Input, InspectError, Mapped, Progress};
-use crate::report::index_mapped;
+use crate::input::{Input, InspectError, Progress, Spooled};
+use crate::report::index_file;
 
 /// Consecutive pfns `first..=last`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -158,23 +158,23 @@ fn diff_fields(a: &[hvm_format::hvm::Field], b: &[hvm_format::hvm::Field]) -> Ve
 
 fn memory_diff(
     ia: &PageIndex,
-    ma: &Mapped,
+    fa: &Spooled,
     ib: &PageIndex,
-    mb: &Mapped,
+    fb: &Spooled,
 ) -> Result<MemoryDiff, InspectError> {
     let (mut pa, mut pb) = (vec![0u8; PAGE_SIZE], vec![0u8; PAGE_SIZE]);
-    let io = |m: &Mapped| {
-        let path = m.name().to_string();
+    let io = |f: &Spooled| {
+        let path = f.name().to_string();
         move |source| InspectError::Io { path, source }
     };
     let mut m = MemoryDiff::default();
     let (mut i, mut j) = (0, 0);
-    let (fa, fb) = (&ia.finals, &ib.finals);
-    while i < fa.len() || j < fb.len() {
-        match (fa.get(i), fb.get(j)) {
+    let (ca, cb) = (&ia.finals, &ib.finals);
+    while i < ca.len() || j < cb.len() {
+        match (ca.get(i), cb.get(j)) {
             (Some(x), Some(y)) if x.pfn == y.pfn => {
-                ma.read_at(x.offset, &mut pa).map_err(io(ma))?;
-                mb.read_at(y.offset, &mut pb).map_err(io(mb))?;
+                fa.read_at(x.offset, &mut pa).map_err(io(fa))?;
+                fb.read_at(y.offset, &mut pb).map_err(io(fb))?;
                 if pa == pb {
                     m.same += 1;
                 } else {
@@ -245,13 +245,13 @@ pub fn diff(
             "diff: at most one of A and B may be - (standard input)".into(),
         ));
     }
-    let ma = a.map()?;
-    let mb = b.map()?;
-    let (wa, va) = index_mapped(&ma, opts, progress)?;
+    let fa = a.into_file()?;
+    let fb = b.into_file()?;
+    let (wa, va) = index_file(&fa, opts, progress)?;
     let ia = va.index.finish();
-    let (wb, vb) = index_mapped(&mb, opts, progress)?;
+    let (wb, vb) = index_file(&fb, opts, progress)?;
     let ib = vb.index.finish();
-    let memory = memory_diff(&ia, &ma, &ib, &mb)?;
+    let memory = memory_diff(&ia, &fa, &ib, &fb)?;
     drop((ia, ib));
 
     let mut vcpus = Vec::new();
@@ -344,8 +344,8 @@ pub fn diff(
         && hvm.is_empty()
         && !hvm_bytes_differ;
     Ok(DiffReport {
-        a: ma.name().to_string(),
-        b: mb.name().to_string(),
+        a: fa.name().to_string(),
+        b: fb.name().to_string(),
         same,
         memory,
         vcpus_a: va.vcpus.len() as u32,
@@ -356,4 +356,20 @@ pub fn diff(
         hvm,
         hvm_bytes_differ,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pfn_ranges_coalesce_consecutive_pfns() {
+        let mut r = PfnRanges::default();
+        for p in [1, 2, 3, 5, 7, 8, u64::MAX] {
+            r.push(p);
+        }
+        let got: Vec<(u64, u64)> = r.ranges.iter().map(|x| (x.first, x.last)).collect();
+        assert_eq!(got, vec![(1, 3), (5, 5), (7, 8), (u64::MAX, u64::MAX)]);
+        assert_eq!(r.pages, 7);
+    }
 }

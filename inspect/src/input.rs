@@ -126,9 +126,9 @@ impl Input {
         }
     }
 
-    /// Map the image for random access (standard input is spooled to an
-    /// unnamed temporary file first).
-    pub fn map(self) -> Result<Mapped, InspectError> {
+    /// The image as a file that can be read at any offset (standard input
+    /// is spooled to an unnamed temporary file first).
+    pub fn into_file(self) -> Result<Spooled, InspectError> {
         let io = |source| InspectError::Io {
             path: self.name.clone(),
             source,
@@ -141,6 +141,20 @@ impl Input {
                 t
             }
         };
+        Ok(Spooled {
+            name: self.name,
+            file,
+        })
+    }
+
+    /// Map the image for random access (standard input is spooled to an
+    /// unnamed temporary file first).
+    pub fn map(self) -> Result<Mapped, InspectError> {
+        let Spooled { name, file } = self.into_file()?;
+        let io = |source| InspectError::Io {
+            path: name.clone(),
+            source,
+        };
         let len = file.metadata().map_err(io)?.len();
         let map = if len == 0 {
             None
@@ -150,11 +164,37 @@ impl Input {
             // reader. Standard input was copied to a private unnamed file.
             Some(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
         };
-        Ok(Mapped {
-            name: self.name,
-            map,
-            file,
-        })
+        Ok(Mapped { name, map })
+    }
+}
+
+/// An image in a file readable at any offset, read with read(2) and
+/// pread(2) only: unlike pages of a map, what it reads never counts against
+/// the process's resident set (`diff` of two huge images stays small).
+#[derive(Debug)]
+pub struct Spooled {
+    name: String,
+    file: File,
+}
+
+impl Spooled {
+    /// The name as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file, positioned at its start.
+    pub fn reader(&self) -> io::Result<&File> {
+        use std::io::Seek;
+        let mut f = &self.file;
+        f.rewind()?;
+        Ok(f)
+    }
+
+    /// Read `buf.len()` bytes at `offset`.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, offset)
     }
 }
 
@@ -163,7 +203,6 @@ impl Input {
 pub struct Mapped {
     name: String,
     map: Option<memmap2::Mmap>,
-    file: File,
 }
 
 impl Mapped {
@@ -175,14 +214,6 @@ impl Mapped {
     /// The name as given.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Read `buf.len()` bytes at `offset` with pread(2): unlike touching
-    /// the map, this leaves the process's resident set alone, which keeps
-    /// `diff` of two huge images within its memory bound.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(buf, offset)
     }
 }
 

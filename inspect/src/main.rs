@@ -19,7 +19,7 @@ use hvm_inspect::{diff, json, text, Input, InspectError};
 /// Exit status: 0 ok (valid / same), 1 the image is invalid or damaged
 /// (`diff`: the images differ), 2 usage or I/O error (`diff`: any error).
 #[derive(Parser, Debug)]
-#[command(name = "hvm-inspect", version)]
+#[command(name = "hvm-inspect", version, max_term_width = 80)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

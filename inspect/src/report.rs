@@ -14,7 +14,9 @@ use hvm_format::stream::Item;
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{Error, PAGE_SIZE};
 
-use crate::input::{walk_read, walk_slice, Input, InspectError, Mapped, Progress, Visit, Walked};
+use crate::input::{
+    walk_read, walk_slice, Input, InspectError, Mapped, Progress, Spooled, Visit, Walked,
+};
 
 /// A format error as reported: where, in what, and what is wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -959,6 +961,27 @@ pub(crate) fn index_mapped(
     })?;
     if let Some(e) = walked.error {
         return Err(InspectError::image(m.name(), e));
+    }
+    Ok((walked, v))
+}
+
+/// [`index_mapped`] over a file read with read(2), for `diff`.
+pub(crate) fn index_file(
+    f: &Spooled,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+) -> Result<(Walked, IndexVisit), InspectError> {
+    let r = f.reader().map_err(|source| InspectError::Io {
+        path: f.name().to_string(),
+        source,
+    })?;
+    let (walked, v) = walk_read(f.name(), r, opts, progress, |_| IndexVisit {
+        index: IndexBuilder::new(),
+        vcpus: Vec::new(),
+        hvm: None,
+    })?;
+    if let Some(e) = walked.error {
+        return Err(InspectError::image(f.name(), e));
     }
     Ok((walked, v))
 }

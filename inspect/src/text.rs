@@ -723,3 +723,38 @@ pub fn diff(d: &DiffReport) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_fits_80_columns_and_keeps_every_word() {
+        let words: Vec<String> = (0..200).map(|i| format!("w{}", i * 7919)).collect();
+        let long = "x".repeat(200);
+        let text = format!("{} {long}", words.join(" "));
+        let mut out = String::new();
+        wrap(&mut out, "label:    ", 6, &text);
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "{out}");
+        assert!(out.lines().skip(1).all(|l| l.starts_with("      ")));
+        let joined: String = out.split_whitespace().collect::<Vec<_>>().join("");
+        assert_eq!(joined, format!("label:{}{long}", words.join("")));
+    }
+
+    #[test]
+    fn hexdump_collapses_repeats_like_hexdump_c() {
+        let mut page = vec![0u8; 4096];
+        page[17] = b'A';
+        let mut out = String::new();
+        hexdump(&mut out, 0x1000, &page);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(lines[0].starts_with("00001000  00 00"));
+        assert!(lines[1].starts_with("00001010  00 41 00"));
+        assert!(lines[1].ends_with("|.A..............|"));
+        assert!(lines[2].starts_with("00001020  00"));
+        assert_eq!(lines[3], "*");
+        assert_eq!(lines[4], "00002000");
+        assert!(lines.iter().all(|l| l.len() <= WIDTH));
+    }
+}
