@@ -3,15 +3,15 @@
 //! config length, the SXP config on one line; after the stream
 //! `QemuDeviceModelRecord` and the device model's QEVM file to EOF.
 //!
-//! Only the writing side the saver needs lives here; parsing belongs to
-//! `hvm_format::envelope`.
+//! The bytes are written by [`hvm_format::envelope`]; this module only
+//! describes the domain as xend's config did.
 
-use std::io::{self, Write};
+use std::io::Write;
 
-/// The 16-byte signature xend writes first (also for HVM guests).
-pub const SIGNATURE: &[u8; 16] = b"LinuxGuestRecord";
-/// The 21-byte signature before the device-model state.
-pub const QEMU_SIGNATURE: &[u8; 21] = b"QemuDeviceModelRecord";
+use hvm_format::envelope::qevm::empty_qevm;
+use hvm_format::envelope::sxp::{is_bare_atom, python_repr};
+use hvm_format::envelope::{write_qemu_tail, write_xend_header};
+
 /// `QEVM` magic of qemu-dm's savevm file.
 pub const QEVM_MAGIC: u32 = 0x5145_564D;
 /// qemu-dm's savevm file version of that era.
@@ -22,7 +22,7 @@ pub const QEVM_VERSION: u32 = 1;
 pub struct GuestConfig {
     /// Domain id.
     pub domid: u32,
-    /// Domain name (a bare SXP atom: letters, digits, `-_.`).
+    /// Domain name.
     pub name: String,
     /// Memory in MiB.
     pub memory_mib: u64,
@@ -34,27 +34,13 @@ pub struct GuestConfig {
 
 impl GuestConfig {
     /// The config as one SXP line (no newline, no NUL), as
-    /// `sxp.to_string` wrote it. Names that are not bare atoms are quoted
-    /// as Python's `repr` would.
+    /// `sxp.to_string` wrote it: bare atoms where xend allowed them, Python
+    /// `repr` otherwise.
     pub fn to_sxp(&self) -> String {
-        let bare = !self.name.is_empty()
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        let name = if bare {
+        let name = if is_bare_atom(self.name.as_bytes()) {
             self.name.clone()
         } else {
-            let escaped: String = self
-                .name
-                .chars()
-                .flat_map(|c| match c {
-                    '\'' | '\\' => vec!['\\', c],
-                    c if c.is_ascii_graphic() || c == ' ' => vec![c],
-                    _ => format!("\\x{:02x}", c as u32 & 0xFF).chars().collect(),
-                })
-                .collect();
-            format!("'{escaped}'")
+            python_repr(self.name.as_bytes())
         };
         format!(
             "(domain (domid {}) (name {}) (memory {}) (maxmem {}) (vcpus {}) \
@@ -72,33 +58,18 @@ impl GuestConfig {
 }
 
 /// Write the header that precedes the libxc stream.
-pub fn write_header<W: Write>(out: &mut W, config: &GuestConfig) -> io::Result<()> {
-    let text = config.to_sxp();
-    let len = i32::try_from(text.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "config too long"))?;
-    let mut head = Vec::with_capacity(20 + text.len());
-    head.extend_from_slice(SIGNATURE);
-    head.extend_from_slice(&len.to_be_bytes());
-    head.extend_from_slice(text.as_bytes());
-    out.write_all(&head)
+pub fn write_header<W: Write>(out: &mut W, config: &GuestConfig) -> hvm_format::Result<()> {
+    write_xend_header(out, config.to_sxp().as_bytes()).map(|_| ())
 }
 
-/// An empty QEVM file: magic and version, no sections (what a device model
-/// with nothing to save would write).
-pub fn empty_qevm() -> Vec<u8> {
-    let mut v = Vec::with_capacity(8);
-    v.extend_from_slice(&QEVM_MAGIC.to_be_bytes());
-    v.extend_from_slice(&QEVM_VERSION.to_be_bytes());
-    v
-}
-
-/// Write the tail that follows the libxc stream.
-pub fn write_tail<W: Write>(out: &mut W, qevm: Option<&[u8]>) -> io::Result<()> {
-    out.write_all(QEMU_SIGNATURE)?;
+/// Write the tail that follows the libxc stream: the device model's QEVM
+/// file, or an empty one (magic and version, no sections).
+pub fn write_tail<W: Write>(out: &mut W, qevm: Option<&[u8]>) -> hvm_format::Result<()> {
     match qevm {
-        Some(q) => out.write_all(q),
-        None => out.write_all(&empty_qevm()),
+        Some(q) => write_qemu_tail(out, q),
+        None => write_qemu_tail(out, &empty_qevm()),
     }
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -137,6 +108,10 @@ mod tests {
             vcpus: 1,
             stdvga: true,
         };
-        assert!(c.to_sxp().contains("(name 'it\\'s a vm')"));
+        assert!(
+            c.to_sxp().contains("(name \"it's a vm\")"),
+            "{}",
+            c.to_sxp()
+        );
     }
 }
