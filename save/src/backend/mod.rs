@@ -7,6 +7,8 @@
 //!   names what is missing instead of pretending.
 
 pub mod fault;
+#[cfg(target_os = "linux")]
+pub mod kvm;
 pub mod sim;
 
 use crate::domain::DomainError;

@@ -385,7 +385,11 @@ pub fn hvm_records(vcpus: &[VcpuState], vm: &VmState) -> Vec<HvmRecord> {
         let i = usize::from(r.instance);
         match &mut r.body {
             RecordBody::Pic(p) => {
-                let chip = if i == 0 { &vm.pic_master } else { &vm.pic_slave };
+                let chip = if i == 0 {
+                    &vm.pic_master
+                } else {
+                    &vm.pic_slave
+                };
                 if let Some(c) = chip {
                     *p = pic_record(c, i == 0);
                 }
