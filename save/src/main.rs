@@ -33,6 +33,14 @@ enum WorkloadArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RateArg {
+    /// Paced: 100 000 pacing iterations per step.
+    Light,
+    /// Flat out: every step writes at once.
+    Heavy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EnvelopeArg {
     /// The bare libxc stream, as xc_save wrote it.
     Bare,
@@ -53,16 +61,17 @@ struct Args {
     /// Save the deterministic simulated guest.
     #[arg(long, group = "backend")]
     sim: bool,
-    /// Save a KVM guest run by hvm-guest (not in this build yet).
+    /// Live-save the embedded KVM guest (hvm-guest's built-in workload):
+    /// builds it, runs the workload for --warmup-ms, then saves it live.
     #[arg(long, group = "backend")]
     kvm: bool,
     /// Save Xen domain DOMID (needs the `xen` feature and a Xen host).
     #[arg(long, group = "backend", value_name = "DOMID")]
     xen: Option<u32>,
 
-    /// Sim: guest memory in MiB.
-    #[arg(long, default_value_t = 256)]
-    memory: u64,
+    /// Guest memory in MiB (default: 256 for --sim, 512 for --kvm).
+    #[arg(long)]
+    memory: Option<u64>,
     /// Sim: vCPUs.
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
@@ -87,7 +96,22 @@ struct Args {
     /// Sim: modelled link bandwidth in MB/s.
     #[arg(long, default_value_t = 1000.0)]
     link_mbps: f64,
-    /// Sim: PRNG seed.
+    /// KVM: working set of the workload in MiB (split between vCPUs).
+    #[arg(long, default_value_t = 64, value_name = "MiB")]
+    working_set: u64,
+    /// KVM: dirty rate of the workload: light (paced) or heavy (flat out).
+    #[arg(long, value_enum, default_value_t = RateArg::Heavy)]
+    rate: RateArg,
+    /// KVM: pacing loop iterations per step, overriding --rate's.
+    #[arg(long)]
+    spin: Option<u64>,
+    /// KVM: qword writes per workload step.
+    #[arg(long, default_value_t = 1)]
+    writes_per_step: u64,
+    /// KVM: let the workload run this long before the save starts.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    warmup_ms: u64,
+    /// Sim and KVM: PRNG seed.
     #[arg(long, default_value_t = 0x5eed_2007)]
     seed: u64,
 
@@ -163,7 +187,7 @@ fn install_signal_flag() -> Arc<AtomicBool> {
 
 fn open_domain(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
     if a.kvm {
-        bail!(hvm_save::backend::unavailable("KVM (--kvm)"));
+        return open_kvm(a);
     }
     if let Some(domid) = a.xen {
         bail!(hvm_save::backend::unavailable(&format!(
@@ -188,7 +212,7 @@ fn open_domain(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
         },
     };
     let cfg = SimConfig {
-        memory_mib: a.memory,
+        memory_mib: a.memory.unwrap_or(256),
         vcpus: a.vcpus,
         workload,
         dm_rate: a.dm_rate,
@@ -199,6 +223,41 @@ fn open_domain(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
         ..SimConfig::default()
     };
     Ok(Box::new(SimDomain::new(cfg)?))
+}
+
+/// Builds the embedded KVM guest, starts its workload and lets it warm up.
+#[cfg(target_os = "linux")]
+fn open_kvm(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
+    use hvm_save::backend::kvm::{KvmConfig, KvmDomain};
+    let cfg = KvmConfig {
+        memory_mib: a.memory.unwrap_or(512),
+        vcpus: a.vcpus as usize,
+        working_set_mib: a.working_set,
+        writes_per_step: a.writes_per_step,
+        spin: a.spin.unwrap_or(match a.rate {
+            RateArg::Light => 100_000,
+            RateArg::Heavy => 0,
+        }),
+        seed: a.seed,
+        ..KvmConfig::default()
+    };
+    let mut d = KvmDomain::new(cfg)?;
+    d.start()?;
+    std::thread::sleep(Duration::from_millis(a.warmup_ms));
+    if !a.quiet {
+        eprintln!(
+            "hvm-save: KVM guest ({}) running, steps {:?} after {} ms warm-up",
+            d.vm().host_info().describe(),
+            d.progress(),
+            a.warmup_ms
+        );
+    }
+    Ok(Box::new(d))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_kvm(_: &Args) -> anyhow::Result<Box<dyn Domain>> {
+    bail!(hvm_save::backend::unavailable("KVM (--kvm, Linux only)"));
 }
 
 fn run(a: Args) -> anyhow::Result<()> {
@@ -227,7 +286,8 @@ fn run(a: Args) -> anyhow::Result<()> {
         PolicyArg::Downtime => Box::new(DowntimePolicy::new(Duration::from_millis(a.max_downtime))),
     };
     let opts = SaveOptions {
-        live: a.live,
+        // The embedded KVM guest is always saved live.
+        live: a.live || a.kvm,
         debug: a.debug,
         max_rate: a.max_rate.map(|r| (r * 1e6) as u64),
         leave_paused: a.leave_paused,
@@ -236,7 +296,7 @@ fn run(a: Args) -> anyhow::Result<()> {
             EnvelopeArg::Bare => Envelope::Bare,
             EnvelopeArg::Xend => Envelope::Xend {
                 domid: a.xen.unwrap_or(1),
-                name: "hvm-save-sim".into(),
+                name: if a.kvm { "hvm-save-kvm" } else { "hvm-save-sim" }.into(),
             },
         },
         cancel: Some(install_signal_flag()),
