@@ -597,3 +597,56 @@ fn every_subcommand_reads_standard_input() {
         assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+// ------------------------------------------------------------- show page
+
+#[test]
+fn show_page_dumps_the_final_copy_and_a_differing_verify_copy() {
+    let im = Images::new();
+    let g = im.get("seed32-verify");
+    // pfn 3 is sent by both passes (3 % 97 == 3 % 194 == 3): pass 1 wins.
+    let pfn = 3u64;
+    let want = golden::page(g.spec.seed, pfn, 1);
+    let o = run(
+        im.path(),
+        &["--json", "show", "page", "3", "seed32-verify.img"],
+        None,
+    );
+    assert_eq!(code(&o), 0);
+    let s = json(&o);
+    assert_eq!(s["copies"], 3, "two passes and the verify resend");
+    assert_eq!(s["final"]["pass"], 1);
+    let hex: String = want.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(s["final"]["hex"], hex.as_str());
+    let off = s["final"]["offset"].as_u64().unwrap() as usize;
+    assert_eq!(&g.bytes[off..off + 4096], &want[..]);
+    assert_eq!(s["verify_differs"], false);
+
+    // Damage the verify copy: it is then dumped as differing.
+    let voff = s["verify"]["offset"].as_u64().unwrap() as usize;
+    assert_eq!(&g.bytes[voff..voff + 4096], &want[..]);
+    let mut b = g.bytes.clone();
+    b[voff + 0x123] ^= 0x5A;
+    let bad = im.write("verify-differs", &b);
+    let s = json(&run(
+        im.path(),
+        &["--json", "show", "page", "3", &bad],
+        None,
+    ));
+    assert_eq!(s["verify_differs"], true);
+    let o = run(im.path(), &["show", "page", "0x3", &bad], None);
+    let text = stdout(&o);
+    assert!(text.contains("verify copy (differs)"), "{text}");
+    let line = format!("{:08x}  ", voff + 0x120);
+    assert!(text.contains(&line), "{text}");
+    // A pfn that is not in the image.
+    let s = json(&run(
+        im.path(),
+        &["--json", "show", "page", "0xA0", "seed32-verify.img"],
+        None,
+    ));
+    assert_eq!(
+        (s["copies"].as_u64(), s["final"].is_null()),
+        (Some(0), true)
+    );
+}
