@@ -16,11 +16,15 @@
 //! * [`replay::Replayer`]: items in, guest memory and findings out.
 //! * [`memory::GuestMemory`]: the sparse, reusable guest memory arena.
 //! * [`manifest`]: the saver's manifest and the comparison with it.
+//! * `resume` (Linux): load the image into a fresh KVM VM and compare its
+//!   run with an uninterrupted control run.
 
 pub mod manifest;
 pub mod memory;
 pub mod replay;
 pub mod report;
+#[cfg(target_os = "linux")]
+pub mod resume;
 
 use std::fs::File;
 use std::io::Read;

@@ -67,6 +67,18 @@ struct Cli {
     /// Only the exit status and errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Load the image into a fresh KVM VM and run it on: an image of
+    /// hvm-save's built-in KVM workload must match an uninterrupted control
+    /// run (memory and registers) after --steps more steps; any other image
+    /// runs for a bounded time, not compared. Needs /dev/kvm.
+    #[arg(long)]
+    resume: bool,
+    /// With --resume: workload steps past the save point.
+    #[arg(long, default_value_t = 100_000, requires = "resume")]
+    steps: u64,
+    /// With --resume: limit for each run, seconds.
+    #[arg(long, default_value_t = 30, requires = "resume")]
+    timeout: u64,
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -87,15 +99,56 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         digest: cli.digest,
         ..Options::default()
     };
-    let report = Checker::new()
+    let mut report = Checker::new()
         .check_path(&cli.image, &opts)
         .with_context(|| format!("checking {}", cli.image.display()))?;
+    let resumed = if cli.resume {
+        Some(resume(&cli, &mut report)?)
+    } else {
+        None
+    };
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        match &resumed {
+            Some(r) => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"check": &report, "resume": r}))?
+            ),
+            None => println!("{}", serde_json::to_string_pretty(&report)?),
+        }
     } else if !cli.quiet {
         print!("{}", report.render_text());
+        if let Some(r) = &resumed {
+            print!("{}", r.render_text());
+        }
     }
-    Ok(report.exit_code())
+    Ok(report.exit_code().max(resumed.map_or(0, |r| r.exit_code())))
+}
+
+#[cfg(target_os = "linux")]
+fn resume(
+    cli: &Cli,
+    report: &mut hvm_restore_check::Report,
+) -> anyhow::Result<hvm_restore_check::resume::ResumeReport> {
+    use hvm_restore_check::resume::{resume_image, ResumeOptions};
+    let memory = report
+        .take_memory()
+        .context("--resume: the image's memory could not be replayed")?;
+    let file = std::fs::File::open(&cli.image)
+        .with_context(|| format!("--resume needs a file, not {}", cli.image.display()))?;
+    // SAFETY: read-only private map of a file we only read; a concurrent
+    // truncation would fault, as for the checker's own map.
+    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    let opts = ResumeOptions {
+        steps: cli.steps,
+        timeout: std::time::Duration::from_secs(cli.timeout),
+        ..ResumeOptions::default()
+    };
+    Ok(resume_image(&map, &memory, &opts)?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn resume(_: &Cli, _: &mut hvm_restore_check::Report) -> anyhow::Result<std::convert::Infallible> {
+    anyhow::bail!("--resume needs KVM (Linux)")
 }
 
 fn main() -> ExitCode {
