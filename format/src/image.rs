@@ -21,6 +21,10 @@ pub const PREFIX_LEN: usize = 8 << 20;
 pub struct OpenOptions {
     /// Force the toolstack word size.
     pub word: Option<WordSize>,
+    /// The input's total length when known (a regular file read with
+    /// read(2) rather than mapped): detection then knows whether it saw the
+    /// whole image, and oversized lengths are refused at once.
+    pub len: Option<u64>,
 }
 
 /// What was found around and about the stream.
@@ -154,12 +158,12 @@ pub fn open_read<R: Read>(
         .take(PREFIX_LEN as u64)
         .read_to_end(&mut prefix)
         .map_err(|e| Error::new(0, Context::root(), ErrorKind::Io(e)))?;
-    let whole = prefix.len() < PREFIX_LEN;
+    let whole = prefix.len() < PREFIX_LEN || opts.len == Some(prefix.len() as u64);
     let sniffed = envelope::sniff(&prefix);
     let mut cur = Cursor::new(prefix);
     let xend = match sniffed.kind {
         EnvelopeKind::Xend => {
-            let total = whole.then(|| cur.get_ref().len() as u64);
+            let total = opts.len.or(whole.then(|| cur.get_ref().len() as u64));
             Some(envelope::read_xend_header(&mut cur, total)?)
         }
         EnvelopeKind::BareLibxc | EnvelopeKind::Unknown => None,
@@ -183,8 +187,11 @@ pub fn open_read<R: Read>(
         return Err(unsupported_envelope(EnvelopeKind::LibxcV2));
     }
     check_dialect(&detection, stream_offset)?;
-    let file_len = whole.then(|| cur.get_ref().len() as u64);
-    let reader = Reader::new(cur.chain(r), detection.word, stream_offset);
+    let file_len = opts.len.or(whole.then(|| cur.get_ref().len() as u64));
+    let mut reader = Reader::new(cur.chain(r), detection.word, stream_offset);
+    if let Some(end) = file_len {
+        reader = reader.with_end(end);
+    }
     Ok((
         ImageInfo {
             envelope: sniffed,

@@ -13,11 +13,26 @@ use std::collections::HashMap;
 use crate::layout::{order_nr, unpermute};
 use crate::stream::{Batch, Item};
 
-/// A set of pfns that stays small for sparse, huge pfn values: 32 Ki-pfn
-/// chunks allocated on first use (128 KiB of bits per 4 GiB of guest).
+/// Pfns per chunk of a [`PfnSet`].
+const CHUNK_PFNS: u64 = 4096;
+/// Members a chunk keeps as a list before it becomes a 512-byte bitmap.
+const FEW: usize = 16;
+
+#[derive(Debug, Clone)]
+enum Chunk {
+    /// Offsets within the chunk, unsorted (at most [`FEW`]).
+    Few(Vec<u16>),
+    /// One bit per pfn of the chunk.
+    Bits(Box<[u64; (CHUNK_PFNS / 64) as usize]>),
+}
+
+/// A set of pfns whose memory follows the input, not the pfn values: dense
+/// runs cost a bit per pfn (128 KiB per 4 GiB of guest), while scattered
+/// pfns, which a hostile image can spread over the whole 2^60 space, cost a
+/// few dozen bytes each, never a bitmap per stray pfn.
 #[derive(Debug, Default, Clone)]
 pub struct PfnSet {
-    chunks: HashMap<u64, Box<[u64; 512]>>,
+    chunks: HashMap<u64, Chunk>,
     len: u64,
 }
 
@@ -29,22 +44,44 @@ impl PfnSet {
 
     /// Insert; true if it was not present.
     pub fn insert(&mut self, pfn: u64) -> bool {
+        let off = (pfn % CHUNK_PFNS) as u16;
         let c = self
             .chunks
-            .entry(pfn >> 15)
-            .or_insert_with(|| Box::new([0; 512]));
-        let (w, b) = (((pfn >> 6) & 511) as usize, pfn & 63);
-        let fresh = c[w] & (1 << b) == 0;
-        c[w] |= 1 << b;
+            .entry(pfn / CHUNK_PFNS)
+            .or_insert_with(|| Chunk::Few(Vec::new()));
+        let fresh = match c {
+            Chunk::Few(v) if v.contains(&off) => false,
+            Chunk::Few(v) if v.len() < FEW => {
+                v.push(off);
+                true
+            }
+            Chunk::Few(v) => {
+                let mut bits = Box::new([0u64; (CHUNK_PFNS / 64) as usize]);
+                for &o in v.iter().chain([&off]) {
+                    bits[(o / 64) as usize] |= 1 << (o % 64);
+                }
+                *c = Chunk::Bits(bits);
+                true
+            }
+            Chunk::Bits(b) => {
+                let (w, m) = ((off / 64) as usize, 1u64 << (off % 64));
+                let fresh = b[w] & m == 0;
+                b[w] |= m;
+                fresh
+            }
+        };
         self.len += fresh as u64;
         fresh
     }
 
     /// Membership.
     pub fn contains(&self, pfn: u64) -> bool {
-        self.chunks
-            .get(&(pfn >> 15))
-            .is_some_and(|c| c[((pfn >> 6) & 511) as usize] & (1 << (pfn & 63)) != 0)
+        let off = (pfn % CHUNK_PFNS) as u16;
+        match self.chunks.get(&(pfn / CHUNK_PFNS)) {
+            None => false,
+            Some(Chunk::Few(v)) => v.contains(&off),
+            Some(Chunk::Bits(b)) => b[(off / 64) as usize] & (1 << (off % 64)) != 0,
+        }
     }
 
     /// Number of members.
@@ -365,6 +402,27 @@ mod tests {
         assert_eq!(idx.find_verify(3).unwrap().pass, u32::MAX);
         assert_eq!(idx.typed_only, vec![4000]);
         assert!(idx.find(0xA0).is_none());
+    }
+
+    #[test]
+    fn pfn_set_dense_and_scattered_agree_with_a_btreeset() {
+        let mut s = PfnSet::new();
+        let mut model = std::collections::BTreeSet::new();
+        let mut x = 12345u64;
+        for i in 0..20000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Half dense (one chunk fills up and turns into a bitmap), half
+            // scattered over the whole space.
+            let pfn = if i % 2 == 0 { x % 5000 } else { x >> 4 };
+            assert_eq!(s.insert(pfn), model.insert(pfn));
+        }
+        assert_eq!(s.len(), model.len() as u64);
+        for p in model.iter().take(3000) {
+            assert!(s.contains(*p));
+            assert!(!s.contains(p ^ (1 << 62)) || model.contains(&(p ^ (1 << 62))));
+        }
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn emit(g: &Global, out: String) {
 
 fn run(cli: Cli) -> Result<u8, InspectError> {
     let g = cli.global;
-    let opts = OpenOptions { word: g.word };
+    let opts = OpenOptions { word: g.word, ..Default::default() };
     let cmd = match (cli.cmd, cli.image) {
         (Some(c), _) => c,
         (None, Some(image)) => Cmd::Summary { image },

@@ -460,6 +460,8 @@ pub fn summary(
 ) -> Result<Summary, InspectError> {
     let name = input.name().to_string();
     let file_len = input.len();
+    // A regular file's length lets oversized fields fail at once.
+    let opts = OpenOptions { len: input.len(), ..opts };
     let (walked, v) = walk_read(&name, input.into_read(), opts, progress, |info| {
         SummaryVisit {
             checker: checker_for(info, CheckOptions::default()),
@@ -534,6 +536,8 @@ pub fn validate(
     progress: Progress<'_>,
 ) -> Result<Validation, InspectError> {
     let name = input.name().to_string();
+    // A regular file's length lets oversized fields fail at once.
+    let opts = OpenOptions { len: input.len(), ..opts };
     match walk_read(&name, input.into_read(), opts, progress, |info| {
         CheckVisit(checker_for(info, check), false)
     }) {
@@ -836,6 +840,8 @@ pub fn show(
     progress: Progress<'_>,
 ) -> Result<Show, InspectError> {
     let name = input.name().to_string();
+    // A regular file's length lets oversized fields fail at once.
+    let opts = OpenOptions { len: input.len(), ..opts };
     let (walked, v) = walk_read(&name, input.into_read(), opts, progress, |info| ShowVisit {
         what: Some(what),
         word: Some(info.word()),

@@ -23,11 +23,14 @@ enum Model {
     Blob(Vec<u8>),
 }
 
+/// A QEVM section: id, instance, version, payload.
+type Section = (String, u32, u32, Vec<u8>);
+
 #[derive(Debug, Clone)]
 struct Image {
     word: WordSize,
     items: Vec<Model>,
-    xend: Option<(String, Vec<(String, u32, u32, Vec<u8>)>)>,
+    xend: Option<(String, Vec<Section>)>,
 }
 
 fn page_of(fill: u8, pfn: u64) -> Vec<u8> {
@@ -210,7 +213,7 @@ fn model(item: &Item<'_>) -> Model {
     }
 }
 
-fn sections(t: &Tail) -> Vec<(String, u32, u32, Vec<u8>)> {
+fn sections(t: &Tail) -> Vec<Section> {
     match t {
         Tail::Qemu(q) => q
             .listing
@@ -230,7 +233,7 @@ proptest! {
         let bytes = write(&img);
 
         // Slice reader: same items, and re-writing them gives the same bytes.
-        let (info, mut r) = open_slice(&bytes, OpenOptions { word: Some(img.word) }).unwrap();
+        let (info, mut r) = open_slice(&bytes, OpenOptions { word: Some(img.word), ..Default::default() }).unwrap();
         let mut got = Vec::new();
         let mut rewrite = Writer::new(Vec::new(), img.word);
         while let Some(item) = r.next().unwrap() {
@@ -250,7 +253,7 @@ proptest! {
         prop_assert_eq!(auto.word(), img.word, "{:?}", auto.detection);
 
         // Pipe reader: same items and tail.
-        let (info, mut r) = open_read(&bytes[..], OpenOptions { word: Some(img.word) }).unwrap();
+        let (info, mut r) = open_read(&bytes[..], OpenOptions { word: Some(img.word), ..Default::default() }).unwrap();
         let mut got = Vec::new();
         while let Some(item) = r.next().unwrap() {
             got.push(model(&item));

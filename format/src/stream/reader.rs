@@ -155,6 +155,9 @@ struct ReadInput<R> {
     inner: R,
     pos: u64,
     buf: Vec<u8>,
+    /// File offset where the input ends, when known (a regular file read
+    /// with read(2)): lengths past it are refused before reading.
+    end: Option<u64>,
 }
 
 impl<R: Read> ReadInput<R> {
@@ -200,7 +203,13 @@ impl<R: Read> Input for ReadInput<R> {
         Ok(out)
     }
 
-    fn bulk(&mut self, len: u64, _what: &'static str, ctx: &dyn Fn() -> Context) -> Result<Span> {
+    fn bulk(&mut self, len: u64, what: &'static str, ctx: &dyn Fn() -> Context) -> Result<Span> {
+        if let Some(end) = self.end {
+            let remaining = end.saturating_sub(self.pos);
+            if len > remaining {
+                return Err(oversized(self.pos, ctx(), what, len, remaining));
+            }
+        }
         let start = self.buf.len();
         let mut done: u64 = 0;
         while done < len {
@@ -245,9 +254,18 @@ impl<R: Read> Reader<R> {
                 inner,
                 pos: base,
                 buf: Vec::new(),
+                end: None,
             },
             grammar: Grammar::new(word),
         }
+    }
+
+    /// Declare the file offset where the input ends (a regular file's
+    /// length), so a length past it is refused at once as oversized, as the
+    /// slice reader does, instead of being read until the input runs out.
+    pub fn with_end(mut self, end: u64) -> Self {
+        self.input.end = Some(end);
+        self
     }
 
     /// The next item, borrowing from the reader's buffer until the next call.
