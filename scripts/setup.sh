@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything the build and the tests need on a fresh Debian machine
+# (CI starts from a clean clone). Idempotent and quiet when all is present.
+#
+#  - libxen-dev, libclang-dev: the `xen` feature of hvm-save (xenctrl's
+#    bindings are generated with bindgen against Xen's headers);
+#  - python3: Xen's own verify-stream-v2 / convert-legacy-stream (the test
+#    oracle, unpacked from Debian's xen-utils-4.17 without installing it);
+#  - cargo-fuzz: builds the fuzz targets (stable toolchain + RUSTC_BOOTSTRAP).
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+need=()
+for pkg in libxen-dev libclang-dev python3; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+"$repo_root/scripts/install-xen-oracle.sh" "$repo_root/target/xen-oracle" >/dev/null
+
+if [ "${HVM_SETUP_FUZZ:-0}" = 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz"
+    cargo install --quiet --locked cargo-fuzz
+fi
