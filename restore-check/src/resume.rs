@@ -276,7 +276,7 @@ fn cross_check(p: &Parsed, out: &mut Vec<String>) {
             if ctx_crs != rec_crs {
                 out.push(format!(
                     "vCPU {i}: control registers (cr0, cr3, cr4) in the vCPU context \
-                     {ctx_crs:#x?} disagree with the CPU record {rec_crs:#x?}"
+                     {ctx_crs:x?} disagree with the CPU record {rec_crs:x?}"
                 ));
             }
         }
@@ -335,7 +335,7 @@ pub fn resume_image(
         .filter(|d| d.workloads.len() == n);
     let t0 = Instant::now();
     let written = memory.written_pfns();
-    let (vm, restore) = Vm::from_state(
+    let built = Vm::from_state(
         config.clone(),
         written
             .iter()
@@ -344,21 +344,38 @@ pub fn resume_image(
         &states,
         &vm_state,
         RestoreOptions::default(),
-    )?;
-    let restore_ms = t0.elapsed().as_secs_f64() * 1e3;
+    );
     let mut report = ResumeReport {
-        kind: GuestKind::Other,
+        kind: if descriptor.is_some() {
+            GuestKind::BuiltInWorkload
+        } else {
+            GuestKind::Other
+        },
         vcpus: n,
         memory_mib: ram_pages / 256,
         saved_steps: Vec::new(),
         target_step: None,
-        pages_loaded: restore.pages_copied,
-        msrs_rejected: restore.msrs_rejected,
-        restore_ms,
+        pages_loaded: 0,
+        msrs_rejected: Vec::new(),
+        restore_ms: t0.elapsed().as_secs_f64() * 1e3,
         run_ms: 0.0,
         differences,
         matches: false,
     };
+    let (vm, restore) = match built {
+        Ok(x) => x,
+        // KVM refusing the state the image describes is the image's failure
+        // to resume, not an error of the checker.
+        Err(e @ (hvm_guest::Error::Kvm { .. } | hvm_guest::Error::Config(_))) => {
+            report
+                .differences
+                .push(format!("KVM refused the state rebuilt from the image: {e}"));
+            return Ok(report);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    report.pages_loaded = restore.pages_copied;
+    report.msrs_rejected = restore.msrs_rejected;
 
     let Some(desc) = descriptor else {
         // Another guest: let it run, then see that every vCPU parks cleanly.
@@ -375,7 +392,6 @@ pub fn resume_image(
         let _ = vm.shutdown();
         return Ok(report);
     };
-    report.kind = GuestKind::BuiltInWorkload;
 
     // The registers must be this workload's: parameters in rsi/rdi/r10/r11.
     for (i, (st, w)) in states.iter().zip(&desc.workloads).enumerate() {

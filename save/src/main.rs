@@ -296,7 +296,12 @@ fn run(a: Args) -> anyhow::Result<()> {
             EnvelopeArg::Bare => Envelope::Bare,
             EnvelopeArg::Xend => Envelope::Xend {
                 domid: a.xen.unwrap_or(1),
-                name: if a.kvm { "hvm-save-kvm" } else { "hvm-save-sim" }.into(),
+                name: if a.kvm {
+                    "hvm-save-kvm"
+                } else {
+                    "hvm-save-sim"
+                }
+                .into(),
             },
         },
         cancel: Some(install_signal_flag()),
