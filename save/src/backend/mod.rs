@@ -10,6 +10,8 @@ pub mod fault;
 #[cfg(target_os = "linux")]
 pub mod kvm;
 pub mod sim;
+/// Xen through `xenctrl` (feature `xen`; its pure mappings always build).
+pub mod xen;
 
 use crate::domain::DomainError;
 
