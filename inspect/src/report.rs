@@ -461,7 +461,10 @@ pub fn summary(
     let name = input.name().to_string();
     let file_len = input.len();
     // A regular file's length lets oversized fields fail at once.
-    let opts = OpenOptions { len: input.len(), ..opts };
+    let opts = OpenOptions {
+        len: input.len(),
+        ..opts
+    };
     let (walked, v) = walk_read(&name, input.into_read(), opts, progress, |info| {
         SummaryVisit {
             checker: checker_for(info, CheckOptions::default()),
@@ -537,7 +540,10 @@ pub fn validate(
 ) -> Result<Validation, InspectError> {
     let name = input.name().to_string();
     // A regular file's length lets oversized fields fail at once.
-    let opts = OpenOptions { len: input.len(), ..opts };
+    let opts = OpenOptions {
+        len: input.len(),
+        ..opts
+    };
     match walk_read(&name, input.into_read(), opts, progress, |info| {
         CheckVisit(checker_for(info, check), false)
     }) {
@@ -841,7 +847,10 @@ pub fn show(
 ) -> Result<Show, InspectError> {
     let name = input.name().to_string();
     // A regular file's length lets oversized fields fail at once.
-    let opts = OpenOptions { len: input.len(), ..opts };
+    let opts = OpenOptions {
+        len: input.len(),
+        ..opts
+    };
     let (walked, v) = walk_read(&name, input.into_read(), opts, progress, |info| ShowVisit {
         what: Some(what),
         word: Some(info.word()),
