@@ -190,9 +190,7 @@ fn open_domain(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
         return open_kvm(a);
     }
     if let Some(domid) = a.xen {
-        bail!(hvm_save::backend::unavailable(&format!(
-            "Xen (--xen {domid})"
-        )));
+        return Ok(hvm_save::backend::xen::open(domid)?);
     }
     if !a.sim {
         bail!("choose a source: --sim (or --kvm / --xen DOMID where built)");
