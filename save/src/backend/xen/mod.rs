@@ -377,8 +377,9 @@ mod imp {
 
         #[test]
         fn every_bound_symbol_resolves() {
-            // The feature build links libxenctrl, so the libraries are here;
-            // this proves each name and library we dlopen exists.
+            // Building with the feature needs libxen-dev (headers for
+            // bindgen, libxenctrl.so to link), so the libraries are here:
+            // this proves every library and symbol we dlopen exists.
             if let Err(e) = XenLibs::load() {
                 panic!("{e}");
             }
