@@ -306,32 +306,7 @@ fn records_of(blob: &[u8]) -> Vec<(String, u16, u32)> {
         let t = u16::from_le_bytes([blob[p], blob[p + 1]]);
         let inst = u16::from_le_bytes([blob[p + 2], blob[p + 3]]);
         let len = u32::from_le_bytes(blob[p + 4..p + 8].try_into().unwrap());
-        let name = [
-            "END",
-            "HEADER",
-            "CPU",
-            "PIC",
-            "IOAPIC",
-            "LAPIC",
-            "LAPIC_REGS",
-            "PCI_IRQ",
-            "ISA_IRQ",
-            "PCI_LINK",
-            "PIT",
-            "RTC",
-            "HPET",
-            "PMTIMER",
-            "MTRR",
-            "VIRIDIAN_DOMAIN",
-            "CPU_XSAVE",
-            "VIRIDIAN_VCPU",
-            "VMCE_VCPU",
-            "TSC_ADJUST",
-            "CPU_MSR",
-        ]
-        .get(t as usize)
-        .copied()
-        .unwrap_or("UNKNOWN");
+        let name = hvm_format::hvm::type_name(t).unwrap_or("UNKNOWN");
         out.push((name.to_string(), inst, len));
         p += 8 + len as usize;
         if t == 0 {
