@@ -81,8 +81,12 @@ pub struct ResumeReport {
     pub restore_ms: f64,
     /// Running the resumed guest, ms.
     pub run_ms: f64,
-    /// Everything that differs from the control run, or is missing.
+    /// Everything that differs from the control run, or is missing; for
+    /// another guest, what made its run fail.
     pub differences: Vec<String>,
+    /// For another guest: what the image lacks or contradicts, which a
+    /// built-in workload image would fail on but a foreign one may well have.
+    pub notes: Vec<String>,
     /// True only for a built-in workload image whose resumed run equals the
     /// control run.
     pub matches: bool,
@@ -123,6 +127,9 @@ impl ResumeReport {
                 "          MSRs refused by KVM: {:x?}\n",
                 self.msrs_rejected
             ));
+        }
+        for n in &self.notes {
+            s.push_str(&format!("  note: {n}\n"));
         }
         for d in &self.differences {
             s.push_str(&format!("  differs: {d}\n"));
@@ -359,9 +366,14 @@ pub fn resume_image(
         msrs_rejected: Vec::new(),
         restore_ms: t0.elapsed().as_secs_f64() * 1e3,
         run_ms: 0.0,
-        differences,
+        differences: Vec::new(),
+        notes: Vec::new(),
         matches: false,
     };
+    match report.kind {
+        GuestKind::BuiltInWorkload => report.differences = differences,
+        GuestKind::Other => report.notes = differences,
+    }
     let (vm, restore) = match built {
         Ok(x) => x,
         // KVM refusing the state the image describes is the image's failure
@@ -387,6 +399,11 @@ pub fn resume_image(
             report
                 .differences
                 .push(format!("the resumed guest did not pause: {e}"));
+        } else if let Err(e) = vm.set_target(u64::MAX / 2) {
+            // Setting a target reports a vCPU that stopped on a failure.
+            report
+                .differences
+                .push(format!("the resumed guest failed: {e}"));
         }
         report.run_ms = t.elapsed().as_secs_f64() * 1e3;
         let _ = vm.shutdown();

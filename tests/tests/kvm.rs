@@ -18,7 +18,7 @@ use hvm_format::vcpu::VcpuContext;
 use hvm_guest::HostInfo;
 use hvm_restore_check::resume::{resume_image, GuestKind, ResumeOptions, ResumeReport};
 use hvm_restore_check::{Checker, Manifest, Options};
-use hvm_save::backend::kvm::{KvmConfig, KvmDomain};
+use hvm_save::backend::kvm::{KvmConfig, KvmDomain, DESCRIPTOR_PFN};
 use hvm_save::policy::StopReason;
 use hvm_save::saver::Phase;
 use hvm_save::{DowntimePolicy, Event, Policy, SaveOptions, SeedPolicy};
@@ -332,6 +332,52 @@ fn non_converging_workload_and_negative_controls() {
         r.differences.iter().any(|d| d.contains("CPU of vCPU 0")),
         "{:?}",
         r.differences
+    );
+}
+
+/// An image of some other guest: the built-in workload's image without its
+/// descriptor page (every copy of pfn 1 dropped). It must still resume and
+/// run for a bounded time, reported as not compared.
+#[test]
+fn image_without_descriptor_runs_bounded_and_is_not_compared() {
+    if !kvm_or_skip("image_without_descriptor_runs_bounded_and_is_not_compared") {
+        return;
+    }
+    let s = save(Load::Light, false);
+    let (info, mut reader) = image::open_slice(&s.image, OpenOptions::default()).unwrap();
+    let mut w = Writer::new(Vec::new(), info.word());
+    let mut dropped = 0;
+    while let Some(item) = reader.next().unwrap() {
+        match item {
+            Item::Batch(b) => {
+                let mut entries = Vec::new();
+                let mut pages = Vec::new();
+                for (e, page, _) in b.pages() {
+                    if e.pfn().0 == DESCRIPTOR_PFN {
+                        dropped += 1;
+                        continue;
+                    }
+                    entries.push(e);
+                    pages.push(page);
+                }
+                if !entries.is_empty() {
+                    w.batch(&entries, &pages).unwrap();
+                }
+            }
+            other => w.item(&other).unwrap(),
+        }
+    }
+    assert!(dropped >= 1);
+    let img = w.finish().unwrap();
+    let t = Instant::now();
+    let r = resume(&img, Duration::from_secs(10));
+    assert_eq!(r.kind, GuestKind::Other);
+    assert!(!r.matches, "another guest is never compared");
+    assert!(r.target_step.is_none());
+    assert_eq!(r.exit_code(), 0, "{:?}", r.differences);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the run must be bounded"
     );
 }
 
