@@ -1,6 +1,8 @@
-//! Opening an image: envelope, dialect, then a stream reader positioned at
-//! the libxc stream with file offsets, for a whole file in memory (mmap) or
-//! for any `Read` (standard input).
+//! Opening an image: envelope (xend, xl, libvirt's libxl driver, bare),
+//! dialect (every legacy layout of format-notes §7), then a stream reader
+//! positioned at the libxc stream with file offsets, for a whole file in
+//! memory (mmap) or for any `Read` (standard input). Migration v2 images are
+//! read by [`crate::v2`]; [`open_v2_slice`] finds one inside its envelope.
 //!
 //! Consumers call [`open_slice`] or [`open_read`], pull items from the
 //! reader, then ask for the [`Tail`] (xend's qemu record, or trailing bytes).
@@ -8,10 +10,12 @@
 use std::io::{Chain, Cursor, Read};
 
 use crate::dialect::{self, Detection, Dialect};
-use crate::envelope::{self, EnvelopeKind, QemuTail, Sniffed, XendHeader};
+use crate::envelope::{self, EnvelopeKind, QemuTail, Sniffed, XendHeader, LIBVIRT_LIBXL_MAGIC};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::legacy::libvirt::LibvirtHeader;
 use crate::pfn::WordSize;
-use crate::stream::{Reader, SliceReader};
+use crate::stream::{Layout, Reader, SliceReader};
+use crate::v2::XlHeader;
 
 /// How much of a pipe is buffered for sniffing and dialect detection.
 pub const PREFIX_LEN: usize = 8 << 20;
@@ -34,10 +38,16 @@ pub struct ImageInfo {
     pub envelope: Sniffed,
     /// xend's header, for xend files.
     pub xend: Option<XendHeader>,
+    /// xl's header, for xl files of Xen ≤ 4.5 (a legacy stream follows).
+    pub xl: Option<XlHeader>,
+    /// libvirt's libxl driver header.
+    pub libvirt: Option<LibvirtHeader>,
     /// File offset of the libxc stream.
     pub stream_offset: u64,
     /// Dialect and word size, with evidence.
     pub detection: Detection,
+    /// The layout the stream is read with (dialect and optional parts).
+    pub layout: Layout,
     /// Total file length, when known.
     pub file_len: Option<u64>,
 }
@@ -68,16 +78,13 @@ pub enum Tail {
 
 fn check_dialect(det: &Detection, at: u64) -> Result<()> {
     match det.dialect {
-        Dialect::Seed | Dialect::Mar2007 => Ok(()),
-        other => Err(Error::invalid(
+        Dialect::V2 => Err(Error::invalid(
             at,
             Context::root().field("dialect"),
-            "the seed dialect (e2a44bc7a4) or a layout compatible with it",
-            format!(
-                "{} — reading this dialect is not supported yet",
-                other.describe()
-            ),
+            "a legacy libxc stream (v2 images are read by hvm_format::v2)",
+            "a migration v2 stream".to_string(),
         )),
+        _ => Ok(()),
     }
 }
 
@@ -85,22 +92,115 @@ fn unsupported_envelope(kind: EnvelopeKind) -> Error {
     Error::invalid(
         0,
         Context::root().field("envelope"),
-        "an xend save file or a bare legacy libxc stream",
-        format!("{} — not supported yet", kind.name()),
+        "an xend, xl or libvirt (libxl driver) save file, or a bare legacy libxc stream",
+        match kind {
+            EnvelopeKind::LibvirtQemu => {
+                "a libvirt QEMU driver save file (a QEMU/KVM guest, not Xen)".to_string()
+            }
+            EnvelopeKind::LibxcV2 | EnvelopeKind::LibxlV2 => {
+                format!("{} — read it with hvm_format::v2", kind.name())
+            }
+            other => other.name().to_string(),
+        },
     )
+}
+
+/// The headers before the stream, read from the start of the file.
+struct Headers {
+    xend: Option<XendHeader>,
+    xl: Option<XlHeader>,
+    libvirt: Option<LibvirtHeader>,
+    stream_offset: u64,
+}
+
+fn read_headers<R: Read>(
+    r: &mut R,
+    sniffed: &Sniffed,
+    prefix: &[u8],
+    total: Option<u64>,
+) -> Result<Headers> {
+    let mut h = Headers {
+        xend: None,
+        xl: None,
+        libvirt: None,
+        stream_offset: 0,
+    };
+    match sniffed.kind {
+        EnvelopeKind::Xend => {
+            let x = envelope::read_xend_header(r, total)?;
+            h.stream_offset = x.stream_offset;
+            h.xend = Some(x);
+        }
+        EnvelopeKind::Xl => {
+            let x = XlHeader::read(r)?;
+            h.stream_offset = x.encoded_len();
+            if x.is_stream_v2() {
+                return Err(unsupported_envelope(EnvelopeKind::LibxlV2));
+            }
+            h.xl = Some(x);
+        }
+        EnvelopeKind::LibvirtXml if prefix.starts_with(LIBVIRT_LIBXL_MAGIC) => {
+            let l = LibvirtHeader::read(r, total)?;
+            h.stream_offset = l.encoded_len();
+            h.libvirt = Some(l);
+        }
+        EnvelopeKind::BareLibxc | EnvelopeKind::Unknown => {}
+        other => return Err(unsupported_envelope(other)),
+    }
+    Ok(h)
+}
+
+/// The layout to read `det`'s dialect with, deciding the optional parts
+/// (libxl's device model record, Jan 2007's shared_info_frame) from the
+/// envelope and, when the whole stream is at hand, from what follows it.
+fn layout_for(det: &mut Detection, h: &Headers, stream: Option<&[u8]>) -> Layout {
+    let mut layout = Layout::of(det.dialect);
+    if det.dialect == Dialect::Legacy && (h.xl.is_some() || h.libvirt.is_some()) {
+        layout.device_model = true;
+        det.evidence
+            .push("xl/libvirt envelope: DeviceModelRecord0002 follows the stream".into());
+        return layout;
+    }
+    let Some(data) = stream else {
+        return layout;
+    };
+    if !matches!(det.dialect, Dialect::Legacy | Dialect::Jan2007) {
+        return layout;
+    }
+    let mut r = SliceReader::with_layout(data, det.word, 0, layout);
+    while let Ok(Some(_)) = r.next_element() {}
+    if !r.is_done() {
+        return layout;
+    }
+    let rest = r.rest();
+    if det.dialect == Dialect::Legacy && rest.starts_with(b"DeviceModelRecord0002") {
+        layout.device_model = true;
+        det.evidence.push(format!(
+            "DeviceModelRecord0002 at stream byte {} (libxl's device model record)",
+            r.position()
+        ));
+    }
+    if det.dialect == Dialect::Jan2007
+        && (rest.len() == 4
+            || rest
+                .get(4..)
+                .is_some_and(|t| t.starts_with(b"QemuDeviceModelRecord")))
+    {
+        layout.shared_info_frame = true;
+        det.evidence.push(format!(
+            "a u32 shared_info_frame follows the vcpu records at stream byte {}",
+            r.position()
+        ));
+    }
+    layout
 }
 
 /// Open an image held in memory. The reader borrows from `data`.
 pub fn open_slice(data: &[u8], opts: OpenOptions) -> Result<(ImageInfo, SliceReader<'_>)> {
     let sniffed = envelope::sniff(data);
-    let xend = match sniffed.kind {
-        EnvelopeKind::Xend => Some(envelope::parse_xend_header(data)?),
-        EnvelopeKind::BareLibxc | EnvelopeKind::Unknown => None,
-        EnvelopeKind::LibxcV2 => None,
-        other => return Err(unsupported_envelope(other)),
-    };
-    let stream_offset = xend.as_ref().map_or(0, |x| x.stream_offset);
-    let stream = &data[stream_offset as usize..];
+    let mut cur = data;
+    let h = read_headers(&mut cur, &sniffed, data, Some(data.len() as u64))?;
+    let stream = data.get(h.stream_offset as usize..).unwrap_or_default();
     let mut detection = dialect::detect(stream);
     if let Some(w) = opts.word {
         detection.word = w;
@@ -108,17 +208,18 @@ pub fn open_slice(data: &[u8], opts: OpenOptions) -> Result<(ImageInfo, SliceRea
             .evidence
             .push(format!("word size forced to {w} by the caller"));
     }
-    if detection.dialect == Dialect::V2 {
-        return Err(unsupported_envelope(EnvelopeKind::LibxcV2));
-    }
-    check_dialect(&detection, stream_offset)?;
-    let reader = SliceReader::new(stream, detection.word, stream_offset);
+    check_dialect(&detection, h.stream_offset)?;
+    let layout = layout_for(&mut detection, &h, Some(stream));
+    let reader = SliceReader::with_layout(stream, detection.word, h.stream_offset, layout);
     Ok((
         ImageInfo {
             envelope: sniffed,
-            xend,
-            stream_offset,
+            xend: h.xend,
+            xl: h.xl,
+            libvirt: h.libvirt,
+            stream_offset: h.stream_offset,
             detection,
+            layout,
             file_len: Some(data.len() as u64),
         },
         reader,
@@ -160,17 +261,17 @@ pub fn open_read<R: Read>(
         .map_err(|e| Error::new(0, Context::root(), ErrorKind::Io(e)))?;
     let whole = prefix.len() < PREFIX_LEN || opts.len == Some(prefix.len() as u64);
     let sniffed = envelope::sniff(&prefix);
+    let total = opts.len.or(whole.then_some(prefix.len() as u64));
     let mut cur = Cursor::new(prefix);
-    let xend = match sniffed.kind {
-        EnvelopeKind::Xend => {
-            let total = opts.len.or(whole.then(|| cur.get_ref().len() as u64));
-            Some(envelope::read_xend_header(&mut cur, total)?)
-        }
-        EnvelopeKind::BareLibxc | EnvelopeKind::Unknown => None,
-        other => return Err(unsupported_envelope(other)),
+    let h = {
+        let snapshot = cur.get_ref().clone();
+        read_headers(&mut cur, &sniffed, &snapshot, total)?
     };
-    let stream_offset = xend.as_ref().map_or(0, |x| x.stream_offset);
-    let mut detection = dialect::detect(&cur.get_ref()[stream_offset as usize..]);
+    let stream = cur
+        .get_ref()
+        .get(h.stream_offset as usize..)
+        .unwrap_or_default();
+    let mut detection = dialect::detect(stream);
     if !whole {
         detection.evidence.push(format!(
             "detection saw only the first {} MiB (a pipe)",
@@ -183,21 +284,22 @@ pub fn open_read<R: Read>(
             .evidence
             .push(format!("word size forced to {w} by the caller"));
     }
-    if detection.dialect == Dialect::V2 {
-        return Err(unsupported_envelope(EnvelopeKind::LibxcV2));
-    }
-    check_dialect(&detection, stream_offset)?;
-    let file_len = opts.len.or(whole.then(|| cur.get_ref().len() as u64));
-    let mut reader = Reader::new(cur.chain(r), detection.word, stream_offset);
+    check_dialect(&detection, h.stream_offset)?;
+    let layout = layout_for(&mut detection, &h, whole.then_some(stream));
+    let file_len = total;
+    let mut reader = Reader::with_layout(cur.chain(r), detection.word, h.stream_offset, layout);
     if let Some(end) = file_len {
         reader = reader.with_end(end);
     }
     Ok((
         ImageInfo {
             envelope: sniffed,
-            xend,
-            stream_offset,
+            xend: h.xend,
+            xl: h.xl,
+            libvirt: h.libvirt,
+            stream_offset: h.stream_offset,
             detection,
+            layout,
             file_len,
         },
         reader,

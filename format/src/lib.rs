@@ -32,6 +32,7 @@ pub mod hvm;
 pub mod image;
 pub mod index;
 pub mod layout;
+pub mod legacy;
 pub mod pfn;
 pub mod rules;
 pub mod stream;

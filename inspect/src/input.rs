@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use hvm_format::image::{
     open_read, open_slice, read_tail, slice_tail, ImageInfo, OpenOptions, Tail,
 };
-use hvm_format::stream::Item;
+use hvm_format::stream::{Element, Item};
 use hvm_format::{Error, ErrorKind};
 
 /// Errors that stop a subcommand before it has a report.
@@ -221,6 +221,15 @@ impl Mapped {
 pub trait Visit {
     /// One item, in stream order.
     fn item(&mut self, item: &Item<'_>);
+
+    /// One element of any dialect, in stream order: seed items go to
+    /// [`item`](Self::item); visitors that report the later dialects'
+    /// chunks, magic pfns and device model record override this.
+    fn element(&mut self, e: &Element<'_>) {
+        if let Element::Item(i) = e {
+            self.item(i);
+        }
+    }
 }
 
 /// What a walk found besides the items.
@@ -274,8 +283,8 @@ pub fn walk_read<R: Read, V: Visit>(
     let mut v = make(&info);
     let mut error = None;
     loop {
-        match reader.next() {
-            Ok(Some(item)) => v.item(&item),
+        match reader.next_element() {
+            Ok(Some(e)) => v.element(&e),
             Ok(None) => break,
             Err(e) => {
                 error = Some(e);
@@ -310,9 +319,9 @@ pub fn walk_slice<V: Visit>(
     let mut error = None;
     let mut reported = 0u64;
     loop {
-        match reader.next() {
-            Ok(Some(item)) => {
-                v.item(&item);
+        match reader.next_element() {
+            Ok(Some(e)) => {
+                v.element(&e);
                 let at = reader.position();
                 if at - reported >= 16 << 20 {
                     reported = at;

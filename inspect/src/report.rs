@@ -10,7 +10,7 @@ use hvm_format::hvm::{size_eras, Field, HvmBlob, HvmRecord};
 use hvm_format::image::{ImageInfo, OpenOptions, Tail};
 use hvm_format::index::{IndexBuilder, Pass, PassTracker, PfnSet};
 use hvm_format::rules::{CheckOptions, Finding, Severity, StreamChecker, Verdict};
-use hvm_format::stream::Item;
+use hvm_format::stream::{Element, Item};
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{Error, PAGE_SIZE};
 
@@ -404,6 +404,100 @@ pub struct Summary {
     pub stream_error: Option<ErrorReport>,
     /// The rules' verdict (well-formedness; no `--strict`).
     pub verdict: VerdictReport,
+    /// Negative chunks of the later dialects (−2…−20), in stream order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkReport>,
+    /// The magic pfns after the terminator (Apr 2007 on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub magic_pfns: Option<MagicPfnsReport>,
+    /// Jan–Mar 2007's trailing `shared_info_frame`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_info_frame: Option<u32>,
+    /// libxl's `DeviceModelRecord0002`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_model: Option<DeviceModelReport>,
+}
+
+/// One negative chunk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkReport {
+    /// File offset of the chunk type.
+    pub offset: u64,
+    /// The chunk type (−2…−20).
+    pub id: i32,
+    /// `XC_SAVE_ID_*` name.
+    pub name: &'static str,
+    /// Payload bytes (after the type).
+    pub payload_len: u64,
+    /// The HVM param value, for the HVM-param chunks.
+    pub value: Option<u64>,
+}
+
+/// The magic pfns.
+#[derive(Debug, Clone, Serialize)]
+pub struct MagicPfnsReport {
+    /// File offset.
+    pub offset: u64,
+    /// `HVM_PARAM_IOREQ_PFN`.
+    pub ioreq: u64,
+    /// `HVM_PARAM_BUFIOREQ_PFN`.
+    pub bufioreq: u64,
+    /// `HVM_PARAM_STORE_PFN`.
+    pub store: u64,
+}
+
+/// libxl's device model record.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceModelReport {
+    /// File offset of the signature.
+    pub offset: u64,
+    /// Bytes of device model state.
+    pub len: u64,
+    /// True when the state is a QEVM file (qemu-traditional).
+    pub qevm: bool,
+}
+
+/// The extras of the later dialects, collected by every visitor that
+/// reports them.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    pub chunks: Vec<ChunkReport>,
+    pub magic_pfns: Option<MagicPfnsReport>,
+    pub shared_info_frame: Option<u32>,
+    pub device_model: Option<DeviceModelReport>,
+}
+
+impl Extras {
+    /// Record `e` if it is an extra; true if it was.
+    pub(crate) fn element(&mut self, e: &Element<'_>) -> bool {
+        match e {
+            Element::Item(_) => return false,
+            Element::Chunk(c) => self.chunks.push(ChunkReport {
+                offset: c.offset,
+                id: c.id,
+                name: c.name(),
+                payload_len: c.payload.len() as u64,
+                value: c.param_value(),
+            }),
+            Element::MagicPfns(m) => {
+                self.magic_pfns = Some(MagicPfnsReport {
+                    offset: m.offset,
+                    ioreq: m.ioreq,
+                    bufioreq: m.bufioreq,
+                    store: m.store,
+                })
+            }
+            Element::SharedInfoFrame { value, .. } => self.shared_info_frame = Some(*value),
+            Element::DeviceModel(d) => {
+                self.device_model = Some(DeviceModelReport {
+                    offset: d.offset,
+                    len: d.bytes.len() as u64,
+                    qevm: d.bytes.starts_with(b"QEVM"),
+                })
+            }
+        }
+        true
+    }
 }
 
 struct SummaryVisit {
@@ -418,9 +512,18 @@ struct SummaryVisit {
     nr_vcpus: Option<u32>,
     vcpus: Vec<VcpuBrief>,
     hvm: Option<HvmBrief>,
+    extras: Extras,
 }
 
 impl Visit for SummaryVisit {
+    fn element(&mut self, e: &Element<'_>) {
+        if !self.extras.element(e) {
+            if let Element::Item(i) = e {
+                self.item(i);
+            }
+        }
+    }
+
     fn item(&mut self, item: &Item<'_>) {
         self.checker.item(item);
         match item {
@@ -478,6 +581,7 @@ pub fn summary(
             nr_vcpus: None,
             vcpus: Vec::new(),
             hvm: None,
+            extras: Extras::default(),
         }
     })?;
     let (qemu, trailing) = tail_parts(walked.tail.as_ref());
@@ -503,6 +607,10 @@ pub fn summary(
         trailing,
         stream_error: walked.error.as_ref().map(ErrorReport::from),
         verdict,
+        chunks: v.extras.chunks,
+        magic_pfns: v.extras.magic_pfns,
+        shared_info_frame: v.extras.shared_info_frame,
+        device_model: v.extras.device_model,
     })
 }
 

@@ -188,6 +188,42 @@ pub fn summary(s: &Summary) -> String {
     );
     evidence(&mut o, &s.dialect.evidence);
     kv(&mut o, "max_pfn", &hex_or_none(s.max_pfn));
+    if !s.chunks.is_empty() {
+        kv(&mut o, "chunks", &s.chunks.len().to_string());
+        for c in &s.chunks {
+            let value = c.value.map_or(String::new(), |v| format!(" = {v:#x}"));
+            let _ = writeln!(
+                o,
+                "  {:>4} {:<26} at {:#x}, {} bytes{value}",
+                c.id, c.name, c.offset, c.payload_len
+            );
+        }
+    }
+    if let Some(m) = &s.magic_pfns {
+        kv(
+            &mut o,
+            "magic pfns",
+            &format!(
+                "ioreq {:#x}, bufioreq {:#x}, store {:#x} (at {:#x})",
+                m.ioreq, m.bufioreq, m.store, m.offset
+            ),
+        );
+    }
+    if let Some(f) = s.shared_info_frame {
+        kv(&mut o, "shared_info", &format!("frame {f:#x}"));
+    }
+    if let Some(d) = &s.device_model {
+        kv(
+            &mut o,
+            "device model",
+            &format!(
+                "DeviceModelRecord0002 at {:#x}, {} bytes{}",
+                d.offset,
+                d.len,
+                if d.qevm { " (QEVM)" } else { "" }
+            ),
+        );
+    }
     kv(
         &mut o,
         "passes",

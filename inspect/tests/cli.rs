@@ -457,7 +457,7 @@ fn damaged_images_name_rule_and_offset() {
     let t = im.write("truncated", &g.bytes[..pages_at + 3 * 4096 + 100]);
     let (c, v) = validate(&im, &t, false);
     assert_eq!(c, 1);
-    assert!(has(&v, "stream.truncated", pages_at as u64), "{v:#}");
+    assert!(has(&v, "stream.oversized", pages_at as u64), "{v:#}");
     assert!(findings(&v)[0].2.contains("batch 0"), "{v:#}");
 
     // Batch count above 1024.
@@ -551,7 +551,7 @@ fn summary_of_a_damaged_image_still_reports_what_it_read() {
     assert!(s["stream_error"]["offset"].as_u64().is_some());
     assert_eq!(s["passes"][0]["pages"], g.facts.pages_per_pass[0]);
     assert_eq!(s["verdict"]["valid"], false);
-    assert_eq!(s["verdict"]["findings"][0]["rule"], "stream.truncated");
+    assert_eq!(s["verdict"]["findings"][0]["rule"], "stream.oversized");
     assert_eq!(s["verdict"]["current_xen_loads"], Value::Null);
 }
 

@@ -185,3 +185,165 @@ impl HvmBlob<'_> {
         self.offset + 4
     }
 }
+
+/// One element of any legacy dialect's stream: the seed grammar's
+/// [`Item`]s plus what later dialects added (format-notes §7). Kept apart
+/// from [`Item`] so that consumers of the seed dialect keep their exhaustive
+/// matches; [`Reader::next`](super::Reader::next) yields only items,
+/// `next_element` everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element<'a> {
+    /// An item of the seed grammar.
+    Item(Item<'a>),
+    /// A negative chunk other than -1 (−2…−20), with its payload.
+    Chunk(Chunk<'a>),
+    /// `u64 ioreq_pfn, bufioreq_pfn, store_pfn` after the terminator (Apr
+    /// 2007 on).
+    MagicPfns(MagicPfns),
+    /// The u32 `shared_info_frame` that ends Jan–Mar 2007 streams.
+    SharedInfoFrame { offset: u64, value: u32 },
+    /// `DeviceModelRecord0002` + u32 length + the device model's state
+    /// (libxl, Xen 4.1–4.5; the xl file of Xen ≤ 4.5).
+    DeviceModel(DeviceModel<'a>),
+}
+
+impl<'a> Element<'a> {
+    /// File offset of the element's first byte.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Element::Item(i) => i.offset(),
+            Element::Chunk(c) => c.offset,
+            Element::MagicPfns(m) => m.offset,
+            Element::SharedInfoFrame { offset, .. } => *offset,
+            Element::DeviceModel(d) => d.offset,
+        }
+    }
+
+    /// The seed item, if this is one.
+    pub fn as_item(&self) -> Option<&Item<'a>> {
+        match self {
+            Element::Item(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Short name for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Element::Item(i) => i.name(),
+            Element::Chunk(c) => c.name(),
+            Element::MagicPfns(_) => "magic pfns",
+            Element::SharedInfoFrame { .. } => "shared_info_frame",
+            Element::DeviceModel(_) => "device model record",
+        }
+    }
+}
+
+/// A negative chunk of the 3.1–4.5 stream (`XC_SAVE_ID_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// Offset of the i32 chunk type.
+    pub offset: u64,
+    /// The chunk type (−2…−20).
+    pub id: i32,
+    /// The payload after the type, length prefix included where it has one.
+    pub payload: &'a [u8],
+}
+
+impl Chunk<'_> {
+    /// `XC_SAVE_ID_*` name (legacy.py's spelling).
+    pub fn name(&self) -> &'static str {
+        chunk_name(self.id)
+    }
+
+    /// The u64 value of an HVM-param chunk (`u32 pad, u64 value`), for the
+    /// types that carry one.
+    pub fn param_value(&self) -> Option<u64> {
+        if chunk_hvm_param(self.id).is_none() || self.payload.len() != 12 {
+            return None;
+        }
+        Some(u64::from_le_bytes(
+            self.payload.get(4..12)?.try_into().ok()?,
+        ))
+    }
+
+    /// Encoded length: the type plus the payload.
+    pub fn encoded_len(&self) -> u64 {
+        4 + self.payload.len() as u64
+    }
+}
+
+/// `XC_SAVE_ID_*` name of a chunk type.
+pub fn chunk_name(id: i32) -> &'static str {
+    match id {
+        -1 => "ENABLE_VERIFY_MODE",
+        -2 => "VCPU_INFO",
+        -3 => "HVM_IDENT_PT",
+        -4 => "HVM_VM86_TSS",
+        -5 => "TMEM",
+        -6 => "TMEM_EXTRA",
+        -7 => "TSC_INFO",
+        -8 => "HVM_CONSOLE_PFN",
+        -9 => "LAST_CHECKPOINT",
+        -10 => "HVM_ACPI_IOPORTS_LOCATION",
+        -11 => "HVM_VIRIDIAN",
+        -12 => "COMPRESSED_DATA",
+        -13 => "ENABLE_COMPRESSION",
+        -14 => "HVM_GENERATION_ID_ADDR",
+        -15 => "HVM_PAGING_RING_PFN",
+        -16 => "HVM_MONITOR_RING_PFN",
+        -17 => "HVM_SHARING_RING_PFN",
+        -18 => "TOOLSTACK",
+        -19 => "HVM_IOREQ_SERVER_PFN",
+        -20 => "HVM_NR_IOREQ_SERVER_PAGES",
+        _ => "unknown",
+    }
+}
+
+/// The `HVM_PARAM_*` index a legacy HVM-param chunk sets (legacy.py's
+/// table; `hvm/params.h`).
+pub fn chunk_hvm_param(id: i32) -> Option<u64> {
+    Some(match id {
+        -3 => 12,  // IDENT_PT
+        -4 => 15,  // VM86_TSS
+        -8 => 17,  // CONSOLE_PFN
+        -10 => 19, // ACPI_IOPORTS_LOCATION
+        -11 => 9,  // VIRIDIAN
+        -14 => 34, // VM_GENERATION_ID_ADDR
+        -15 => 27, // PAGING_RING_PFN
+        -16 => 28, // MONITOR_RING_PFN
+        -17 => 29, // SHARING_RING_PFN
+        -19 => 32, // IOREQ_SERVER_PFN
+        -20 => 33, // NR_IOREQ_SERVER_PAGES
+        _ => return None,
+    })
+}
+
+/// The three magic pfns (format-notes §7.2: order ioreq, bufioreq, store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MagicPfns {
+    /// Offset of the first u64.
+    pub offset: u64,
+    /// `HVM_PARAM_IOREQ_PFN`.
+    pub ioreq: u64,
+    /// `HVM_PARAM_BUFIOREQ_PFN`.
+    pub bufioreq: u64,
+    /// `HVM_PARAM_STORE_PFN`.
+    pub store: u64,
+}
+
+/// libxl's device model record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceModel<'a> {
+    /// Offset of the `DeviceModelRecord0002` signature.
+    pub offset: u64,
+    /// The device model's state (a QEVM file for qemu-traditional).
+    pub bytes: &'a [u8],
+}
+
+impl DeviceModel<'_> {
+    /// File offset of the state's first byte.
+    pub fn data_offset(&self) -> u64 {
+        self.offset + 25
+    }
+}

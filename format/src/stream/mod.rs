@@ -27,7 +27,11 @@ mod item;
 mod reader;
 mod writer;
 
-pub use item::{Batch, HvmBlob, Item, VcpuRecord};
+pub use grammar::{ChunkSet, Layout};
+pub use item::{
+    chunk_hvm_param, chunk_name, Batch, Chunk, DeviceModel, Element, HvmBlob, Item, MagicPfns,
+    VcpuRecord,
+};
 pub use reader::{Reader, SliceReader};
 pub use writer::Writer;
 

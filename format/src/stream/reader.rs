@@ -2,12 +2,52 @@
 
 use std::io::{ErrorKind as IoKind, Read};
 
-use super::grammar::{oversized, Grammar, Input, RawItem, Span};
-use super::item::{Batch, HvmBlob, Item, VcpuRecord};
+use super::grammar::{oversized, Grammar, Input, Layout, RawItem, Span};
+use super::item::{Batch, Chunk, DeviceModel, Element, HvmBlob, Item, MagicPfns, VcpuRecord};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::pfn::WordSize;
 
-/// Turn spans into an item borrowing from `store`.
+/// True for the elements later dialects added to the seed grammar.
+fn is_extra(raw: &RawItem) -> bool {
+    matches!(
+        raw,
+        RawItem::Chunk { .. }
+            | RawItem::MagicPfns { .. }
+            | RawItem::SharedInfoFrame { .. }
+            | RawItem::DeviceModel { .. }
+    )
+}
+
+/// Turn spans into an element borrowing from `store`.
+fn resolve_element<'a>(raw: RawItem, word: WordSize, store: &'a [u8]) -> Element<'a> {
+    let get = |s: Span| &store[s.start..s.start + s.len];
+    match raw {
+        RawItem::Chunk {
+            offset,
+            id,
+            payload,
+        } => Element::Chunk(Chunk {
+            offset,
+            id,
+            payload: get(payload),
+        }),
+        RawItem::MagicPfns { offset, pfns } => Element::MagicPfns(MagicPfns {
+            offset,
+            ioreq: pfns[0],
+            bufioreq: pfns[1],
+            store: pfns[2],
+        }),
+        RawItem::SharedInfoFrame { offset, value } => Element::SharedInfoFrame { offset, value },
+        RawItem::DeviceModel { offset, bytes } => Element::DeviceModel(DeviceModel {
+            offset,
+            bytes: get(bytes),
+        }),
+        other => Element::Item(resolve(other, word, store)),
+    }
+}
+
+/// Turn spans into an item borrowing from `store` (never called with the
+/// extras of [`is_extra`]).
 fn resolve<'a>(raw: RawItem, word: WordSize, store: &'a [u8]) -> Item<'a> {
     let get = |s: Span| &store[s.start..s.start + s.len];
     match raw {
@@ -42,6 +82,12 @@ fn resolve<'a>(raw: RawItem, word: WordSize, store: &'a [u8]) -> Item<'a> {
             offset,
             bytes: get(bytes),
         }),
+        // Extras are filtered out before; an empty terminator keeps this
+        // total without a panic path.
+        RawItem::Chunk { offset, .. }
+        | RawItem::MagicPfns { offset, .. }
+        | RawItem::SharedInfoFrame { offset, .. }
+        | RawItem::DeviceModel { offset, .. } => Item::End { offset },
     }
 }
 
@@ -106,18 +152,43 @@ impl<'a> SliceReader<'a> {
     /// `data[0]` (the length of any envelope before it), so errors and items
     /// report file offsets.
     pub fn new(data: &'a [u8], word: WordSize, base: u64) -> Self {
+        Self::with_layout(data, word, base, Layout::seed())
+    }
+
+    /// A reader for another legacy dialect's layout.
+    pub fn with_layout(data: &'a [u8], word: WordSize, base: u64, layout: Layout) -> Self {
         SliceReader {
             input: SliceInput { data, pos: 0, base },
-            grammar: Grammar::new(word),
+            grammar: Grammar::new(word, layout),
         }
     }
 
-    /// The next item, or `None` after the HVM blob.
+    /// The layout being read.
+    pub fn layout(&self) -> Layout {
+        self.grammar.layout()
+    }
+
+    /// The next item, or `None` at the end of the stream. Elements that are
+    /// not seed items (chunks, magic pfns, …) are skipped; see
+    /// [`next_element`](Self::next_element).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Item<'a>>> {
+        loop {
+            let Some(raw) = self.grammar.next(&mut self.input)? else {
+                return Ok(None);
+            };
+            if !is_extra(&raw) {
+                let data: &'a [u8] = self.input.data;
+                return Ok(Some(resolve(raw, self.grammar.word(), data)));
+            }
+        }
+    }
+
+    /// The next element of any dialect, or `None` at the end of the stream.
+    pub fn next_element(&mut self) -> Result<Option<Element<'a>>> {
         let raw = self.grammar.next(&mut self.input)?;
         let data: &'a [u8] = self.input.data;
-        Ok(raw.map(|r| resolve(r, self.grammar.word(), data)))
+        Ok(raw.map(|r| resolve_element(r, self.grammar.word(), data)))
     }
 
     /// File offset of the next unread byte.
@@ -249,6 +320,11 @@ impl<R: Read> Reader<R> {
     /// Read the stream from `inner`, whose first byte is at file offset
     /// `base`.
     pub fn new(inner: R, word: WordSize, base: u64) -> Self {
+        Self::with_layout(inner, word, base, Layout::seed())
+    }
+
+    /// A reader for another legacy dialect's layout.
+    pub fn with_layout(inner: R, word: WordSize, base: u64, layout: Layout) -> Self {
         Reader {
             input: ReadInput {
                 inner,
@@ -256,8 +332,21 @@ impl<R: Read> Reader<R> {
                 buf: Vec::new(),
                 end: None,
             },
-            grammar: Grammar::new(word),
+            grammar: Grammar::new(word, layout),
         }
+    }
+
+    /// The layout being read.
+    pub fn layout(&self) -> Layout {
+        self.grammar.layout()
+    }
+
+    /// The next element of any dialect, borrowing from the reader's buffer
+    /// until the next call; `None` at the end of the stream.
+    pub fn next_element(&mut self) -> Result<Option<Element<'_>>> {
+        let raw = self.grammar.next(&mut self.input)?;
+        let word = self.grammar.word();
+        Ok(raw.map(|r| resolve_element(r, word, &self.input.buf)))
     }
 
     /// Declare the file offset where the input ends (a regular file's
@@ -269,11 +358,19 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next item, borrowing from the reader's buffer until the next call.
+    /// Elements that are not seed items are skipped (see
+    /// [`next_element`](Self::next_element)).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Item<'_>>> {
-        let raw = self.grammar.next(&mut self.input)?;
+        let raw = loop {
+            match self.grammar.next(&mut self.input)? {
+                None => return Ok(None),
+                Some(r) if is_extra(&r) => continue,
+                Some(r) => break r,
+            }
+        };
         let word = self.grammar.word();
-        Ok(raw.map(|r| resolve(r, word, &self.input.buf)))
+        Ok(Some(resolve(raw, word, &self.input.buf)))
     }
 
     /// File offset of the next unread byte.

@@ -1,0 +1,233 @@
+//! Every subcommand on every legacy dialect and envelope (xl and libvirt
+//! headers of Xen ≤ 4.5 included): detection names the dialect and word
+//! size without flags, and the reports see the dialect's own elements.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hvm_format::dialect::Dialect;
+use hvm_format::hvm::{seed_reset_blob, CpuSeed};
+use hvm_format::legacy::libvirt::LibvirtHeader;
+use hvm_format::legacy::Writer;
+use hvm_format::stream::{vcpu_context_size, Layout};
+use hvm_format::v2::XlHeader;
+use hvm_format::{PfnEntry, WordSize, PAGE_SIZE};
+use serde_json::Value;
+
+fn page(seed: u8) -> Vec<u8> {
+    (0..PAGE_SIZE)
+        .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+        .collect()
+}
+
+/// The same guest memory (pfns 0, 0x11, 0x1FFF0) in `dialect`'s layout.
+fn image(dialect: Dialect, word: WordSize, device_model: bool) -> Vec<u8> {
+    let mut layout = Layout::of(dialect);
+    layout.device_model = device_model;
+    layout.shared_info_frame |= dialect == Dialect::Jan2007;
+    let mut w = Writer::new(Vec::new(), word, layout);
+    let chunked = matches!(dialect, Dialect::Legacy | Dialect::Apr2007VcpuMap);
+    if layout.leading_word {
+        w.leading_word(if chunked { 0x20000 } else { 0x1FFFF })
+            .unwrap();
+    }
+    if chunked {
+        let mut vi = 0u32.to_le_bytes().to_vec();
+        vi.extend_from_slice(&1u64.to_le_bytes());
+        w.chunk(-2, &vi).unwrap();
+    }
+    let (p1, p2, p3) = (page(3), page(5), page(7));
+    w.batch(
+        &[
+            PfnEntry::page(0),
+            PfnEntry::xtab(0x10),
+            PfnEntry::page(0x11),
+        ],
+        &[&p1, &p2],
+    )
+    .unwrap();
+    if dialect == Dialect::Legacy {
+        let mut ident = vec![0u8; 12];
+        ident[4..12].copy_from_slice(&0xFEFF_D000u64.to_le_bytes());
+        w.chunk(-3, &ident).unwrap();
+    }
+    w.batch(&[PfnEntry::page(0x1FFF0)], &[&p3]).unwrap();
+    w.end().unwrap();
+    let ctx: Vec<u8> = (0..vcpu_context_size(word)).map(|i| i as u8).collect();
+    let blob = seed_reset_blob(0x6FB, &[CpuSeed::power_on()]);
+    match dialect {
+        Dialect::Jan2007 => {
+            w.hvm_blob(&blob).unwrap();
+            w.vcpu_count(1).unwrap();
+            w.vcpu(&ctx).unwrap();
+            w.shared_info_frame(0xFEE).unwrap();
+        }
+        Dialect::Seed | Dialect::Mar2007 => {
+            w.vcpu_count(1).unwrap();
+            w.vcpu(&ctx).unwrap();
+            w.hvm_blob(&blob).unwrap();
+            if dialect == Dialect::Mar2007 {
+                w.shared_info_frame(0xFEE).unwrap();
+            }
+        }
+        Dialect::Apr2007MagicPfns | Dialect::Apr2007NoMaxPfn => {
+            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
+            w.vcpu_count(1).unwrap();
+            w.vcpu(&ctx).unwrap();
+            w.hvm_blob(&blob).unwrap();
+        }
+        Dialect::Apr2007VcpuMap => {
+            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
+            w.vcpu(&ctx).unwrap();
+            w.hvm_blob(&blob).unwrap();
+        }
+        Dialect::Legacy | Dialect::V2 => {
+            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
+            w.hvm_blob(&blob).unwrap();
+            if device_model {
+                w.device_model(b"QEVM\0\0\0\x01").unwrap();
+            }
+        }
+    }
+    w.finish().unwrap()
+}
+
+fn xl_legacy(stream: &[u8]) -> Vec<u8> {
+    let mut h = XlHeader::with_json_config("{\"c_info\":{}}");
+    h.mandatory_flags = XlHeader::FLAG_JSON;
+    let mut v = h.to_bytes();
+    v.extend_from_slice(stream);
+    v
+}
+
+fn libvirt(stream: &[u8]) -> Vec<u8> {
+    let h = LibvirtHeader {
+        version: 2,
+        unused: [0; 10],
+        xml: b"<domain type='xen'><name>old</name></domain>\0".to_vec(),
+    };
+    let mut v = h.to_bytes();
+    v.extend_from_slice(stream);
+    v
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(test: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("hvm-dialects-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hvm-inspect"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+const DIALECTS: [(Dialect, &str); 7] = [
+    (Dialect::Seed, "seed"),
+    (Dialect::Jan2007, "jan2007"),
+    (Dialect::Mar2007, "mar2007"),
+    (Dialect::Apr2007MagicPfns, "apr2007-magic-pfns"),
+    (Dialect::Apr2007NoMaxPfn, "apr2007-no-max-pfn"),
+    (Dialect::Apr2007VcpuMap, "apr2007-vcpu-map"),
+    (Dialect::Legacy, "legacy"),
+];
+
+#[test]
+fn every_subcommand_reads_every_dialect() {
+    let dir = Dir::new("all");
+    let reference = dir.write("seed.img", &image(Dialect::Seed, WordSize::W64, false));
+    let want_digest = json(&run(&["--json", "digest", &reference]));
+    for (dialect, tag) in DIALECTS {
+        for word in [WordSize::W64, WordSize::W32] {
+            let f = dir.write(
+                &format!("{tag}-{}.img", word.bits()),
+                &image(dialect, word, false),
+            );
+            let o = run(&["--json", "summary", &f]);
+            assert_ne!(o.status.code(), Some(2), "{tag}: {o:?}");
+            let s = json(&o);
+            assert_eq!(s["dialect"]["word_bits"], word.bits(), "{tag}: {s:#}");
+            assert_eq!(s["pages"], 3, "{tag}: {s:#}");
+            assert!(s["stream_error"].is_null(), "{tag}: {s:#}");
+            assert!(s["hvm"].is_object(), "{tag}: {s:#}");
+            if dialect == Dialect::Legacy {
+                assert_eq!(s["chunks"][0]["name"], "VCPU_INFO", "{s:#}");
+                assert_eq!(s["chunks"][1]["value"], 0xFEFF_D000u64, "{s:#}");
+            }
+            if dialect != Dialect::Seed
+                && dialect != Dialect::Jan2007
+                && dialect != Dialect::Mar2007
+            {
+                assert_eq!(s["magic_pfns"]["store"], 0x1FFFE, "{tag}: {s:#}");
+            }
+            // The same memory in every dialect: the same digest.
+            let d = json(&run(&["--json", "digest", &f]));
+            assert_eq!(d["memory"], want_digest["memory"], "{tag}: {d:#}");
+            for args in [
+                vec!["validate", f.as_str()],
+                vec!["show", "hvm", f.as_str()],
+                vec!["show", "vcpu", f.as_str()],
+                vec!["show", "pages", f.as_str()],
+                vec!["show", "page", "0x11", f.as_str()],
+            ] {
+                let o = run(&args);
+                assert_ne!(o.status.code(), Some(2), "{tag} {args:?}: {o:?}");
+                assert!(!o.stdout.is_empty(), "{tag} {args:?}");
+            }
+            let o = run(&["--json", "diff", &reference, &f]);
+            let d = json(&o);
+            for k in ["changed", "only_a", "only_b"] {
+                assert_eq!(d["memory"][k]["pages"], 0, "{tag} {k}: {d:#}");
+            }
+            assert_eq!(d["memory"]["same"], 3, "{tag}: {d:#}");
+        }
+    }
+}
+
+#[test]
+fn xl_and_libvirt_headers_of_xen_4_5() {
+    let dir = Dir::new("xl");
+    let stream = image(Dialect::Legacy, WordSize::W64, true);
+    for (name, bytes) in [("xl", xl_legacy(&stream)), ("libvirt", libvirt(&stream))] {
+        let f = dir.write(&format!("{name}.img"), &bytes);
+        let s = json(&run(&["--json", "summary", &f]));
+        assert_eq!(s["dialect"]["dialect"], "legacy", "{name}: {s:#}");
+        assert_eq!(s["device_model"]["qevm"], true, "{name}: {s:#}");
+        assert!(s["trailing"].is_null(), "{name}: {s:#}");
+        assert_eq!(s["pages"], 3, "{name}: {s:#}");
+        // From standard input too.
+        let o = Command::new(env!("CARGO_BIN_EXE_hvm-inspect"))
+            .args(["--json", "summary", "-"])
+            .stdin(std::fs::File::open(Path::new(&f)).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(json(&o)["device_model"]["len"], 8, "{name}");
+    }
+}
