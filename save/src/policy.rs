@@ -1,10 +1,10 @@
 //! When to stop pre-copying and suspend, and how fast to send.
 //!
 //! [`SeedPolicy`] is `xc_hvm_save`'s rule set exactly. [`DowntimePolicy`]
-//! (the default) keeps the seed's caps as a backstop but stops as soon as
-//! the stop-and-copy round is predicted to fit the downtime budget, or as
-//! soon as rounds stop shrinking (more rounds would only resend the same
-//! working set).
+//! (the default) fits a saturating [`DirtyModel`] to the measured passes,
+//! runs the seed's rules forward on it, keeps the seed's stop where the seed
+//! converges (its final round is then the floor) and cuts a run that
+//! plateaus right after a short pass, long before the seed's caps.
 
 use std::time::Duration;
 
@@ -62,10 +62,14 @@ pub enum StopReason {
         /// Predicted downtime in milliseconds.
         predicted_ms: f64,
     },
-    /// The dirty set no longer shrinks from round to round.
+    /// The dirty set no longer shrinks from round to round: more passes
+    /// would only resend the working set.
     NotShrinking {
-        /// Pages dirty now over pages sent in the pass.
+        /// Pages dirty after this pass over those after the previous one.
         ratio: f64,
+        /// Predicted final round, ms, pages dirtied until the guest stops
+        /// included.
+        predicted_ms: f64,
     },
 }
 
@@ -139,34 +143,84 @@ impl Policy for SeedPolicy {
     }
 }
 
-/// The default: predict the stop-and-copy time as (pages dirty now) ×
-/// (bytes per page on the wire) / (bandwidth measured over the last pass),
-/// and suspend once it is within `max_downtime` — unless rounds are still
-/// shrinking fast, in which case one more cheap round lowers the downtime
-/// further for little traffic. Suspend regardless once the dirty set stops
-/// shrinking (a working set larger than the link can drain: more rounds
-/// only resend it), and never go beyond the seed's caps.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The default policy: never worse than the seed, and much cheaper where the
+/// seed cannot converge.
+///
+/// Why it looks like this. In the seed's loop the final round holds every
+/// page dirtied from the last CLEAN to the suspend, i.e. during the last
+/// live pass *and* while the guest acknowledges the suspend. So the final
+/// round is `D(T_last + S)`, where `D(T)` is the number of distinct pages the
+/// guest dirties in `T`, `T_last` the length of the last live pass and `S`
+/// the suspend latency. Two consequences decide the design:
+///
+/// * On a converging run the seed ends after a pass of fewer than 50 pages,
+///   so its final round is already `≈ D(S)`, the floor no policy can go
+///   below. Stopping one pass earlier makes the final round larger (by about
+///   `rate × ΔT`); stopping later costs more pages than it saves. The only
+///   stop that is neither longer nor more expensive is the seed's own, so on
+///   a run the model predicts to converge this policy defers to the seed.
+/// * On a run that cannot converge (a working set the link cannot drain)
+///   the passes settle on a plateau: the same `D(T*)` pages dirtied per pass,
+///   pass after pass, until the seed's caps (29 passes, 3× memory) end it.
+///   Every further pass costs a full working set of pages and buys nothing,
+///   so this policy suspends as soon as the plateau is flat, after a pass
+///   that dirtied no more than any earlier plateau pass (the final round is
+///   then as small as the seed's last one is expected to be), and in any
+///   case before it would lose the 30 % page saving over the seed's
+///   predicted total.
+///
+/// The convergence prediction runs the seed's own trajectory forward on a
+/// [`DirtyModel`] fitted to the measured passes. The seed's caps remain the
+/// backstop and are never exceeded.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DowntimePolicy {
-    /// Downtime budget for the final round.
+    /// Downtime budget for the final round: reported against the prediction
+    /// in the stop reason. It cannot move the stop point without breaking
+    /// the "never longer than the seed" guarantee, since on converging runs
+    /// the seed's stop is already the shortest final round.
     pub max_downtime: Duration,
-    /// Rounds whose next round is predicted to be at least this fraction of
-    /// the current one count as not shrinking.
+    /// A pass whose dirty set is at least this fraction of the previous
+    /// pass's counts as not shrinking; two in a row make a plateau.
     pub stall_ratio: f64,
-    /// While the next round is predicted below this fraction of the current
-    /// one, keep going even within budget: it costs less than it saves.
-    pub fast_ratio: f64,
+    /// A plateau is flat when the dirty set fell by less than this fraction
+    /// per pass over the last [`FLAT_WINDOW`] passes.
+    pub flat_slope: f64,
+    /// Keep at least this fraction of the seed's predicted total unsent on a
+    /// non-converging run (the target is 0.30; a margin over it
+    /// absorbs prediction error).
+    pub page_saving: f64,
+    /// Assumed time from the decision to the guest stopping (the seed polls
+    /// every 10 ms; a guest takes a couple of polls). Pages dirtied in it
+    /// land in the final round.
+    pub suspend_latency: Duration,
     /// The backstop.
     pub caps: SeedPolicy,
+    history: Vec<PassSample>,
+}
+
+/// Passes over which a plateau's slope is measured.
+pub const FLAT_WINDOW: usize = 3;
+
+/// What the default policy remembers of each pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PassSample {
+    sent: u64,
+    skipped: u64,
+    total_sent: u64,
+    secs: f64,
+    dirty: u64,
 }
 
 impl Default for DowntimePolicy {
     fn default() -> Self {
         DowntimePolicy {
             max_downtime: Duration::from_millis(50),
-            stall_ratio: 0.8,
-            fast_ratio: 0.5,
+            stall_ratio: 0.98,
+            flat_slope: 0.005,
+            page_saving: 0.33,
+            suspend_latency: Duration::from_millis(20),
             caps: SeedPolicy::default(),
+            history: Vec::new(),
         }
     }
 }
@@ -182,13 +236,160 @@ impl DowntimePolicy {
 
     /// Predicted stop-and-copy time for `pages` at the pass's bandwidth.
     pub fn predict(r: &PassReport, pages: u64) -> Duration {
-        let secs = r.duration.as_secs_f64();
-        if r.bytes == 0 || secs <= 0.0 {
+        match wire_pages_per_sec(r) {
+            Some(bw) => Duration::from_secs_f64(pages as f64 / bw),
             // Nothing measured: no basis for a prediction beyond "free".
-            return Duration::ZERO;
+            None => Duration::ZERO,
         }
-        let bw = r.bytes as f64 / secs;
-        Duration::from_secs_f64(pages as f64 * (PAGE_SIZE as f64 + 8.0) / bw)
+    }
+
+    /// The final round if the guest were suspended now: what is dirty plus
+    /// what the guest dirties until it stops.
+    fn predicted_final(&self, model: &DirtyModel, dirty: u64) -> f64 {
+        model.dirtied_after(dirty as f64, self.suspend_latency.as_secs_f64())
+    }
+
+    /// Run the seed's rules forward from the state after pass `r.iter` on
+    /// `model`: where would `--policy seed` stop, after how many pages, and
+    /// with which final round?
+    pub fn forecast_seed(&self, r: &PassReport, model: &DirtyModel, bw: f64) -> SeedForecast {
+        let s = self.suspend_latency.as_secs_f64();
+        let cap = (r.pfn_array_size * self.caps.max_factor) as f64;
+        let mut iter = r.iter;
+        let mut total = r.total_sent as f64;
+        let mut queued = r.dirty_now.unwrap_or(r.sent) as f64;
+        // Each loop is one more seed pass; the max_iters cap bounds it.
+        loop {
+            iter += 1;
+            // The pass sends what is queued less what it finds re-dirtied;
+            // its length depends on what it sends: settle the two.
+            let mut t = queued / bw;
+            for _ in 0..8 {
+                t = queued * (1.0 - model.skip_fraction(t)) / bw;
+            }
+            total += t * bw;
+            let converged = queued < SMALL_ROUND as f64;
+            if iter >= self.caps.max_iters || converged || total > cap {
+                let final_pages = model.dirtied(t + s);
+                return SeedForecast {
+                    converges: converged && iter < self.caps.max_iters,
+                    passes: iter,
+                    total_sent: total + final_pages,
+                    final_pages,
+                };
+            }
+            queued = model.dirtied(t);
+        }
+    }
+}
+
+/// Where the seed's rules are predicted to end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeedForecast {
+    /// The seed would stop on a small round (its final round is then the
+    /// floor, `D(suspend latency)`), not on a cap.
+    pub converges: bool,
+    /// Pre-copy passes it would run.
+    pub passes: u32,
+    /// Pages it would send in all, final round included.
+    pub total_sent: f64,
+    /// Its final round.
+    pub final_pages: f64,
+}
+
+/// Pages per second on the wire over the pass (entries, XTAB included).
+fn wire_pages_per_sec(r: &PassReport) -> Option<f64> {
+    let secs = r.duration.as_secs_f64();
+    (r.bytes > 0 && secs > 0.0).then(|| r.bytes as f64 / (PAGE_SIZE as f64 + 8.0) / secs)
+}
+
+/// How many distinct pages a guest dirties in `t` seconds:
+/// `W (1 − e^(−r t / W))`, writes at `r` pages per second falling on a
+/// working set of `W` pages. Linear (`r t`) for short passes, saturating at
+/// `W` for long ones: the shape that decides whether pre-copy converges
+/// (the slope at 0 against the link) and where it plateaus (`W`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DirtyModel {
+    /// Working set, pages.
+    pub working_set: f64,
+    /// Page writes per second.
+    pub rate: f64,
+}
+
+impl DirtyModel {
+    /// Distinct pages dirtied in `secs`.
+    pub fn dirtied(&self, secs: f64) -> f64 {
+        self.dirtied_after(0.0, secs)
+    }
+
+    /// Distinct pages dirty after `secs` more when `already` are dirty.
+    pub fn dirtied_after(&self, already: f64, secs: f64) -> f64 {
+        let w = self.working_set;
+        if w <= 0.0 || self.rate <= 0.0 || secs <= 0.0 {
+            return already.min(w.max(already));
+        }
+        let a = already.clamp(0.0, w);
+        a + (w - a) * -(-self.rate * secs / w).exp_m1()
+    }
+
+    /// Fraction of the pages queued for a pass of `secs` that the guest
+    /// re-dirties before the scan reaches them (the seed defers those).
+    pub fn skip_fraction(&self, secs: f64) -> f64 {
+        let writes = self.rate * secs;
+        if writes <= 0.0 {
+            return 0.0;
+        }
+        (1.0 - self.dirtied(secs) / writes).clamp(0.0, 1.0)
+    }
+
+    /// Fit to `(seconds, distinct pages dirtied)` per pass: the rate from
+    /// the shortest pass (nearly linear there), the working set from the
+    /// longest (nearly saturated), alternated until they agree. The working
+    /// set is at most `max_pages`.
+    pub fn fit(samples: &[(f64, f64)], max_pages: f64) -> Option<Self> {
+        let ok = |&&(t, d): &&(f64, f64)| t > 0.0 && d > 0.0 && t.is_finite() && d.is_finite();
+        let short = samples
+            .iter()
+            .filter(ok)
+            .min_by(|a, b| a.0.total_cmp(&b.0))?;
+        let long = samples
+            .iter()
+            .filter(ok)
+            .max_by(|a, b| a.0.total_cmp(&b.0))?;
+        let max_pages = max_pages.max(long.1).max(short.1);
+        let mut w = max_pages;
+        let mut rate = short.1 / short.0;
+        for _ in 0..32 {
+            // Rate that makes the short pass dirty what it did within `w`.
+            let frac = (short.1 / w).min(1.0 - 1e-9);
+            rate = -w * (-frac).ln_1p() / short.0;
+            // Working set that makes the long pass dirty what it did at `rate`.
+            let m = |w: f64| {
+                DirtyModel {
+                    working_set: w,
+                    rate,
+                }
+                .dirtied(long.0)
+            };
+            if m(max_pages) <= long.1 {
+                w = max_pages;
+            } else {
+                let (mut lo, mut hi) = (long.1, max_pages);
+                for _ in 0..60 {
+                    let mid = 0.5 * (lo + hi);
+                    if m(mid) < long.1 {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                w = hi;
+            }
+        }
+        Some(DirtyModel {
+            working_set: w,
+            rate,
+        })
     }
 }
 
@@ -202,20 +403,72 @@ impl Policy for DowntimePolicy {
     }
 
     fn after_pass(&mut self, r: &PassReport) -> Decision {
+        if r.iter <= 1 {
+            // A new save: forget an earlier one's passes.
+            self.history.clear();
+        }
         if let Some(why) = self.caps.caps(r) {
             return Decision::StopAndCopy(why);
         }
-        let Some(dirty) = r.dirty_now else {
+        let (Some(dirty), Some(bw)) = (r.dirty_now, wire_pages_per_sec(r)) else {
             return Decision::Continue;
         };
-        let ratio = dirty as f64 / r.sent.max(1) as f64;
-        if ratio >= self.stall_ratio {
-            return Decision::StopAndCopy(StopReason::NotShrinking { ratio });
+        self.history.push(PassSample {
+            sent: r.sent,
+            skipped: r.skipped,
+            total_sent: r.total_sent,
+            secs: r.duration.as_secs_f64(),
+            dirty,
+        });
+        let samples: Vec<(f64, f64)> = self
+            .history
+            .iter()
+            .map(|p| (p.secs, p.dirty as f64))
+            .collect();
+        let Some(model) = DirtyModel::fit(&samples, r.pfn_array_size as f64) else {
+            return Decision::Continue;
+        };
+        let seed = self.forecast_seed(r, &model, bw);
+        if seed.converges {
+            // The seed's small round is the shortest final round there is.
+            return Decision::Continue;
         }
-        let predicted = Self::predict(r, dirty);
-        if predicted <= self.max_downtime && ratio >= self.fast_ratio {
-            return Decision::StopAndCopy(StopReason::DowntimeReached {
-                predicted_ms: predicted.as_secs_f64() * 1e3,
+
+        let final_now = self.predicted_final(&model, dirty);
+        let predicted_ms = final_now / bw * 1e3;
+        let n = self.history.len();
+        let level = |i: usize| self.history[i].dirty as f64;
+        let ratio = if n >= 2 {
+            level(n - 1) / level(n - 2).max(1.0)
+        } else {
+            0.0
+        };
+        // Backstop: one more pass (at most what is dirty now) and its final
+        // round must still leave the promised saving over the seed.
+        let next_pass = dirty as f64;
+        let budget = (1.0 - self.page_saving) * seed.total_sent;
+        if r.total_sent as f64 + next_pass + final_now.max(seed.final_pages) > budget {
+            return Decision::StopAndCopy(StopReason::NotShrinking {
+                ratio,
+                predicted_ms,
+            });
+        }
+        // A plateau: two passes in a row that barely shrank the dirty set.
+        let plateau = n >= 3
+            && ratio >= self.stall_ratio
+            && level(n - 2) / level(n - 3).max(1.0) >= self.stall_ratio;
+        if !plateau || n < FLAT_WINDOW + 1 {
+            return Decision::Continue;
+        }
+        let slope = (level(n - 1 - FLAT_WINDOW) - level(n - 1))
+            / (FLAT_WINDOW as f64 * level(n - 1).max(1.0));
+        // Suspend right after a short pass: one that dirtied no more than
+        // any before it, so the final round is at the plateau's low.
+        let lowest = self.history[..n - 1].iter().all(|p| p.dirty >= dirty);
+        if slope < self.flat_slope && lowest {
+            return Decision::StopAndCopy(StopReason::NotShrinking {
+                ratio,
+                predicted_ms,
             });
         }
         Decision::Continue
@@ -299,28 +552,81 @@ mod tests {
     }
 
     #[test]
-    fn downtime_stops_on_stall_and_budget() {
-        let mut p = DowntimePolicy::new(Duration::from_millis(50));
-        // 1 page per ms on the wire: 900 dirty pages would take 900 ms.
-        let mut r = report(2, 1000, 100, 2000);
-        r.dirty_now = Some(900);
-        assert!(matches!(
-            p.after_pass(&r),
-            Decision::StopAndCopy(StopReason::NotShrinking { .. })
-        ));
-        r.dirty_now = Some(400);
-        assert_eq!(p.after_pass(&r), Decision::Continue, "420 ms > 50 ms");
-        r.dirty_now = Some(40);
-        // 40 pages ≈ 40 ms, but the round shrinks 25×: keep going.
-        assert_eq!(p.after_pass(&r), Decision::Continue);
-        r.sent = 60;
-        r.bytes = 60 * 4104;
-        r.duration = Duration::from_millis(60);
-        // 40 of 60: shrinking slowly, and 40 ms fits the budget.
-        assert!(matches!(
-            p.after_pass(&r),
-            Decision::StopAndCopy(StopReason::DowntimeReached { .. })
-        ));
+    fn model_fit_recovers_rate_and_working_set() {
+        let truth = DirtyModel {
+            working_set: 65_536.0,
+            rate: 400_000.0,
+        };
+        let samples: Vec<(f64, f64)> = [0.85, 0.16, 0.1, 0.083]
+            .iter()
+            .map(|&t| (t, truth.dirtied(t)))
+            .collect();
+        let m = DirtyModel::fit(&samples, 262_144.0).unwrap();
+        assert!((m.rate / truth.rate - 1.0).abs() < 1e-3, "{m:?}");
+        assert!(
+            (m.working_set / truth.working_set - 1.0).abs() < 1e-3,
+            "{m:?}"
+        );
+        // Linear for short passes, saturated for long ones.
+        assert!((truth.dirtied(1e-4) - 40.0).abs() < 0.1);
+        assert!(truth.dirtied(10.0) > 65_535.0);
+        assert!(DirtyModel::fit(&[(0.0, 5.0)], 100.0).is_none());
+    }
+
+    /// Feed `policy` passes generated by `model` on a link of `bw` pages/s
+    /// the way the seed's loop would, until it stops.
+    fn drive(policy: &mut dyn Policy, model: DirtyModel, bw: f64, size: u64) -> (u32, u64) {
+        let (mut queued, mut total) = (size as f64, 0u64);
+        for iter in 1..=40 {
+            let mut t = queued / bw;
+            for _ in 0..8 {
+                t = queued * (1.0 - model.skip_fraction(t)) / bw;
+            }
+            let sent = (t * bw) as u64;
+            total += sent;
+            let dirty = model.dirtied(t) as u64;
+            let r = PassReport {
+                iter,
+                sent,
+                skipped: queued as u64 - sent.min(queued as u64),
+                total_sent: total,
+                sent_last: 0,
+                pfn_array_size: size,
+                bytes: sent * (PAGE_SIZE as u64 + 8),
+                duration: Duration::from_secs_f64(t),
+                dirty_now: Some(dirty),
+            };
+            if let Decision::StopAndCopy(_) = policy.after_pass(&r) {
+                return (iter, total);
+            }
+            queued = dirty as f64;
+        }
+        panic!("no stop within 40 passes");
+    }
+
+    #[test]
+    fn default_follows_a_converging_seed_and_cuts_a_plateau() {
+        let bw = 243_600.0;
+        let converging = DirtyModel {
+            working_set: 262_144.0,
+            rate: 150_000.0,
+        };
+        let seed = drive(&mut SeedPolicy::default(), converging, bw, 262_144);
+        let ours = drive(&mut DowntimePolicy::default(), converging, bw, 262_144);
+        assert_eq!(ours, seed, "the seed's small round is the floor");
+
+        let plateau = DirtyModel {
+            working_set: 65_536.0,
+            rate: 400_000.0,
+        };
+        let seed = drive(&mut SeedPolicy::default(), plateau, bw, 262_144);
+        let ours = drive(&mut DowntimePolicy::default(), plateau, bw, 262_144);
+        assert!(seed.0 >= 20, "the seed runs to its caps: {seed:?}");
+        assert!(ours.0 < seed.0 / 2, "{ours:?} vs {seed:?}");
+        assert!(
+            (ours.1 as f64) < 0.7 * seed.1 as f64,
+            "{ours:?} vs {seed:?}"
+        );
     }
 
     #[test]
