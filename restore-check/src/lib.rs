@@ -125,7 +125,13 @@ impl Checker {
 
     /// Check an image held in memory (an mmap'd file).
     pub fn check_slice(&mut self, data: &[u8], opts: &Options) -> Result<Report, CheckError> {
-        let (info, mut reader) = match image::open_slice(data, OpenOptions { word: opts.word, ..Default::default() }) {
+        let (info, mut reader) = match image::open_slice(
+            data,
+            OpenOptions {
+                word: opts.word,
+                ..Default::default()
+            },
+        ) {
             Ok(x) => x,
             Err(e) => return Ok(Report::unopened(&e, opts)),
         };
@@ -154,7 +160,13 @@ impl Checker {
     /// Check an image from any reader (standard input): memory apart from
     /// the guest is one batch plus the detection prefix.
     pub fn check_read<R: Read>(&mut self, r: R, opts: &Options) -> Result<Report, CheckError> {
-        let (info, mut reader) = match image::open_read(r, OpenOptions { word: opts.word, ..Default::default() }) {
+        let (info, mut reader) = match image::open_read(
+            r,
+            OpenOptions {
+                word: opts.word,
+                ..Default::default()
+            },
+        ) {
             Ok(x) => x,
             Err(e) if is_io(&e) => return Err(CheckError::Read(e)),
             Err(e) => return Ok(Report::unopened(&e, opts)),
