@@ -69,7 +69,7 @@ fn config(load: Load) -> (KvmConfig, Option<u64>) {
             },
             None,
         ),
-        // Flat out over 16 MiB while the link is limited to 60 MB/s: each
+        // Flat out over 16 MiB while the link is limited to 40 MB/s: each
         // round takes long enough for the guest to dirty its whole working
         // set again, so rounds never shrink.
         Load::NonConverging => (
@@ -80,7 +80,7 @@ fn config(load: Load) -> (KvmConfig, Option<u64>) {
                 spin: 0,
                 ..KvmConfig::default()
             },
-            Some(60_000_000),
+            Some(40_000_000),
         ),
     }
 }
