@@ -111,24 +111,30 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         match &resumed {
             Some(r) => println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"check": &report, "resume": r}))?
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"check": &report, "resume": &r.json})
+                )?
             ),
             None => println!("{}", serde_json::to_string_pretty(&report)?),
         }
     } else if !cli.quiet {
         print!("{}", report.render_text());
         if let Some(r) = &resumed {
-            print!("{}", r.render_text());
+            print!("{}", r.text);
         }
     }
-    Ok(report.exit_code().max(resumed.map_or(0, |r| r.exit_code())))
+    Ok(report.exit_code().max(resumed.map_or(0, |r| r.exit_code)))
+}
+
+/// A resume's outcome as the front end prints it.
+struct Resumed {
+    json: serde_json::Value,
+    text: String,
+    exit_code: i32,
 }
 
 #[cfg(target_os = "linux")]
-fn resume(
-    cli: &Cli,
-    report: &mut hvm_restore_check::Report,
-) -> anyhow::Result<hvm_restore_check::resume::ResumeReport> {
+fn resume(cli: &Cli, report: &mut hvm_restore_check::Report) -> anyhow::Result<Resumed> {
     use hvm_restore_check::resume::{resume_image, ResumeOptions};
     let memory = report
         .take_memory()
@@ -143,11 +149,16 @@ fn resume(
         timeout: std::time::Duration::from_secs(cli.timeout),
         ..ResumeOptions::default()
     };
-    Ok(resume_image(&map, &memory, &opts)?)
+    let r = resume_image(&map, &memory, &opts)?;
+    Ok(Resumed {
+        json: serde_json::to_value(&r)?,
+        text: r.render_text(),
+        exit_code: r.exit_code(),
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
-fn resume(_: &Cli, _: &mut hvm_restore_check::Report) -> anyhow::Result<std::convert::Infallible> {
+fn resume(_: &Cli, _: &mut hvm_restore_check::Report) -> anyhow::Result<Resumed> {
     anyhow::bail!("--resume needs KVM (Linux)")
 }
 
