@@ -10,6 +10,7 @@
 //! * [`report`]: `summary`, `validate`, `show`, `digest` — report structs
 //!   and the functions that fill them.
 //! * [`diff`]: `diff A B` — memory, vCPU and HVM record differences.
+//! * [`convert`]: any legacy dialect into migration v2 (libxc, libxl, xl).
 //! * [`text`]: the text renderers.
 //! * [`input`]: files, standard input, mapping, and the one walk over a
 //!   stream's items every report is built from.
@@ -17,6 +18,7 @@
 //! All knowledge of the format (parsing, rules, the index, the digest)
 //! lives in `hvm-format`; nothing here re-implements it.
 
+pub mod convert;
 pub mod diff;
 pub mod input;
 pub mod report;

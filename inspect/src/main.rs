@@ -106,6 +106,21 @@ enum Cmd {
         /// Second image (or -, if A is not).
         b: String,
     },
+    /// Convert any legacy image into a migration v2 stream that current
+    /// Xen restores (HVM records translated to today's layouts, magic pfns
+    /// as HVM_PARAMS, device model state as EMULATOR_CONTEXT); lists every
+    /// translation. Exit 1 if something cannot be translated.
+    Convert {
+        /// Output file.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        /// Framing: libxc (bare image), libxl (stream with emulator
+        /// record) or xl (`xl save` file).
+        #[arg(long, default_value = "xl")]
+        to: hvm_inspect::convert::Target,
+        /// The image, or - for standard input.
+        image: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,7 +187,10 @@ fn emit(g: &Global, out: String) {
 
 fn run(cli: Cli) -> Result<u8, InspectError> {
     let g = cli.global;
-    let opts = OpenOptions { word: g.word, ..Default::default() };
+    let opts = OpenOptions {
+        word: g.word,
+        ..Default::default()
+    };
     let cmd = match (cli.cmd, cli.image) {
         (Some(c), _) => c,
         (None, Some(image)) => Cmd::Summary { image },
@@ -317,6 +335,19 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 },
             );
             Ok(u8::from(!d.same))
+        }
+        Cmd::Convert { output, to, image } => {
+            let input = Input::open(&image)?;
+            let r = hvm_inspect::convert::convert(input, &output, to, opts)?;
+            emit(
+                &g,
+                if g.json {
+                    json::render("convert", &r)
+                } else {
+                    hvm_inspect::convert::render(&r)
+                },
+            );
+            Ok(0)
         }
     }
 }

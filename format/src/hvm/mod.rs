@@ -28,6 +28,7 @@ pub mod fields;
 mod framing;
 pub mod layouts;
 pub mod load;
+pub mod translate;
 mod record;
 
 pub use build::{seed_reset_blob, seed_reset_records, BlobBuilder};

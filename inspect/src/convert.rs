@@ -1,0 +1,555 @@
+//! `hvm-inspect convert IMAGE -o OUT --to libxc|libxl|xl`: any readable
+//! legacy image into a migration v2 stream current Xen restores.
+//!
+//! One streaming pass with read(2) into the reader's reused buffer: page
+//! batches become PAGE_DATA records as they arrive (one vectored write
+//! each), so memory stays at one batch plus the small parts kept for the
+//! end (vCPU contexts, the HVM blob, the device model's state). The HVM blob
+//! is translated into current layouts by `hvm_format::hvm::translate`, the
+//! magic pfns become HVM_PARAMS (synthesised from xc_hvm_build's layout
+//! where the stream never carried them), XTAB entries are dropped and the
+//! device model's state becomes libxl's EMULATOR_CONTEXT. Every such change
+//! is listed in the report; what has no v2 equivalent is an error.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use hvm_format::dialect::Dialect;
+use hvm_format::hvm::translate;
+use hvm_format::image::{open_read, ImageInfo, OpenOptions, PrefixedRead};
+use hvm_format::pfn::{PfnType, MMIO_HOLE_START};
+use hvm_format::stream::{chunk_hvm_param, chunk_name, Element, Item, Reader};
+use hvm_format::v2::libxc::{
+    DomainHeader, HvmParam, HvmParams, ImageHeader, PageDataEntry, RecordBody, TscInfo,
+};
+use hvm_format::v2::libxl::{EmulatorId, LibxlHeader, LibxlRecord, LibxlWriter};
+use hvm_format::v2::writer::Writer;
+use hvm_format::v2::xl::XlHeader;
+use hvm_format::vcpu::VcpuContext;
+use hvm_format::{Context, Error, ErrorKind};
+use serde::Serialize;
+
+use crate::input::{Input, InspectError};
+
+/// The largest device model state carried (qemu-dm's file is a few MiB,
+/// its Cirrus VRAM 8 MiB).
+pub const MAX_EMULATOR_STATE: u64 = 256 << 20;
+
+/// Which v2 framing to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// A bare libxc image (what `xc_domain_restore` reads).
+    Libxc,
+    /// libxl's stream: the libxc image plus the emulator record.
+    Libxl,
+    /// An `xl save` file: xl header, then the libxl stream.
+    Xl,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "libxc" => Ok(Target::Libxc),
+            "libxl" => Ok(Target::Libxl),
+            "xl" => Ok(Target::Xl),
+            _ => Err(format!("expected libxc, libxl or xl, found {s}")),
+        }
+    }
+}
+
+/// What `convert` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertReport {
+    /// Input as named.
+    pub input: String,
+    /// Output path.
+    pub output: String,
+    /// Output framing.
+    pub target: Target,
+    /// The input's dialect.
+    pub dialect: Dialect,
+    /// The input's toolstack word size.
+    pub word_bits: u32,
+    /// PAGE_DATA records written.
+    pub page_records: u64,
+    /// Pages written (verify resend included).
+    pub pages: u64,
+    /// Pages of the verify resend (after a VERIFY record).
+    pub verify_pages: u64,
+    /// XTAB entries dropped (pfns the saver could not map: no data).
+    pub xtab_dropped: u64,
+    /// The HVM_PARAMS written, `(index, value)`.
+    pub hvm_params: Vec<(u64, u64)>,
+    /// Every translation made, one line each.
+    pub translations: Vec<String>,
+    /// Bytes written.
+    pub bytes_written: u64,
+}
+
+/// Parts kept until the end of the stream.
+#[derive(Default)]
+struct Kept {
+    max_pfn: Option<u64>,
+    vcpus: Vec<Vec<u8>>,
+    /// File offset of the blob's first byte, and the blob.
+    blob: Option<(u64, Vec<u8>)>,
+    magic: Option<[u64; 3]>,
+    params: Vec<(u64, u64)>,
+    tsc: Option<TscInfo>,
+    device_model: Option<Vec<u8>>,
+    compressed: bool,
+}
+
+fn bad(at: u64, what: &'static str, expected: &str, found: String) -> Error {
+    Error::invalid(at, Context::root().field(what), expected, found)
+}
+
+/// Stream the page section into `w` and keep the rest.
+fn pages<R: Read, W: Write>(
+    reader: &mut Reader<R>,
+    w: &mut Writer<W>,
+    rep: &mut ConvertReport,
+    kept: &mut Kept,
+) -> hvm_format::Result<()> {
+    let mut entries: Vec<PageDataEntry> = Vec::with_capacity(1024);
+    while let Some(e) = reader.next_element()? {
+        match e {
+            Element::Item(Item::MaxPfn { value, .. }) => kept.max_pfn = Some(value),
+            Element::Item(Item::Batch(b)) => {
+                entries.clear();
+                for e in b.entries() {
+                    if e.kind() == PfnType::XTab {
+                        rep.xtab_dropped += 1;
+                    } else {
+                        entries.push(PageDataEntry::from_legacy(e));
+                    }
+                }
+                if entries.is_empty() {
+                    continue;
+                }
+                w.page_data(&entries, b.page_bytes())?;
+                rep.page_records += 1;
+                let n = b.page_count() as u64;
+                rep.pages += n;
+                if b.verify {
+                    rep.verify_pages += n;
+                }
+            }
+            Element::Item(Item::VerifyMarker { .. }) => {
+                w.record(&RecordBody::Verify)?;
+                rep.translations.push(
+                    "-1 verify marker → VERIFY record (the resend that follows is compared, not loaded)"
+                        .into(),
+                );
+            }
+            Element::Item(Item::End { .. } | Item::VcpuCount { .. }) => {}
+            Element::Item(Item::Vcpu(v)) => kept.vcpus.push(v.bytes.to_vec()),
+            Element::Item(Item::HvmBlob(h)) => kept.blob = Some((h.data_offset(), h.bytes.to_vec())),
+            Element::MagicPfns(m) => kept.magic = Some([m.ioreq, m.bufioreq, m.store]),
+            Element::SharedInfoFrame { value, .. } => rep.translations.push(format!(
+                "shared_info_frame {value:#x} dropped (an HVM guest's shared info is not restored from the stream)"
+            )),
+            Element::DeviceModel(d) => kept.device_model = Some(d.bytes.to_vec()),
+            Element::Chunk(c) => {
+                let name = chunk_name(c.id);
+                if let (Some(idx), Some(v)) = (chunk_hvm_param(c.id), c.param_value()) {
+                    kept.params.push((idx, v));
+                    rep.translations
+                        .push(format!("{} {name} → HVM_PARAMS[{idx}] = {v:#x}", c.id));
+                    continue;
+                }
+                match c.id {
+                    -2 => rep.translations.push(format!(
+                        "-2 VCPU_INFO dropped: the HVM context names the vCPUs ({} payload bytes)",
+                        c.payload.len()
+                    )),
+                    -7 => {
+                        let p = c.payload;
+                        let u32_at = |o: usize| {
+                            p.get(o..o + 4)
+                                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+                        };
+                        let nsec = p
+                            .get(4..12)
+                            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                        let t = TscInfo {
+                            mode: u32_at(0),
+                            khz: u32_at(12),
+                            nsec,
+                            incarnation: u32_at(16),
+                            reserved: 0,
+                        };
+                        rep.translations.push(format!(
+                            "-7 TSC_INFO → X86_TSC_INFO (mode {}, {} kHz)",
+                            t.mode, t.khz
+                        ));
+                        kept.tsc = Some(t);
+                    }
+                    -9 => rep
+                        .translations
+                        .push("-9 LAST_CHECKPOINT dropped (a Remus marker)".into()),
+                    -13 => kept.compressed = true,
+                    -18 if c.payload.len() == 4 => rep
+                        .translations
+                        .push("-18 TOOLSTACK (empty) dropped".into()),
+                    _ => {
+                        return Err(bad(
+                            c.offset,
+                            "chunk",
+                            "a chunk with a migration v2 equivalent",
+                            format!("{} {name} ({} bytes): no translation", c.id, c.payload.len()),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    if kept.compressed {
+        return Err(bad(
+            reader.position(),
+            "chunk",
+            "an uncompressed stream",
+            "-13 ENABLE_COMPRESSION (Remus): compressed pages cannot be converted".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// HVM_PARAMS, TSC_INFO and HVM_CONTEXT, after the pages.
+fn tail_records<W: Write>(
+    info: &ImageInfo,
+    w: &mut Writer<W>,
+    rep: &mut ConvertReport,
+    kept: &Kept,
+) -> hvm_format::Result<()> {
+    let at = w.offset();
+    if let Some(t) = kept.tsc {
+        w.record(&RecordBody::X86TscInfo(t))?;
+    }
+    let [ioreq, bufioreq, store] = match kept.magic {
+        Some(m) => {
+            rep.translations.push(format!(
+                "magic pfns → HVM_PARAMS IOREQ_PFN {:#x}, BUFIOREQ_PFN {:#x}, STORE_PFN {:#x}",
+                m[0], m[1], m[2]
+            ));
+            m
+        }
+        None => {
+            // xc_hvm_build (2007): the top three pages of RAM below 4 GiB.
+            let (top, why) = match (info.config_memory_mib(), kept.max_pfn) {
+                (Some(mib), _) => (
+                    (mib.saturating_mul(256)).min(MMIO_HOLE_START),
+                    format!("xend's memory {mib} MiB"),
+                ),
+                (None, Some(m)) => (
+                    m.saturating_add(1).min(MMIO_HOLE_START),
+                    format!("max_pfn {m:#x}"),
+                ),
+                (None, None) => {
+                    return Err(bad(
+                        at,
+                        "magic pfns",
+                        "magic pfns, a max_pfn or xend's memory",
+                        "none of them".into(),
+                    ))
+                }
+            };
+            let ioreq = top.saturating_sub(1);
+            let m = [ioreq, ioreq.saturating_sub(2), ioreq.saturating_sub(1)];
+            rep.translations.push(format!(
+                "HVM_PARAMS synthesised from xc_hvm_build's layout ({why}): IOREQ_PFN {:#x}, BUFIOREQ_PFN {:#x}, STORE_PFN {:#x}",
+                m[0], m[1], m[2]
+            ));
+            m
+        }
+    };
+    let mut params = kept.params.clone();
+    params.extend([
+        (HvmParam::IOREQ_PFN, ioreq),
+        (HvmParam::BUFIOREQ_PFN, bufioreq),
+        (HvmParam::STORE_PFN, store),
+    ]);
+    rep.hvm_params = params.clone();
+    w.record(&RecordBody::HvmParams(HvmParams {
+        reserved: 0,
+        params: params
+            .iter()
+            .map(|&(index, value)| HvmParam { index, value })
+            .collect(),
+    }))?;
+    let (blob_at, blob) = kept
+        .blob
+        .as_ref()
+        .ok_or_else(|| bad(at, "hvm blob", "an HVM context blob", "none".into()))?;
+    let vcpus = kept
+        .vcpus
+        .iter()
+        .map(|b| VcpuContext::parse_as(info.word(), b))
+        .collect::<hvm_format::Result<Vec<_>>>()?;
+    let t = translate::to_current(blob, &vcpus).map_err(|e| e.rebase(*blob_at))?;
+    if !kept.vcpus.is_empty() {
+        rep.translations.push(format!(
+            "{} libxc vCPU context(s) folded into the CPU records (HVM v2 streams carry registers only in HVM_CONTEXT)",
+            kept.vcpus.len()
+        ));
+    }
+    rep.translations.extend(t.notes);
+    w.record(&RecordBody::HvmContext(Cow::Borrowed(&t.blob)))?;
+    Ok(())
+}
+
+/// The libxc records: STATIC_DATA_END, the pages, then the tail records.
+fn body<R: Read, W: Write>(
+    info: &ImageInfo,
+    w: &mut Writer<W>,
+    rep: &mut ConvertReport,
+    kept: &mut Kept,
+    reader: &mut Reader<R>,
+) -> hvm_format::Result<()> {
+    w.record(&RecordBody::StaticDataEnd)?;
+    pages(reader, w, rep, kept)?;
+    tail_records(info, w, rep, kept)
+}
+
+/// The device model's state that follows the stream: libxl's record (read
+/// with the stream) or xend's `QemuDeviceModelRecord` + QEVM to EOF.
+fn emulator_state<R: Read>(
+    info: &ImageInfo,
+    reader: Reader<R>,
+    kept: &mut Kept,
+) -> hvm_format::Result<Option<(Vec<u8>, &'static str)>> {
+    if let Some(d) = kept.device_model.take() {
+        return Ok(Some((d, "DeviceModelRecord0002")));
+    }
+    let at = reader.position();
+    let mut r = reader.into_inner();
+    let mut rest = Vec::new();
+    (&mut r)
+        .take(MAX_EMULATOR_STATE + 22)
+        .read_to_end(&mut rest)
+        .map_err(|e| Error::new(at, Context::root().field("qemu tail"), ErrorKind::Io(e)))?;
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let Some(state) = rest.strip_prefix(b"QemuDeviceModelRecord") else {
+        return Err(bad(
+            at,
+            "trailing bytes",
+            "nothing, or xend's QemuDeviceModelRecord",
+            format!("{} unrecognised bytes", rest.len()),
+        ));
+    };
+    if state.len() as u64 > MAX_EMULATOR_STATE {
+        return Err(Error::new(
+            at + 21,
+            Context::root().field("qemu tail"),
+            ErrorKind::Oversized {
+                what: "device model state",
+                claimed: state.len() as u64,
+                remaining: MAX_EMULATOR_STATE,
+            },
+        ));
+    }
+    let _ = info;
+    Ok(Some((state.to_vec(), "QemuDeviceModelRecord")))
+}
+
+fn emulator_id(state: &[u8]) -> EmulatorId {
+    if state.starts_with(b"QEVM") {
+        EmulatorId::QemuTraditional
+    } else {
+        EmulatorId::Unknown
+    }
+}
+
+/// The xl config for a converted image: what the old image says about the
+/// domain (name and memory from xend's config, when there is one).
+fn xl_config(info: &ImageInfo) -> String {
+    let name = info
+        .xend
+        .as_ref()
+        .and_then(|x| x.config().ok())
+        .and_then(|c| c.get_str("name").map(str::to_string))
+        .unwrap_or_else(|| "converted".into());
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    let mem = info.config_memory_mib().unwrap_or(0) * 1024;
+    format!(
+        "{{\"c_info\":{{\"type\":\"hvm\",\"name\":\"{name}\"}},\"b_info\":{{\"max_memkb\":{mem},\"target_memkb\":{mem},\"type.hvm\":{{}}}}}}"
+    )
+}
+
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn write_vectored(&mut self, b: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = self.inner.write_vectored(b)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Convert `input` into `out` with `target` framing.
+pub fn convert(
+    input: Input,
+    out: &Path,
+    target: Target,
+    opts: OpenOptions,
+) -> Result<ConvertReport, InspectError> {
+    let name = input.name().to_string();
+    let opts = OpenOptions {
+        len: input.len(),
+        ..opts
+    };
+    let (info, reader) =
+        open_read(input.into_read(), opts).map_err(|e| InspectError::image(&name, e))?;
+    let io = |source| InspectError::Io {
+        path: out.display().to_string(),
+        source,
+    };
+    let file = File::create(out).map_err(io)?;
+    let r = convert_stream(&name, out, info, reader, file, target);
+    if r.is_err() {
+        let _ = std::fs::remove_file(out);
+    }
+    r
+}
+
+/// [`convert`] from an opened reader into any sink.
+pub fn convert_stream<R: Read, W: Write>(
+    name: &str,
+    out: &Path,
+    info: ImageInfo,
+    mut reader: Reader<PrefixedRead<R>>,
+    sink: W,
+    target: Target,
+) -> Result<ConvertReport, InspectError> {
+    let img = |e| InspectError::image(name, e);
+    let mut rep = ConvertReport {
+        input: name.to_string(),
+        output: out.display().to_string(),
+        target,
+        dialect: info.detection.dialect,
+        word_bits: info.word().bits(),
+        page_records: 0,
+        pages: 0,
+        verify_pages: 0,
+        xtab_dropped: 0,
+        hvm_params: Vec::new(),
+        translations: Vec::new(),
+        bytes_written: 0,
+    };
+    let mut kept = Kept::default();
+    let mut sink = Counting { inner: sink, n: 0 };
+    let image = ImageHeader::new(3);
+    let domain = DomainHeader::hvm(0, 0);
+    match target {
+        Target::Libxc => {
+            let mut w = Writer::new(&mut sink, image, domain).map_err(img)?;
+            body(&info, &mut w, &mut rep, &mut kept, &mut reader).map_err(img)?;
+            w.end().map_err(img)?;
+            drop(w);
+            if let Some((state, from)) = emulator_state(&info, reader, &mut kept).map_err(img)? {
+                let at = sink.n;
+                let ctx = || Context::root().field("device model record");
+                let len = u32::try_from(state.len()).unwrap_or(u32::MAX);
+                for part in [&b"DeviceModelRecord0002"[..], &len.to_le_bytes(), &state] {
+                    sink.write_all(part)
+                        .map_err(|e| img(Error::new(at, ctx(), ErrorKind::Io(e))))?;
+                }
+                rep.translations.push(format!(
+                    "{from} ({} bytes) appended after END as DeviceModelRecord0002 (as convert-legacy-stream does for libxc output)",
+                    state.len()
+                ));
+            }
+        }
+        Target::Libxl | Target::Xl => {
+            let offset = if target == Target::Xl {
+                let h = XlHeader::with_json_config(&xl_config(&info));
+                rep.translations.push(
+                    "xl header with a JSON config synthesised from the old image (name, memory)"
+                        .into(),
+                );
+                h.write(&mut sink).map_err(img)?
+            } else {
+                0
+            };
+            let mut lw =
+                LibxlWriter::with_offset(&mut sink, offset, LibxlHeader::new(true)).map_err(img)?;
+            lw.libxc(image, domain, |w| {
+                body(&info, w, &mut rep, &mut kept, &mut reader)
+            })
+            .map_err(img)?;
+            if let Some((state, from)) = emulator_state(&info, reader, &mut kept).map_err(img)? {
+                let emulator = emulator_id(&state);
+                rep.translations.push(format!(
+                    "{from} ({} bytes) → EMULATOR_CONTEXT ({})",
+                    state.len(),
+                    if emulator == EmulatorId::QemuTraditional {
+                        "qemu-traditional: a QEVM file"
+                    } else {
+                        "emulator unknown"
+                    }
+                ));
+                lw.record(&LibxlRecord::EmulatorContext {
+                    emulator,
+                    index: 0,
+                    data: Cow::Owned(state),
+                })
+                .map_err(img)?;
+            }
+            lw.finish().map_err(img)?;
+        }
+    }
+    sink.flush()
+        .map_err(|e| img(Error::new(sink.n, Context::root(), ErrorKind::Io(e))))?;
+    rep.bytes_written = sink.n;
+    Ok(rep)
+}
+
+/// The report as text.
+pub fn render(r: &ConvertReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "{} → {} ({:?})", r.input, r.output, r.target);
+    let _ = writeln!(
+        o,
+        "dialect      {} ({}-bit toolstack)",
+        r.dialect.describe(),
+        r.word_bits
+    );
+    let _ = writeln!(
+        o,
+        "pages        {} in {} PAGE_DATA records ({} verify), {} XTAB entries dropped",
+        r.pages, r.page_records, r.verify_pages, r.xtab_dropped
+    );
+    let params: Vec<String> = r
+        .hvm_params
+        .iter()
+        .map(|(i, v)| format!("{i}={v:#x}"))
+        .collect();
+    let _ = writeln!(o, "hvm params   {}", params.join(" "));
+    let _ = writeln!(o, "written      {} bytes", r.bytes_written);
+    let _ = writeln!(o, "translations {}", r.translations.len());
+    for t in &r.translations {
+        let _ = writeln!(o, "  - {t}");
+    }
+    o
+}
