@@ -14,8 +14,11 @@ use crate::envelope::{self, EnvelopeKind, QemuTail, Sniffed, XendHeader, LIBVIRT
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::legacy::libvirt::LibvirtHeader;
 use crate::pfn::WordSize;
-use crate::stream::{Layout, Reader, SliceReader};
+use crate::stream::{
+    Batch, DeviceModel, Element, HvmBlob, Item, Layout, MagicPfns, Reader, SliceReader,
+};
 use crate::v2::XlHeader;
+use crate::v2::{LibxlItem, LibxlRecord, RecordBody};
 
 /// How much of a pipe is buffered for sniffing and dialect detection.
 pub const PREFIX_LEN: usize = 8 << 20;
@@ -337,4 +340,308 @@ pub fn read_tail<R: Read>(info: &ImageInfo, reader: Reader<R>) -> Result<Tail> {
         offset: at,
         len: got as u64 + rest,
     })
+}
+
+// ------------------------------------------------------------------ v2
+
+/// A migration v2 image (bare libxc, libxl, or inside an xl or libvirt
+/// header) seen as the legacy [`Element`]s, so every consumer of legacy
+/// streams (summary, the index, the digest) reads it unchanged: PAGE_DATA is
+/// a batch whose pages keep their file offsets, HVM_CONTEXT the HVM blob,
+/// VERIFY the verify marker, HVM_PARAMS the magic pfns and EMULATOR_CONTEXT
+/// the device model record.
+pub struct V2Elements<R> {
+    src: V2Source<R>,
+    /// Legacy-form pfn words of the current PAGE_DATA.
+    pfns: Vec<u8>,
+    batches: u64,
+    verify: bool,
+}
+
+enum V2Source<R> {
+    Libxc(crate::v2::Reader<R>, bool),
+    Libxl(crate::v2::LibxlReader<R>),
+}
+
+impl<R: Read> V2Elements<R> {
+    /// File offset of the next byte.
+    pub fn position(&self) -> u64 {
+        match &self.src {
+            V2Source::Libxc(r, _) => r.offset(),
+            V2Source::Libxl(r) => r.offset(),
+        }
+    }
+
+    /// The next element, or `None` after the final END.
+    pub fn next_element(&mut self) -> Result<Option<Element<'_>>> {
+        let V2Elements {
+            src,
+            pfns,
+            batches,
+            verify,
+        } = self;
+        let rec = match src {
+            V2Source::Libxc(r, done) => {
+                if *done {
+                    return Ok(None);
+                }
+                match r.next_record()? {
+                    Some(rec) => {
+                        *done = matches!(rec.body, RecordBody::End);
+                        rec
+                    }
+                    None => return Ok(None),
+                }
+            }
+            V2Source::Libxl(r) => match r.next_item()? {
+                None => return Ok(None),
+                Some(LibxlItem::LibxcHeaders { offset, .. }) => {
+                    return Ok(Some(Element::V2Record {
+                        offset,
+                        name: "libxc image and domain headers",
+                        len: 40,
+                    }))
+                }
+                Some(LibxlItem::Libxc(rec)) => rec,
+                Some(LibxlItem::Record { offset, record, .. }) => {
+                    return Ok(Some(match record {
+                        LibxlRecord::EmulatorContext { data, .. } => {
+                            let bytes: &[u8] = match data {
+                                std::borrow::Cow::Borrowed(b) => b,
+                                std::borrow::Cow::Owned(_) => &[],
+                            };
+                            Element::DeviceModel(DeviceModel {
+                                offset,
+                                data_offset: offset + 16,
+                                bytes,
+                            })
+                        }
+                        other => Element::V2Record {
+                            offset,
+                            name: other.rtype().name().unwrap_or("libxl UNKNOWN"),
+                            len: 0,
+                        },
+                    }));
+                }
+            },
+        };
+        v2_element(rec, pfns, batches, verify).map(Some)
+    }
+}
+
+/// One libxc record as an element.
+fn v2_element<'a>(
+    rec: crate::v2::Record<'a>,
+    pfns: &'a mut Vec<u8>,
+    batches: &mut u64,
+    verify: &mut bool,
+) -> Result<Element<'a>> {
+    let offset = rec.offset;
+    let body_at = offset + 8;
+    Ok(match rec.body {
+        RecordBody::PageData(p) => {
+            pfns.clear();
+            for (i, e) in p.entries.iter().enumerate() {
+                let pfn = e.pfn().0;
+                let nib = e.type_nibble();
+                // The legacy model carries data only for untyped entries.
+                if pfn >= 1 << 28 || (nib != 0 && e.has_data()) {
+                    return Err(Error::invalid(
+                        body_at + 8 + 8 * i as u64,
+                        Context::root()
+                            .index("record", rec.index)
+                            .index("pfn", i as u64),
+                        "an HVM pfn below 2^28 of type NOTAB, XTAB, XALLOC or BROKEN",
+                        format!("{e}"),
+                    ));
+                }
+                let word = (u64::from(nib) << 28) | pfn;
+                pfns.extend_from_slice(&word.to_le_bytes());
+            }
+            let pages: &'a [u8] = match p.pages {
+                std::borrow::Cow::Borrowed(b) => b,
+                std::borrow::Cow::Owned(_) => &[],
+            };
+            let index = *batches;
+            *batches += 1;
+            Element::Item(Item::Batch(Batch {
+                offset: body_at + 4,
+                index,
+                verify: *verify,
+                word: WordSize::W64,
+                pfn_bytes: &pfns[..],
+                pages,
+            }))
+        }
+        RecordBody::Verify => {
+            *verify = true;
+            Element::Item(Item::VerifyMarker { offset })
+        }
+        RecordBody::HvmContext(b) => match b {
+            std::borrow::Cow::Borrowed(bytes) => Element::Item(Item::HvmBlob(HvmBlob {
+                offset: body_at - 4,
+                bytes,
+            })),
+            std::borrow::Cow::Owned(_) => Element::V2Record {
+                offset,
+                name: "HVM_CONTEXT",
+                len: 0,
+            },
+        },
+        RecordBody::End => Element::Item(Item::End { offset }),
+        RecordBody::HvmParams(ref ps) => {
+            let get = |i| ps.params.iter().find(|p| p.index == i).map(|p| p.value);
+            match (
+                get(crate::v2::HvmParam::IOREQ_PFN),
+                get(crate::v2::HvmParam::BUFIOREQ_PFN),
+                get(crate::v2::HvmParam::STORE_PFN),
+            ) {
+                (Some(ioreq), Some(bufioreq), Some(store)) => Element::MagicPfns(MagicPfns {
+                    offset: body_at,
+                    ioreq,
+                    bufioreq,
+                    store,
+                }),
+                _ => Element::V2Record {
+                    offset,
+                    name: "HVM_PARAMS",
+                    len: 8 + 16 * ps.params.len() as u64,
+                },
+            }
+        }
+        other => Element::V2Record {
+            offset,
+            name: other.rtype().name().unwrap_or("UNKNOWN"),
+            len: other.encoded_len(),
+        },
+    })
+}
+
+/// A reader of any image: a legacy stream, or a v2 image seen as elements.
+pub enum AnyReader<R> {
+    /// Every legacy dialect (the sniffed prefix, then [`open_read`]'s).
+    Legacy(Reader<PrefixedRead<PrefixedRead<R>>>),
+    /// Migration v2 (libxc, libxl, xl).
+    V2(V2Elements<PrefixedRead<R>>),
+}
+
+impl<R: Read> AnyReader<R> {
+    /// The next element, or `None` at the end of the stream.
+    pub fn next_element(&mut self) -> Result<Option<Element<'_>>> {
+        match self {
+            AnyReader::Legacy(r) => r.next_element(),
+            AnyReader::V2(r) => r.next_element(),
+        }
+    }
+
+    /// File offset of the next unread byte.
+    pub fn position(&self) -> u64 {
+        match self {
+            AnyReader::Legacy(r) => r.position(),
+            AnyReader::V2(r) => r.position(),
+        }
+    }
+}
+
+/// True when `prefix` starts a migration v2 image in any framing (bare
+/// libxc, libxl, xl with STREAMv2, or libvirt's libxl header before one).
+pub fn is_v2(prefix: &[u8]) -> bool {
+    v2_start(prefix).is_some()
+}
+
+/// Where the v2 image starts and whether it is libxl-framed.
+fn v2_start(p: &[u8]) -> Option<(u64, bool)> {
+    let at = |o: usize| -> Option<(u64, bool)> {
+        let rest = p.get(o..)?;
+        if rest.starts_with(b"LibxlFmt") {
+            Some((o as u64, true))
+        } else if rest.get(..8) == Some(&[0xFF; 8][..]) && rest.get(8..12) == Some(b"XENF") {
+            Some((o as u64, false))
+        } else {
+            None
+        }
+    };
+    if p.starts_with(&XlHeader::MAGIC) {
+        let opt = u32::from_le_bytes(p.get(44..48)?.try_into().ok()?) as usize;
+        return at(XlHeader::FIXED_SIZE + opt);
+    }
+    if p.starts_with(LIBVIRT_LIBXL_MAGIC) {
+        let xml = u32::from_le_bytes(p.get(20..24)?.try_into().ok()?) as usize;
+        return at(LibvirtHeader::FIXED_SIZE + xml);
+    }
+    at(0)
+}
+
+/// Open any image from a `Read`: legacy dialects as [`open_read`], v2
+/// images (any framing) as [`V2Elements`].
+pub fn open_any_read<R: Read>(mut r: R, opts: OpenOptions) -> Result<(ImageInfo, AnyReader<R>)> {
+    let mut prefix = Vec::new();
+    (&mut r)
+        .take(1 << 16)
+        .read_to_end(&mut prefix)
+        .map_err(|e| Error::new(0, Context::root(), ErrorKind::Io(e)))?;
+    let Some((start, libxl)) = v2_start(&prefix) else {
+        let (info, reader) = open_read(Cursor::new(prefix).chain(r), opts)?;
+        return Ok((info, AnyReader::Legacy(reader)));
+    };
+    let sniffed = envelope::sniff(&prefix);
+    let total = opts.len;
+    let mut cur = Cursor::new(prefix);
+    let (mut xl, mut libvirt) = (None, None);
+    if sniffed.kind == EnvelopeKind::Xl {
+        xl = Some(XlHeader::read(&mut cur)?);
+    } else if sniffed.kind == EnvelopeKind::LibvirtXml {
+        libvirt = Some(LibvirtHeader::read(&mut cur, total)?);
+    }
+    cur.set_position(start);
+    let input: PrefixedRead<R> = cur.chain(r);
+    let src = if libxl {
+        V2Source::Libxl(crate::v2::LibxlReader::with_offset(input, start)?)
+    } else {
+        V2Source::Libxc(crate::v2::Reader::with_offset(input, start)?, false)
+    };
+    let framing = match (&xl, libxl) {
+        (Some(_), _) => "xl",
+        (None, true) => "libxl",
+        (None, false) => "libxc",
+    };
+    let detection = Detection {
+        dialect: Dialect::V2,
+        word: WordSize::W64,
+        evidence: vec![format!(
+            "migration v2 ({framing} framing) at byte {start}: {}",
+            if libxl {
+                "'LibxlFmt' header"
+            } else {
+                "all-ones marker and 'XENF'"
+            }
+        )],
+        complete: true,
+    };
+    Ok((
+        ImageInfo {
+            envelope: sniffed,
+            xend: None,
+            xl,
+            libvirt,
+            stream_offset: start,
+            detection,
+            layout: Layout::of(Dialect::V2),
+            file_len: total,
+        },
+        AnyReader::V2(V2Elements {
+            src,
+            pfns: Vec::with_capacity(8 * 1024),
+            batches: 0,
+            verify: false,
+        }),
+    ))
+}
+
+/// The tail after an [`AnyReader`] that returned `None`.
+pub fn read_any_tail<R: Read>(info: &ImageInfo, reader: AnyReader<R>) -> Result<Tail> {
+    match reader {
+        AnyReader::Legacy(r) => read_tail(info, r),
+        AnyReader::V2(_) => Ok(Tail::None),
+    }
 }

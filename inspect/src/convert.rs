@@ -154,6 +154,14 @@ fn pages<R: Read, W: Write>(
                 "shared_info_frame {value:#x} dropped (an HVM guest's shared info is not restored from the stream)"
             )),
             Element::DeviceModel(d) => kept.device_model = Some(d.bytes.to_vec()),
+            Element::V2Record { offset, name, .. } => {
+                return Err(bad(
+                    offset,
+                    "record",
+                    "a legacy stream (the input is already migration v2)",
+                    name.to_string(),
+                ))
+            }
             Element::Chunk(c) => {
                 let name = chunk_name(c.id);
                 if let (Some(idx), Some(v)) = (chunk_hvm_param(c.id), c.param_value()) {

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use hvm_format::image::{
-    open_read, open_slice, read_tail, slice_tail, ImageInfo, OpenOptions, Tail,
+    is_v2, open_any_read, open_slice, read_any_tail, slice_tail, ImageInfo, OpenOptions, Tail,
 };
 use hvm_format::stream::{Element, Item};
 use hvm_format::{Error, ErrorKind};
@@ -279,7 +279,8 @@ pub fn walk_read<R: Read, V: Visit>(
         reported: 0,
         progress,
     };
-    let (info, mut reader) = open_read(counting, opts).map_err(|e| InspectError::image(name, e))?;
+    let (info, mut reader) =
+        open_any_read(counting, opts).map_err(|e| InspectError::image(name, e))?;
     let mut v = make(&info);
     let mut error = None;
     loop {
@@ -293,7 +294,7 @@ pub fn walk_read<R: Read, V: Visit>(
         }
     }
     let tail = if error.is_none() {
-        match read_tail(&info, reader) {
+        match read_any_tail(&info, reader) {
             Ok(t) => Some(t),
             Err(e) => {
                 error = Some(e);
@@ -314,6 +315,15 @@ pub fn walk_slice<V: Visit>(
     progress: Progress<'_>,
     make: impl FnOnce(&ImageInfo) -> V,
 ) -> Result<(Walked, V), InspectError> {
+    if is_v2(data) {
+        // v2 records are re-framed into elements through a buffer; page
+        // offsets still point into `data`.
+        let opts = OpenOptions {
+            len: Some(data.len() as u64),
+            ..opts
+        };
+        return walk_read(name, data, opts, progress, make);
+    }
     let (info, mut reader) = open_slice(data, opts).map_err(|e| InspectError::image(name, e))?;
     let mut v = make(&info);
     let mut error = None;

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use hvm_format::dialect::Dialect;
 use hvm_format::digest::{hex, parallel_digest, vcpu_digest};
 use hvm_format::envelope::{EnvelopeKind, QevmSection};
 use hvm_format::hvm::{size_eras, Field, HvmBlob, HvmRecord};
@@ -347,11 +348,53 @@ impl VerdictReport {
     }
 }
 
-fn checker_for(info: &ImageInfo, opts: CheckOptions) -> StreamChecker {
-    StreamChecker::new(info.word(), opts, info.config_memory_mib())
+fn checker_for(info: &ImageInfo, opts: CheckOptions) -> Checker {
+    Checker {
+        inner: StreamChecker::new(info.word(), opts, info.config_memory_mib()),
+        implied: !matches!(
+            info.detection.dialect,
+            Dialect::Seed | Dialect::Mar2007 | Dialect::Apr2007MagicPfns | Dialect::Apr2007NoMaxPfn
+        ),
+        vcpus_seen: 0,
+    }
 }
 
-fn finish_checker(mut c: StreamChecker, walked: &Walked, reached_blob: bool) -> VerdictReport {
+/// The rules' checker, told the vCPU count in dialects whose stream has no
+/// `nr_vcpus` before the HVM blob (3.1–4.5 and v2: the CPU records name the
+/// vCPUs; Apr 2007: the -2 map; Jan 2007: it comes after the blob), so the
+/// current-Xen check knows which vCPU instances exist.
+struct Checker {
+    inner: StreamChecker,
+    implied: bool,
+    vcpus_seen: u32,
+}
+
+impl Checker {
+    fn item(&mut self, item: &Item<'_>) {
+        match item {
+            Item::Vcpu(_) => self.vcpus_seen += 1,
+            Item::HvmBlob(h) if self.implied => {
+                let cpus = hvm_format::hvm::HvmBlob::parse(h.bytes)
+                    .map(|b| {
+                        b.of_type(hvm_format::hvm::code::CPU)
+                            .map(|r| u32::from(r.instance) + 1)
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .unwrap_or(0);
+                self.inner.item(&Item::VcpuCount {
+                    offset: h.offset,
+                    count: cpus.max(self.vcpus_seen),
+                });
+            }
+            _ => {}
+        }
+        self.inner.item(item);
+    }
+}
+
+fn finish_checker(c: Checker, walked: &Walked, reached_blob: bool) -> VerdictReport {
+    let mut c = c.inner;
     if let Some(e) = &walked.error {
         c.structure_error(e);
     }
@@ -413,9 +456,12 @@ pub struct Summary {
     /// Jan–Mar 2007's trailing `shared_info_frame`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_info_frame: Option<u32>,
-    /// libxl's `DeviceModelRecord0002`.
+    /// libxl's `DeviceModelRecord0002` (or a v2 EMULATOR_CONTEXT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_model: Option<DeviceModelReport>,
+    /// Migration v2 records without a legacy counterpart, in stream order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub v2_records: Vec<V2RecordReport>,
 }
 
 /// One negative chunk.
@@ -465,6 +511,18 @@ pub(crate) struct Extras {
     pub magic_pfns: Option<MagicPfnsReport>,
     pub shared_info_frame: Option<u32>,
     pub device_model: Option<DeviceModelReport>,
+    pub v2_records: Vec<V2RecordReport>,
+}
+
+/// A v2 record without a legacy counterpart.
+#[derive(Debug, Clone, Serialize)]
+pub struct V2RecordReport {
+    /// File offset of the record header.
+    pub offset: u64,
+    /// The record type's name.
+    pub name: &'static str,
+    /// Body length.
+    pub len: u64,
 }
 
 impl Extras {
@@ -472,6 +530,11 @@ impl Extras {
     pub(crate) fn element(&mut self, e: &Element<'_>) -> bool {
         match e {
             Element::Item(_) => return false,
+            Element::V2Record { offset, name, len } => self.v2_records.push(V2RecordReport {
+                offset: *offset,
+                name,
+                len: *len,
+            }),
             Element::Chunk(c) => self.chunks.push(ChunkReport {
                 offset: c.offset,
                 id: c.id,
@@ -501,7 +564,7 @@ impl Extras {
 }
 
 struct SummaryVisit {
-    checker: StreamChecker,
+    checker: Checker,
     tracker: Option<PassTracker>,
     distinct: PfnSet,
     word: hvm_format::WordSize,
@@ -611,6 +674,7 @@ pub fn summary(
         magic_pfns: v.extras.magic_pfns,
         shared_info_frame: v.extras.shared_info_frame,
         device_model: v.extras.device_model,
+        v2_records: v.extras.v2_records,
     })
 }
 
@@ -630,7 +694,7 @@ pub struct Validation {
     pub verdict: VerdictReport,
 }
 
-struct CheckVisit(StreamChecker, bool);
+struct CheckVisit(Checker, bool);
 
 impl Visit for CheckVisit {
     fn item(&mut self, item: &Item<'_>) {

@@ -389,6 +389,7 @@ impl<W: Write> Writer<W> {
             Element::MagicPfns(m) => self.magic_pfns(m.ioreq, m.bufioreq, m.store),
             Element::SharedInfoFrame { value, .. } => self.shared_info_frame(*value),
             Element::DeviceModel(d) => self.device_model(d.bytes),
+            Element::V2Record { name, .. } => Err(self.refuse(name)),
         }
     }
 

@@ -203,8 +203,16 @@ pub enum Element<'a> {
     /// The u32 `shared_info_frame` that ends Jan–Mar 2007 streams.
     SharedInfoFrame { offset: u64, value: u32 },
     /// `DeviceModelRecord0002` + u32 length + the device model's state
-    /// (libxl, Xen 4.1–4.5; the xl file of Xen ≤ 4.5).
+    /// (libxl, Xen 4.1–4.5; the xl file of Xen ≤ 4.5), or a v2 stream's
+    /// EMULATOR_CONTEXT.
     DeviceModel(DeviceModel<'a>),
+    /// A migration v2 record with no legacy counterpart (viewing a v2
+    /// image as elements: TSC_INFO, STATIC_DATA_END, policies, …).
+    V2Record {
+        offset: u64,
+        name: &'static str,
+        len: u64,
+    },
 }
 
 impl<'a> Element<'a> {
@@ -216,6 +224,7 @@ impl<'a> Element<'a> {
             Element::MagicPfns(m) => m.offset,
             Element::SharedInfoFrame { offset, .. } => *offset,
             Element::DeviceModel(d) => d.offset,
+            Element::V2Record { offset, .. } => *offset,
         }
     }
 
@@ -235,6 +244,7 @@ impl<'a> Element<'a> {
             Element::MagicPfns(_) => "magic pfns",
             Element::SharedInfoFrame { .. } => "shared_info_frame",
             Element::DeviceModel(_) => "device model record",
+            Element::V2Record { name, .. } => name,
         }
     }
 }
@@ -335,15 +345,11 @@ pub struct MagicPfns {
 /// libxl's device model record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceModel<'a> {
-    /// Offset of the `DeviceModelRecord0002` signature.
+    /// Offset of the `DeviceModelRecord0002` signature (or of the v2
+    /// record header).
     pub offset: u64,
+    /// File offset of the state's first byte.
+    pub data_offset: u64,
     /// The device model's state (a QEVM file for qemu-traditional).
     pub bytes: &'a [u8],
-}
-
-impl DeviceModel<'_> {
-    /// File offset of the state's first byte.
-    pub fn data_offset(&self) -> u64 {
-        self.offset + 25
-    }
 }

@@ -40,6 +40,7 @@ fn resolve_element<'a>(raw: RawItem, word: WordSize, store: &'a [u8]) -> Element
         RawItem::SharedInfoFrame { offset, value } => Element::SharedInfoFrame { offset, value },
         RawItem::DeviceModel { offset, bytes } => Element::DeviceModel(DeviceModel {
             offset,
+            data_offset: offset + 25,
             bytes: get(bytes),
         }),
         other => Element::Item(resolve(other, word, store)),
