@@ -343,6 +343,23 @@ fn emulator_state<R: Read>(
     if rest.is_empty() {
         return Ok(None);
     }
+    // On a pipe the reader cannot know that libxl's record follows.
+    if let Some(r) = rest.strip_prefix(b"DeviceModelRecord0002") {
+        let len = r
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize);
+        return match (len, r.get(4..)) {
+            (Some(n), Some(state)) if state.len() == n => {
+                Ok(Some((state.to_vec(), "DeviceModelRecord0002")))
+            }
+            _ => Err(bad(
+                at,
+                "device model record",
+                "u32 length + exactly that many bytes to the end",
+                format!("{} bytes after the signature", r.len()),
+            )),
+        };
+    }
     let Some(state) = rest.strip_prefix(b"QemuDeviceModelRecord") else {
         return Err(bad(
             at,

@@ -109,6 +109,8 @@ pub(crate) trait Input {
     fn bulk(&mut self, len: u64, what: &'static str, ctx: &dyn Fn() -> Context) -> Result<Span>;
     /// The bytes of a span taken since the last `begin_item`.
     fn bytes(&self, span: Span) -> &[u8];
+    /// Bytes left before the end of the input, when the input knows its end.
+    fn remaining(&self) -> Option<u64>;
 }
 
 /// Where the grammar is.
@@ -340,7 +342,7 @@ impl Grammar {
                 let bytes = input.bulk(len as u64, "hvm blob", &|| {
                     Context::root().field("hvm blob")
                 })?;
-                self.state = self.after_blob();
+                self.state = self.after_blob_at(input);
                 RawItem::HvmBlob { offset, bytes }
             }
         };
@@ -364,6 +366,22 @@ impl Grammar {
             _ if self.layout.shared_info_frame => State::SharedInfoFrame,
             _ if self.layout.device_model => State::DeviceModel,
             _ => State::Done,
+        }
+    }
+
+    /// After the HVM blob of a 3.1–4.5 stream, bytes before a known end of
+    /// input can only be libxl's device model record: read it as one.
+    fn after_blob_at<I: Input>(&self, input: &I) -> State {
+        match self.after_blob() {
+            State::Done
+                if self.layout.dialect == Dialect::Legacy
+                    && input
+                        .remaining()
+                        .is_some_and(|r| r >= DM_RECORD_0002.len() as u64 + 4) =>
+            {
+                State::DeviceModel
+            }
+            s => s,
         }
     }
 

@@ -139,6 +139,10 @@ impl Input for SliceInput<'_> {
     fn bytes(&self, span: Span) -> &[u8] {
         &self.data[span.start..span.start + span.len]
     }
+
+    fn remaining(&self) -> Option<u64> {
+        Some((self.data.len() - self.pos) as u64)
+    }
 }
 
 /// Zero-copy reader over a byte slice (an mmap'd file or an in-memory
@@ -306,6 +310,10 @@ impl<R: Read> Input for ReadInput<R> {
 
     fn bytes(&self, span: Span) -> &[u8] {
         &self.buf[span.start..span.start + span.len]
+    }
+
+    fn remaining(&self) -> Option<u64> {
+        self.end.map(|e| e.saturating_sub(self.pos))
     }
 }
 
