@@ -2,7 +2,8 @@
 //! dialect (every legacy layout of format-notes §7), then a stream reader
 //! positioned at the libxc stream with file offsets, for a whole file in
 //! memory (mmap) or for any `Read` (standard input). Migration v2 images are
-//! read by [`crate::v2`]; [`open_v2_slice`] finds one inside its envelope.
+//! read by [`crate::v2`]; [`open_any_read`] finds one inside its envelope
+//! and presents it as the same elements.
 //!
 //! Consumers call [`open_slice`] or [`open_read`], pull items from the
 //! reader, then ask for the [`Tail`] (xend's qemu record, or trailing bytes).
@@ -153,6 +154,24 @@ fn read_headers<R: Read>(
     Ok(h)
 }
 
+/// Detection on a prefix that never reached the tail guesses the seed when
+/// it saw no negative chunk; a leading word that is a round page count
+/// (p2m_size) rather than an inclusive max pfn points to Xen 3.1–4.5.
+fn refine_prefix_guess(det: &mut Detection, stream: &[u8]) {
+    if det.complete || det.dialect != Dialect::Seed {
+        return;
+    }
+    let Some(first) = stream.get(..det.word.bytes()).map(|b| det.word.read(b)) else {
+        return;
+    };
+    if first != 0 && first & 0xFF == 0 {
+        det.dialect = Dialect::Legacy;
+        det.evidence.push(format!(
+            "the tail was not reached; first word {first:#x} is a round page count (p2m_size), so Xen 3.1–4.5 rather than the seed's inclusive max_pfn"
+        ));
+    }
+}
+
 /// The layout to read `det`'s dialect with, deciding the optional parts
 /// (libxl's device model record, Jan 2007's shared_info_frame) from the
 /// envelope and, when the whole stream is at hand, from what follows it.
@@ -212,6 +231,7 @@ pub fn open_slice(data: &[u8], opts: OpenOptions) -> Result<(ImageInfo, SliceRea
             .push(format!("word size forced to {w} by the caller"));
     }
     check_dialect(&detection, h.stream_offset)?;
+    refine_prefix_guess(&mut detection, stream);
     let layout = layout_for(&mut detection, &h, Some(stream));
     let reader = SliceReader::with_layout(stream, detection.word, h.stream_offset, layout);
     Ok((
@@ -288,6 +308,9 @@ pub fn open_read<R: Read>(
             .push(format!("word size forced to {w} by the caller"));
     }
     check_dialect(&detection, h.stream_offset)?;
+    if !whole {
+        refine_prefix_guess(&mut detection, stream);
+    }
     let layout = layout_for(&mut detection, &h, whole.then_some(stream));
     let file_len = total;
     let mut reader = Reader::with_layout(cur.chain(r), detection.word, h.stream_offset, layout);
@@ -429,6 +452,17 @@ impl<R: Read> V2Elements<R> {
     }
 }
 
+/// The v2 readers lend bodies from their buffer; an owned body would mean
+/// they changed, and must not turn into empty data silently.
+fn not_borrowed(offset: u64) -> Error {
+    Error::invalid(
+        offset,
+        Context::root().field("v2 record"),
+        "a body borrowed from the reader's buffer",
+        "an owned copy",
+    )
+}
+
 /// One libxc record as an element.
 fn v2_element<'a>(
     rec: crate::v2::Record<'a>,
@@ -458,9 +492,8 @@ fn v2_element<'a>(
                 let word = (u64::from(nib) << 28) | pfn;
                 pfns.extend_from_slice(&word.to_le_bytes());
             }
-            let pages: &'a [u8] = match p.pages {
-                std::borrow::Cow::Borrowed(b) => b,
-                std::borrow::Cow::Owned(_) => &[],
+            let std::borrow::Cow::Borrowed(pages) = p.pages else {
+                return Err(not_borrowed(offset));
             };
             let index = *batches;
             *batches += 1;
@@ -477,17 +510,15 @@ fn v2_element<'a>(
             *verify = true;
             Element::Item(Item::VerifyMarker { offset })
         }
-        RecordBody::HvmContext(b) => match b {
-            std::borrow::Cow::Borrowed(bytes) => Element::Item(Item::HvmBlob(HvmBlob {
+        RecordBody::HvmContext(b) => {
+            let std::borrow::Cow::Borrowed(bytes) = b else {
+                return Err(not_borrowed(offset));
+            };
+            Element::Item(Item::HvmBlob(HvmBlob {
                 offset: body_at - 4,
                 bytes,
-            })),
-            std::borrow::Cow::Owned(_) => Element::V2Record {
-                offset,
-                name: "HVM_CONTEXT",
-                len: 0,
-            },
-        },
+            }))
+        }
         RecordBody::End => Element::Item(Item::End { offset }),
         RecordBody::HvmParams(ref ps) => {
             let get = |i| ps.params.iter().find(|p| p.index == i).map(|p| p.value);
