@@ -10,8 +10,9 @@ use hvm_format::WordSize;
 use hvm_inspect::report::{self, ShowWhat};
 use hvm_inspect::{diff, json, text, Input, InspectError};
 
-/// Look inside Xen HVM save images (xc_hvm_save of 2007 and its xend
-/// envelope) without Xen.
+/// Look inside Xen HVM save images without Xen: every legacy dialect (the
+/// 2007 layouts, Xen 3.1–4.5) in xend, xl or libvirt files, and migration v2
+/// (libxc, libxl, xl); convert any of them to v2.
 ///
 /// Without a subcommand, `hvm-inspect IMAGE` prints the summary. IMAGE may be
 /// `-` for standard input everywhere (for `diff`, at most one of A and B).

@@ -404,6 +404,43 @@ fn finish_checker(c: Checker, walked: &Walked, reached_blob: bool) -> VerdictRep
     VerdictReport::new(c.finish(), reached_blob)
 }
 
+/// Add what Xen's `verify-stream-v2` checks (`hvm_format::v2::validate`)
+/// to a v2 image's verdict, in the image's own framing.
+fn v2_findings(
+    name: &str,
+    info: &ImageInfo,
+    verdict: &mut VerdictReport,
+) -> Result<(), InspectError> {
+    let m = Input::open(name)?.map()?;
+    let data = m.bytes();
+    let found = if info.xl.is_some() {
+        hvm_format::v2::validate_xl(data)
+    } else {
+        let at = info.stream_offset as usize;
+        let rest = data.get(at..).unwrap_or_default();
+        let mut f = if rest.starts_with(b"LibxlFmt") {
+            hvm_format::v2::validate_libxl(rest)
+        } else {
+            hvm_format::v2::validate_libxc(rest)
+        };
+        for x in &mut f {
+            x.offset += at as u64;
+        }
+        f
+    };
+    for f in found {
+        match f.severity {
+            hvm_format::rules::Severity::Error => verdict.errors += 1,
+            hvm_format::rules::Severity::Warning => verdict.warnings += 1,
+            hvm_format::rules::Severity::Info => {}
+        }
+        verdict.findings.push(f);
+    }
+    verdict.findings.sort_by_key(|f| f.offset);
+    verdict.valid = verdict.errors == 0;
+    Ok(())
+}
+
 // ------------------------------------------------------------------ summary
 
 /// `hvm-inspect summary`.
@@ -719,12 +756,18 @@ pub fn validate(
     match walk_read(&name, input.into_read(), opts, progress, |info| {
         CheckVisit(checker_for(info, check), false)
     }) {
-        Ok((walked, v)) => Ok(Validation {
-            file: name,
-            strict: check.strict,
-            word_bits: Some(walked.info.word().bits()),
-            verdict: finish_checker(v.0, &walked, v.1),
-        }),
+        Ok((walked, v)) => {
+            let mut verdict = finish_checker(v.0, &walked, v.1);
+            if walked.info.detection.dialect == Dialect::V2 && name != "-" {
+                v2_findings(&name, &walked.info, &mut verdict)?;
+            }
+            Ok(Validation {
+                file: name,
+                strict: check.strict,
+                word_bits: Some(walked.info.word().bits()),
+                verdict,
+            })
+        }
         // An image that cannot even be opened is invalid, not an I/O
         // failure: report the reason as the one finding.
         Err(InspectError::Image { source, .. })

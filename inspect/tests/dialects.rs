@@ -312,3 +312,35 @@ fn a_prefix_without_the_tail_and_a_round_first_word_reads_as_xen_4() {
     assert_eq!(s["dialect"]["dialect"], "legacy", "{s:#}");
     assert_eq!(s["pages"], 3072, "{s:#}");
 }
+
+#[test]
+fn validate_applies_the_v2_verifier_rules_to_v2_input() {
+    let dir = Dir::new("v2bad");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/seed32-verify.img");
+    let out = dir.0.join("c.libxl");
+    let o = run(&[
+        "convert",
+        golden.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--to",
+        "libxl",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let mut bytes = std::fs::read(&out).unwrap();
+    // libxl header 16 + LIBXC_CONTEXT record 8, image header 24, then the
+    // domain header's reserved u16 at +6.
+    let at = 16 + 8 + 24 + 6;
+    assert_eq!(&bytes[16 + 8 + 8..16 + 8 + 12], b"XENF");
+    bytes[at] = 1;
+    let bad = dir.write("bad.libxl", &bytes);
+    let o = run(&["--json", "validate", &bad]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v = json(&o);
+    let hit = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["rule"] == "v2.domain.reserved" && f["offset"] == at as u64);
+    assert!(hit, "{v:#}");
+}
