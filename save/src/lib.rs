@@ -10,7 +10,8 @@
 //!   boundary (log-dirty, device-model bitmaps, batch mapping, suspend,
 //!   vCPU and HVM state, a clock).
 //! * [`backend`]: implementations: [`backend::sim`] (deterministic simulated
-//!   guest) and [`backend::fault`] (fault injection); KVM and Xen plug in here.
+//!   guest), `backend::kvm` (the embedded real guest on Linux),
+//!   [`backend::xen`] (feature `xen`) and [`backend::fault`] (fault injection).
 //! * [`plan`]: `max_pfn`, holes, magic pfns, the permute scan order.
 //! * [`policy`]: when to stop pre-copy: [`policy::SeedPolicy`] (the seed's
 //!   rules) and [`policy::DowntimePolicy`] (the default), plus the rate limiter.

@@ -295,11 +295,12 @@ fn run(a: Args) -> anyhow::Result<()> {
             EnvelopeArg::Xend => Envelope::Xend {
                 domid: a.xen.unwrap_or(1),
                 name: if a.kvm {
-                    "hvm-save-kvm"
+                    "hvm-save-kvm".into()
+                } else if let Some(domid) = a.xen {
+                    format!("xen-domain-{domid}")
                 } else {
-                    "hvm-save-sim"
-                }
-                .into(),
+                    "hvm-save-sim".into()
+                },
             },
         },
         cancel: Some(install_signal_flag()),

@@ -2,9 +2,11 @@
 //!
 //! * [`sim`]: the deterministic simulated guest (always built).
 //! * [`fault`]: a wrapper that fails a chosen call, for fault-injection tests.
-//! * `kvm` (a real guest through `hvm-guest`) and `xen` (feature `xen`,
-//!   through `xenctrl`) plug in here; until they exist, [`unavailable`]
-//!   names what is missing instead of pretending.
+//! * `kvm` (Linux): the embedded real guest through `hvm-guest`.
+//! * [`xen`]: a real Xen domain through `xenctrl` (feature `xen`); without
+//!   the feature it says how to build it, never pretends.
+//!
+//! [`unavailable`] names a backend a build lacks.
 
 pub mod fault;
 #[cfg(target_os = "linux")]
@@ -19,6 +21,6 @@ use crate::domain::DomainError;
 pub fn unavailable(backend: &str) -> DomainError {
     DomainError::Unavailable(format!(
         "the {backend} backend is not part of this build of hvm-save \
-         (only --sim is available)"
+         (--sim is always available)"
     ))
 }
