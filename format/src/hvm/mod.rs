@@ -28,8 +28,8 @@ pub mod fields;
 mod framing;
 pub mod layouts;
 pub mod load;
-pub mod translate;
 mod record;
+pub mod translate;
 
 pub use build::{seed_reset_blob, seed_reset_records, BlobBuilder};
 pub use fields::{Field, FieldSource, FieldValue};
