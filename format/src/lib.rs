@@ -33,6 +33,7 @@ pub mod image;
 pub mod index;
 pub mod layout;
 pub mod legacy;
+pub mod manifest;
 pub mod pfn;
 pub mod rules;
 pub mod stream;

@@ -3,97 +3,13 @@
 //! image reproduces it. Digests use [`hvm_format::digest`], the project's
 //! one definition.
 
-use std::path::{Path, PathBuf};
-
-use hvm_format::digest::{hex, parallel_digest, vcpu_digest, MemoryDigest, RANGE_PAGES};
+use hvm_format::digest::{parallel_digest, MemoryDigest, RANGE_PAGES};
 use hvm_format::PAGE_SIZE;
 
 use crate::domain::{Domain, DomainError};
 use crate::plan::Plan;
 
-/// Manifest format version (of this JSON, not of the image).
-pub const MANIFEST_VERSION: u32 = 1;
-
-/// Digest of one 2 MiB range of guest memory.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RangeDigest {
-    /// Range index (`pfn / 512`).
-    pub range: u64,
-    /// Pages of the range present in the image.
-    pub pages: u32,
-    /// SHA-256, hex.
-    pub sha256: String,
-}
-
-/// Digest of one vCPU context as written.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VcpuDigest {
-    /// vCPU number (record index).
-    pub vcpu: u32,
-    /// SHA-256 of the context bytes, hex.
-    pub sha256: String,
-}
-
-/// The manifest file's contents.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Manifest {
-    /// [`MANIFEST_VERSION`].
-    pub version: u32,
-    /// The stream's `max_pfn`.
-    pub max_pfn: u64,
-    /// Pages in the memory digest.
-    pub pages: u64,
-    /// The memory digest at suspend time, hex.
-    pub memory_sha256: String,
-    /// Per-range digests, ascending.
-    pub ranges: Vec<RangeDigest>,
-    /// Per-vCPU digests.
-    pub vcpus: Vec<VcpuDigest>,
-    /// SHA-256 of the HVM context blob, hex.
-    pub hvm_blob_sha256: String,
-}
-
-impl Manifest {
-    /// Assemble from a memory digest and the records written.
-    pub fn new(max_pfn: u64, memory: &MemoryDigest, vcpus: &[Vec<u8>], hvm_blob: &[u8]) -> Self {
-        Manifest {
-            version: MANIFEST_VERSION,
-            max_pfn,
-            pages: memory.pages,
-            memory_sha256: hex(&memory.total),
-            ranges: memory
-                .ranges
-                .iter()
-                .map(|(r, d, n)| RangeDigest {
-                    range: *r,
-                    pages: *n,
-                    sha256: hex(d),
-                })
-                .collect(),
-            vcpus: vcpus
-                .iter()
-                .zip(0u32..)
-                .map(|(c, i)| VcpuDigest {
-                    vcpu: i,
-                    sha256: hex(&vcpu_digest(c)),
-                })
-                .collect(),
-            hvm_blob_sha256: hex(&vcpu_digest(hvm_blob)),
-        }
-    }
-
-    /// Pretty JSON text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("manifest serializes")
-    }
-
-    /// The default manifest path for an image: `<image>.manifest.json`.
-    pub fn default_path(image: &Path) -> PathBuf {
-        let mut s = image.as_os_str().to_owned();
-        s.push(".manifest.json");
-        PathBuf::from(s)
-    }
-}
+pub use hvm_format::manifest::{Manifest, RangeDigest, VcpuDigest, MANIFEST_VERSION};
 
 /// Pfns gathered per digest chunk: 16 ranges (32 MiB), so chunks never cut a
 /// range and each hands the hashing threads ≥ 4 MiB apiece.
