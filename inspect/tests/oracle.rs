@@ -14,7 +14,6 @@
 //! SKIPPED line and passes.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use hvm_format::dialect::Dialect;
 use hvm_format::hvm::load::{check_current_load, CurrentLoadOptions};
@@ -31,66 +30,7 @@ use hvm_inspect::input::no_progress;
 use hvm_inspect::report::digest;
 use hvm_inspect::Input;
 
-struct Oracle {
-    bin: PathBuf,
-    pythonpath: PathBuf,
-}
-
-fn oracle() -> Option<Oracle> {
-    let dir = std::env::var_os("HVM_XEN_ORACLE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("xen-oracle")
-        });
-    let mut xens: Vec<PathBuf> = std::fs::read_dir(dir.join("usr").join("lib"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("xen-"))
-        .map(|e| e.path())
-        .collect();
-    xens.sort();
-    let xen = xens.pop()?;
-    let bin = xen.join("bin");
-    let pythonpath = xen.join("lib").join("python");
-    (bin.join("verify-stream-v2").is_file() && bin.join("convert-legacy-stream").is_file())
-        .then_some(Oracle { bin, pythonpath })
-}
-
-macro_rules! oracle_or_skip {
-    () => {
-        match oracle() {
-            Some(o) => o,
-            None => {
-                eprintln!(
-                    "\n*** SKIPPED: Xen oracle not installed (run scripts/install-xen-oracle.sh) ***\n"
-                );
-                return;
-            }
-        }
-    };
-}
-
-impl Oracle {
-    fn run(&self, tool: &str, args: &[&str]) -> (i32, String) {
-        let out = Command::new("python3")
-            .arg(self.bin.join(tool))
-            .args(args)
-            .env("PYTHONPATH", &self.pythonpath)
-            .output()
-            .expect("python3 runs");
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-}
+use hvm_tests::oracle_or_skip;
 
 fn memory_digest(path: &Path) -> (String, u64) {
     let d = digest(

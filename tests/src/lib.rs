@@ -2,10 +2,12 @@
 //!
 //! * [`golden`]: the generator of the committed golden images under
 //!   `tests/golden/` and of the facts a reader must decode from them.
+//! * [`oracle`]: Xen's own verify-stream-v2 and convert-legacy-stream.
 //! * [`pipeline`]: the whole read pipeline over untrusted bytes, for the
 //!   corruption tests and the fuzz targets.
 //!
 //! The tests themselves live in `tests/tests/`.
 
 pub mod golden;
+pub mod oracle;
 pub mod pipeline;

@@ -9,8 +9,6 @@
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use hvm_format::rules::Severity;
 use hvm_format::v2::libxc::{
@@ -22,76 +20,8 @@ use hvm_format::v2::xl::XlHeader;
 use hvm_format::v2::{validate_libxc, validate_libxl, validate_xl};
 use hvm_format::PAGE_SIZE;
 
-struct Oracle {
-    verify: PathBuf,
-    pythonpath: PathBuf,
-}
-
-/// `DIR/usr/lib/xen-*/` holding `bin/verify-stream-v2` and `lib/python`.
-fn oracle() -> Option<Oracle> {
-    let dir = std::env::var_os("HVM_XEN_ORACLE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("xen-oracle")
-        });
-    let lib = dir.join("usr").join("lib");
-    let mut xens: Vec<PathBuf> = std::fs::read_dir(&lib)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("xen-"))
-        .map(|e| e.path())
-        .collect();
-    xens.sort();
-    let xen = xens.pop()?;
-    let verify = xen.join("bin").join("verify-stream-v2");
-    let pythonpath = xen.join("lib").join("python");
-    (verify.is_file() && pythonpath.join("xen").join("migration").is_dir())
-        .then_some(Oracle { verify, pythonpath })
-}
-
-macro_rules! oracle_or_skip {
-    () => {
-        match oracle() {
-            Some(o) => o,
-            None => {
-                eprintln!(
-                    "\n*** SKIPPED: Xen oracle not installed (run scripts/install-xen-oracle.sh) ***\n"
-                );
-                return;
-            }
-        }
-    };
-}
-
-/// Run `verify-stream-v2 -v -f FORMAT` on `stream` (through stdin);
-/// returns (exit code, stdout, stderr).
-fn verify(o: &Oracle, format: &str, stream: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new("python3")
-        .arg(&o.verify)
-        .args(["-v", "-f", format])
-        .env("PYTHONPATH", &o.pythonpath)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = stream.to_vec();
-    // A separate writer thread: the verifier may stop reading early.
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use hvm_tests::oracle::Oracle;
+use hvm_tests::oracle_or_skip;
 
 /// HVM_CONTEXT blob by hand: descriptor (u16 type, u16 instance, u32 len)
 /// HEADER (magic, version, changeset, cpuid, gtsc_khz), then END.
@@ -198,7 +128,7 @@ fn oracle_accepts_our_streams_in_all_framings() {
             _ => validate_xl(&stream),
         };
         assert!(no_errors(&ours), "{format}: our validator: {ours:?}");
-        let (code, out, err) = verify(&o, format, &stream);
+        let (code, out, err) = o.verify_stdin(format, &stream);
         assert_eq!(code, 0, "{format}: verify-stream-v2 failed:\n{out}\n{err}");
         // It really walked the records we wrote.
         for needle in [
@@ -232,7 +162,7 @@ fn both_reject(o: &Oracle, format: &str, stream: &[u8], rule: &str, xen_says: &s
             .any(|f| f.rule == rule && f.severity == Severity::Error),
         "{format}: expected {rule}, got {ours:?}"
     );
-    let (code, out, err) = verify(o, format, stream);
+    let (code, out, err) = o.verify_stdin(format, stream);
     assert_ne!(
         code, 0,
         "{format}: verify-stream-v2 accepted a stream with {rule}:\n{out}"
