@@ -156,6 +156,25 @@ impl Manifest {
 
     /// Add per-page digests to every range from `page(pfn)` (the guest's
     /// pages, `None` where absent).
+    /// Attach per-page digests given as `(pfn, SHA-256 of the page)`,
+    /// ascending by pfn (what a saver computes while it digests memory).
+    pub fn set_page_digests(&mut self, digests: &[(u64, crate::digest::Sha256Digest)]) {
+        for r in &mut self.ranges {
+            let first = r.range * RANGE_PAGES;
+            let lo = digests.partition_point(|(p, _)| *p < first);
+            let hi = digests.partition_point(|(p, _)| *p < first + RANGE_PAGES);
+            r.page_digests = Some(
+                digests[lo..hi]
+                    .iter()
+                    .map(|(pfn, d)| PageDigest {
+                        pfn: *pfn,
+                        sha256: hex(d),
+                    })
+                    .collect(),
+            );
+        }
+    }
+
     pub fn with_page_digests<'a>(mut self, page: impl Fn(u64) -> Option<&'a [u8]>) -> Self {
         for r in &mut self.ranges {
             let first = r.range * RANGE_PAGES;

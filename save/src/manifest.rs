@@ -3,7 +3,7 @@
 //! image reproduces it. Digests use [`hvm_format::digest`], the project's
 //! one definition.
 
-use hvm_format::digest::{parallel_digest, MemoryDigest, RANGE_PAGES};
+use hvm_format::digest::{parallel_digest, vcpu_digest, MemoryDigest, Sha256Digest, RANGE_PAGES};
 use hvm_format::PAGE_SIZE;
 
 use crate::domain::{Domain, DomainError};
@@ -17,10 +17,14 @@ const CHUNK_PFNS: u64 = 16 * RANGE_PAGES;
 
 /// Digest the pages a suspended domain's image contains (every pfn the plan
 /// sends that maps), reading them through `map_batch` in ascending order.
+///
+/// With `pages`, also collects every page's own SHA-256 (ascending by pfn),
+/// so the manifest can name a differing pfn, not only its 2 MiB range.
 pub fn digest_memory<D: Domain + ?Sized>(
     domain: &mut D,
     plan: &Plan,
     workers: usize,
+    mut pages: Option<&mut Vec<(u64, Sha256Digest)>>,
 ) -> Result<MemoryDigest, DomainError> {
     let mut ranges = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
@@ -43,6 +47,13 @@ pub fn digest_memory<D: Domain + ?Sized>(
         if !pfns.is_empty() {
             let d = parallel_digest(&pfns, |k| &buf[k * PAGE_SIZE..(k + 1) * PAGE_SIZE], workers);
             ranges.extend(d.ranges);
+            if let Some(out) = pages.as_deref_mut() {
+                out.extend(
+                    pfns.iter().enumerate().map(|(k, &pfn)| {
+                        (pfn, vcpu_digest(&buf[k * PAGE_SIZE..(k + 1) * PAGE_SIZE]))
+                    }),
+                );
+            }
         }
         start = end;
     }

@@ -64,6 +64,10 @@ pub struct SaveOptions {
     pub leave_paused: bool,
     /// Compute the manifest at suspend time.
     pub manifest: bool,
+    /// Put every page's own digest in the manifest, so a restore check names
+    /// the pfn that differs, not only its 2 MiB range (≈ 90 bytes of JSON a
+    /// page).
+    pub page_digests: bool,
     /// Threads hashing the manifest (pinned); 0 means 2.
     pub digest_workers: usize,
     /// Stream framing.
@@ -545,8 +549,13 @@ where
         } else {
             opts.digest_workers
         };
-        let mem = digest_memory(domain, &plan, workers)?;
-        Some(Manifest::new(plan.max_pfn, &mem, &contexts, &blob))
+        let mut pages = opts.page_digests.then(Vec::new);
+        let mem = digest_memory(domain, &plan, workers, pages.as_mut())?;
+        let mut m = Manifest::new(plan.max_pfn, &mem, &contexts, &blob);
+        if let Some(p) = &pages {
+            m.set_page_digests(p);
+        }
+        Some(m)
     } else {
         None
     };

@@ -17,7 +17,12 @@ use hvm_save::manifest::Manifest;
 use hvm_save::policy::{DowntimePolicy, Policy, SeedPolicy};
 use hvm_save::saver::{save, SaveOptions};
 
-fn sim_image(workload: Workload, policy: &mut dyn Policy, debug: bool) -> (Vec<u8>, Manifest) {
+fn sim_image(
+    workload: Workload,
+    policy: &mut dyn Policy,
+    debug: bool,
+    page_digests: bool,
+) -> (Vec<u8>, Manifest) {
     let mut sim = SimDomain::new(SimConfig {
         memory_mib: 16,
         vcpus: 2,
@@ -30,6 +35,7 @@ fn sim_image(workload: Workload, policy: &mut dyn Policy, debug: bool) -> (Vec<u
         live: true,
         debug,
         manifest: true,
+        page_digests,
         ..SaveOptions::default()
     };
     let mut image = Vec::new();
@@ -61,7 +67,7 @@ fn sim_images_replay_to_their_manifest() {
             Box::new(DowntimePolicy::new(Duration::from_millis(50))),
         ];
         for mut p in policies {
-            let (image, manifest) = sim_image(w.clone(), p.as_mut(), false);
+            let (image, manifest) = sim_image(w.clone(), p.as_mut(), false, false);
             let r = check_slice(&image, &expect(&manifest)).expect("check runs");
             assert!(r.ok(), "{w:?} / {}: {}", p.name(), r.render_text());
             assert_eq!(r.matches_manifest, Some(true));
@@ -96,6 +102,7 @@ fn a_stale_final_copy_fails_expect_in_its_range_and_the_verify_pass_names_it() {
         Workload::Uniform { rate: 20_000.0 },
         &mut SeedPolicy::default(),
         false,
+        false,
     );
     let (pfn, offset) = last_pass_page(&image);
     image[offset as usize + 17] ^= 0x5A;
@@ -116,6 +123,7 @@ fn a_stale_final_copy_fails_expect_in_its_range_and_the_verify_pass_names_it() {
         Workload::Uniform { rate: 20_000.0 },
         &mut SeedPolicy::default(),
         true,
+        false,
     );
     let (pfn, offset) = last_pass_page(&image);
     image[offset as usize + 17] ^= 0x5A;
@@ -126,4 +134,24 @@ fn a_stale_final_copy_fails_expect_in_its_range_and_the_verify_pass_names_it() {
         "pfn {pfn:#x} not named: {}",
         r.render_text()
     );
+}
+
+#[test]
+fn with_page_digests_the_manifest_check_names_the_stale_pfn() {
+    let (mut image, manifest) = sim_image(
+        Workload::HotSet {
+            pages: 512,
+            rate: 100_000.0,
+        },
+        &mut DowntimePolicy::default(),
+        false,
+        true,
+    );
+    let (pfn, offset) = last_pass_page(&image);
+    image[offset as usize + 100] ^= 1;
+    let r = check_slice(&image, &expect(&manifest)).unwrap();
+    let e = r.expect.as_ref().expect("expect report");
+    assert!(e.pfns_resolved, "{}", r.render_text());
+    let named: Vec<u64> = e.differing_pfns.iter().map(|(p, _)| *p).collect();
+    assert_eq!(named, vec![pfn], "{}", r.render_text());
 }
