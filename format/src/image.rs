@@ -154,8 +154,8 @@ fn read_headers<R: Read>(
     Ok(h)
 }
 
-/// Detection on a prefix that never reached the tail guesses the seed when
-/// it saw no negative chunk; a leading word that is a round page count
+/// Detection that never reached the tail (a prefix, or a damaged stream)
+/// guesses the seed when it saw no negative chunk; a leading word that is a round page count
 /// (p2m_size) rather than an inclusive max pfn points to Xen 3.1–4.5.
 fn refine_prefix_guess(det: &mut Detection, stream: &[u8]) {
     if det.complete || det.dialect != Dialect::Seed {
@@ -308,9 +308,9 @@ pub fn open_read<R: Read>(
             .push(format!("word size forced to {w} by the caller"));
     }
     check_dialect(&detection, h.stream_offset)?;
-    if !whole {
-        refine_prefix_guess(&mut detection, stream);
-    }
+    // Same as the slice path: a file read whole must be read the same way
+    // whether it was mapped or piped.
+    refine_prefix_guess(&mut detection, stream);
     let layout = layout_for(&mut detection, &h, whole.then_some(stream));
     let file_len = total;
     let mut reader = Reader::with_layout(cur.chain(r), detection.word, h.stream_offset, layout);
