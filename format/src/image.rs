@@ -297,8 +297,9 @@ pub fn open_read<R: Read>(
     let mut detection = dialect::detect(stream);
     if !whole {
         detection.evidence.push(format!(
-            "detection saw only the first {} MiB (a pipe)",
-            PREFIX_LEN >> 20
+            "detection saw only the first {} MiB of the {}; the reader confirms the tail",
+            PREFIX_LEN >> 20,
+            if opts.len.is_some() { "file" } else { "pipe" }
         ));
     }
     if let Some(w) = opts.word {
