@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use hvm_format::dialect::Dialect;
 use hvm_format::hvm::{seed_reset_blob, CpuSeed};
 use hvm_format::legacy::libvirt::LibvirtHeader;
-use hvm_format::legacy::Writer;
+use hvm_format::legacy::{Tail, Writer};
 use hvm_format::stream::{vcpu_context_size, Layout};
 use hvm_format::v2::XlHeader;
 use hvm_format::{PfnEntry, WordSize, PAGE_SIZE};
@@ -55,40 +55,15 @@ fn image(dialect: Dialect, word: WordSize, device_model: bool) -> Vec<u8> {
     w.end().unwrap();
     let ctx: Vec<u8> = (0..vcpu_context_size(word)).map(|i| i as u8).collect();
     let blob = seed_reset_blob(0x6FB, &[CpuSeed::power_on()]);
-    match dialect {
-        Dialect::Jan2007 => {
-            w.hvm_blob(&blob).unwrap();
-            w.vcpu_count(1).unwrap();
-            w.vcpu(&ctx).unwrap();
-            w.shared_info_frame(0xFEE).unwrap();
-        }
-        Dialect::Seed | Dialect::Mar2007 => {
-            w.vcpu_count(1).unwrap();
-            w.vcpu(&ctx).unwrap();
-            w.hvm_blob(&blob).unwrap();
-            if dialect == Dialect::Mar2007 {
-                w.shared_info_frame(0xFEE).unwrap();
-            }
-        }
-        Dialect::Apr2007MagicPfns | Dialect::Apr2007NoMaxPfn => {
-            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
-            w.vcpu_count(1).unwrap();
-            w.vcpu(&ctx).unwrap();
-            w.hvm_blob(&blob).unwrap();
-        }
-        Dialect::Apr2007VcpuMap => {
-            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
-            w.vcpu(&ctx).unwrap();
-            w.hvm_blob(&blob).unwrap();
-        }
-        Dialect::Legacy | Dialect::V2 => {
-            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
-            w.hvm_blob(&blob).unwrap();
-            if device_model {
-                w.device_model(b"QEVM\0\0\0\x01").unwrap();
-            }
-        }
-    }
+    // The layout decides which parts follow the terminator, and in what order.
+    w.tail(&Tail {
+        magic_pfns: (0x1FFFF, 0x1FFFD, 0x1FFFE),
+        vcpus: &[&ctx],
+        hvm_blob: &blob,
+        shared_info_frame: 0xFEE,
+        device_model: b"QEVM\0\0\0\x01",
+    })
+    .unwrap();
     w.finish().unwrap()
 }
 

@@ -46,6 +46,22 @@ impl Phase {
     }
 }
 
+/// What follows the terminator in any legacy layout; [`Writer::tail`]
+/// writes the parts the layout has, in its order.
+#[derive(Debug, Clone, Copy)]
+pub struct Tail<'a> {
+    /// `(ioreq, bufioreq, store)` (layouts from 4 Apr 2007 on).
+    pub magic_pfns: (u64, u64, u64),
+    /// The vCPU contexts (all layouts before Xen 3.1).
+    pub vcpus: &'a [&'a [u8]],
+    /// The HVM context blob.
+    pub hvm_blob: &'a [u8],
+    /// Jan–Mar 2007's trailing `shared_info_frame`.
+    pub shared_info_frame: u32,
+    /// The device model's state behind `DeviceModelRecord0002` (libxl).
+    pub device_model: &'a [u8],
+}
+
 /// Writer of any legacy layout. Elements must come in the layout's order.
 pub struct Writer<W> {
     out: W,
@@ -369,6 +385,33 @@ impl<W: Write> Writer<W> {
         self.put(state, ctx)?;
         self.phase = Phase::Done;
         Ok(())
+    }
+
+    /// Everything after the terminator, in the order this writer's layout
+    /// puts it (magic pfns, vCPUs with or without a count, the HVM blob,
+    /// `shared_info_frame`, the device model record), taking from `tail`
+    /// only the parts the layout has. Callers need not know each dialect's
+    /// order: the layout does.
+    pub fn tail(&mut self, tail: &Tail<'_>) -> Result<()> {
+        let mut vcpus = tail.vcpus.iter();
+        loop {
+            match self.phase {
+                Phase::MagicPfns => {
+                    let (ioreq, bufioreq, store) = tail.magic_pfns;
+                    self.magic_pfns(ioreq, bufioreq, store)?
+                }
+                Phase::VcpuCount => self.vcpu_count(self.len32(tail.vcpus.len(), "nr_vcpus")?)?,
+                Phase::Vcpus { .. } | Phase::BareVcpus { .. } => match vcpus.next() {
+                    Some(c) => self.vcpu(c)?,
+                    None => return Err(self.refuse("the tail (it has fewer vcpu contexts)")),
+                },
+                Phase::HvmBlob => self.hvm_blob(tail.hvm_blob)?,
+                Phase::SharedInfoFrame => self.shared_info_frame(tail.shared_info_frame)?,
+                Phase::DeviceModel => self.device_model(tail.device_model)?,
+                Phase::Done => return Ok(()),
+                Phase::Start | Phase::Pages => return Err(self.refuse("the tail")),
+            }
+        }
     }
 
     /// Write an element read from another stream, byte for byte.

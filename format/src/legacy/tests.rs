@@ -56,39 +56,15 @@ fn image(dialect: Dialect, word: WordSize, device_model: bool) -> Vec<u8> {
     w.end().unwrap();
     let ctx: Vec<u8> = (0..vcpu_context_size(word)).map(|i| i as u8).collect();
     let blob = seed_reset_blob(0x6FB, &[CpuSeed::power_on()]);
-    match dialect {
-        Dialect::Jan2007 => {
-            w.hvm_blob(&blob).unwrap();
-            w.vcpu_count(1).unwrap();
-            w.vcpu(&ctx).unwrap();
-        }
-        Dialect::Seed | Dialect::Mar2007 => {
-            w.vcpu_count(1).unwrap();
-            w.vcpu(&ctx).unwrap();
-            w.hvm_blob(&blob).unwrap();
-            if dialect == Dialect::Mar2007 {
-                w.shared_info_frame(0x1234).unwrap();
-            }
-        }
-        Dialect::Apr2007MagicPfns | Dialect::Apr2007NoMaxPfn => {
-            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
-            w.vcpu_count(1).unwrap();
-            w.vcpu(&ctx).unwrap();
-            w.hvm_blob(&blob).unwrap();
-        }
-        Dialect::Apr2007VcpuMap => {
-            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
-            w.vcpu(&ctx).unwrap();
-            w.hvm_blob(&blob).unwrap();
-        }
-        Dialect::Legacy | Dialect::V2 => {
-            w.magic_pfns(0x1FFFF, 0x1FFFD, 0x1FFFE).unwrap();
-            w.hvm_blob(&blob).unwrap();
-            if device_model {
-                w.device_model(b"QEVM\0\0\0\x01state").unwrap();
-            }
-        }
-    }
+    // The layout decides which parts follow the terminator, and in what order.
+    w.tail(&Tail {
+        magic_pfns: (0x1FFFF, 0x1FFFD, 0x1FFFE),
+        vcpus: &[&ctx],
+        hvm_blob: &blob,
+        shared_info_frame: 0x1234,
+        device_model: b"QEVM\0\0\0\x01state",
+    })
+    .unwrap();
     w.finish().unwrap()
 }
 
@@ -231,4 +207,28 @@ fn hostile_chunks_are_errors_not_panics() {
     let mut r = SliceReader::with_layout(&img, WordSize::W64, 0, layout);
     r.next_element().unwrap();
     assert!(r.next_element().is_err());
+}
+
+#[test]
+fn tail_refuses_fewer_contexts_than_the_vcpu_map_promised() {
+    let layout = Layout::of(Dialect::Apr2007VcpuMap);
+    let mut w = Writer::new(Vec::new(), WordSize::W64, layout);
+    w.leading_word(0x20000).unwrap();
+    let mut vi = 1u32.to_le_bytes().to_vec(); // max_vcpu_id 1
+    vi.extend_from_slice(&3u64.to_le_bytes()); // vCPUs 0 and 1 online
+    w.chunk(-2, &vi).unwrap();
+    w.end().unwrap();
+    let ctx = vec![0u8; vcpu_context_size(WordSize::W64) as usize];
+    let blob = seed_reset_blob(0x6FB, &[CpuSeed::power_on()]);
+    let e = w
+        .tail(&Tail {
+            magic_pfns: (1, 2, 3),
+            vcpus: &[&ctx],
+            hvm_blob: &blob,
+            shared_info_frame: 0,
+            device_model: &[],
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("fewer vcpu contexts"), "{e}");
+    assert!(!w.is_done());
 }
