@@ -271,19 +271,49 @@ fn check_header_values(
     }
 }
 
-/// Would the seed's Xen (`e2a44bc7a4`) load this blob?
-///
-/// Rules: `seed.hvm.header-first`, `seed.hvm.header-length`,
-/// `seed.hvm.magic`, `seed.hvm.version`, `seed.hvm.cpuid` (warning),
-/// `seed.hvm.changeset` (warning), `seed.hvm.typecode-range`,
-/// `seed.hvm.no-handler`, `seed.hvm.exact-length`, `seed.hvm.truncated`,
-/// `seed.hvm.vcpu-instance`, `seed.hvm.pic-instance`, `seed.hvm.missing-end`,
-/// `seed.hvm.trailing-bytes` (info).
-pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
-    let mut out = Vec::new();
+/// Rule ids of the checks both loaders make, one set per era.
+struct CommonRules {
+    header_first: &'static str,
+    header_length: &'static str,
+    header_values: [&'static str; 3],
+    truncated: &'static str,
+    missing_end: &'static str,
+    trailing: &'static str,
+}
+
+const SEED_RULES: CommonRules = CommonRules {
+    header_first: "seed.hvm.header-first",
+    header_length: "seed.hvm.header-length",
+    header_values: ["seed.hvm.magic", "seed.hvm.version", "seed.hvm.cpuid"],
+    truncated: "seed.hvm.truncated",
+    missing_end: "seed.hvm.missing-end",
+    trailing: "seed.hvm.trailing-bytes",
+};
+
+const CURRENT_RULES: CommonRules = CommonRules {
+    header_first: "xen.hvm.header-first",
+    header_length: "xen.hvm.header-length",
+    header_values: ["xen.hvm.magic", "xen.hvm.version", "xen.hvm.cpuid"],
+    truncated: "xen.hvm.truncated",
+    missing_end: "xen.hvm.missing-end",
+    trailing: "xen.hvm.trailing-bytes",
+};
+
+/// What every loader does first: the blob must open with a HEADER of
+/// `header_len` bytes whose magic and version match. Returns the first
+/// descriptor and its payload, or `None` (with the finding) when the walk
+/// cannot go on.
+fn check_header<'a>(
+    out: &mut Vec<Finding>,
+    blob: &'a [u8],
+    rules: &CommonRules,
+    header_len: usize,
+    length_message: impl Fn(u32) -> String,
+    host_cpuid: Option<u32>,
+) -> Option<(Desc<'a>, &'a [u8])> {
     let Some(h) = desc_at(blob, 0, 0) else {
         out.push(Finding::error(
-            "seed.hvm.header-first",
+            rules.header_first,
             0,
             Context::root().index("hvm record", 0),
             format!(
@@ -291,12 +321,11 @@ pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
                 blob.len()
             ),
         ));
-        return out;
+        return None;
     };
-    let header_len = seed_length(code::HEADER, opts.xen_word).unwrap_or(24);
     if h.typecode != code::HEADER {
         out.push(Finding::error(
-            "seed.hvm.header-first",
+            rules.header_first,
             0,
             h.ctx().field("typecode"),
             format!(
@@ -307,28 +336,83 @@ pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
         ));
     } else if h.length as usize != header_len {
         out.push(Finding::error(
-            "seed.hvm.header-length",
+            rules.header_length,
             h.length_offset(),
             h.ctx().field("length"),
-            format!(
-                "expected {header_len} bytes for {}-bit Xen, found {}",
-                opts.xen_word.bits(),
-                h.length
-            ),
+            length_message(h.length),
         ));
     }
     let Some(hp) = h.payload else {
-        out.push(truncated_payload("seed.hvm.truncated", blob, &h));
+        out.push(truncated_payload(rules.truncated, blob, &h));
+        return None;
+    };
+    if h.typecode == code::HEADER {
+        check_header_values(out, &h, hp, rules.header_values, host_cpuid);
+    }
+    Some((h, hp))
+}
+
+/// Every record after the first up to END, each handed to `record` before
+/// its payload's presence is checked; stops at END (noting trailing bytes),
+/// at the end of the blob, or at a truncated payload.
+fn check_records<'a>(
+    out: &mut Vec<Finding>,
+    blob: &'a [u8],
+    rules: &CommonRules,
+    first: &Desc<'a>,
+    mut record: impl FnMut(&mut Vec<Finding>, &Desc<'a>),
+) {
+    let mut pos = first.next();
+    let mut index = 1;
+    loop {
+        let Some(d) = desc_at(blob, pos, index) else {
+            out.push(out_of_data(rules.missing_end, blob, pos, index));
+            return;
+        };
+        if d.typecode == code::END {
+            // END's length is not checked; whatever follows is ignored.
+            let after = d.payload.map(|p| d.offset + DESCRIPTOR_LEN + p.len());
+            out.extend(trailing(rules.trailing, blob, after.unwrap_or(pos + 8)));
+            return;
+        }
+        record(out, &d);
+        if d.payload.is_none() {
+            out.push(truncated_payload(rules.truncated, blob, &d));
+            return;
+        }
+        pos = d.next();
+        index += 1;
+    }
+}
+
+/// Would the seed's Xen (`e2a44bc7a4`) load this blob?
+///
+/// Rules: `seed.hvm.header-first`, `seed.hvm.header-length`,
+/// `seed.hvm.magic`, `seed.hvm.version`, `seed.hvm.cpuid` (warning),
+/// `seed.hvm.changeset` (warning), `seed.hvm.typecode-range`,
+/// `seed.hvm.no-handler`, `seed.hvm.exact-length`, `seed.hvm.truncated`,
+/// `seed.hvm.vcpu-instance`, `seed.hvm.pic-instance`, `seed.hvm.missing-end`,
+/// `seed.hvm.trailing-bytes` (info).
+pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let header_len = seed_length(code::HEADER, opts.xen_word).unwrap_or(24);
+    let length_message = |found| {
+        format!(
+            "expected {header_len} bytes for {}-bit Xen, found {found}",
+            opts.xen_word.bits()
+        )
+    };
+    let Some((h, hp)) = check_header(
+        &mut out,
+        blob,
+        &SEED_RULES,
+        header_len,
+        length_message,
+        opts.host_cpuid,
+    ) else {
         return out;
     };
     if h.typecode == code::HEADER {
-        check_header_values(
-            &mut out,
-            &h,
-            hp,
-            ["seed.hvm.magic", "seed.hvm.version", "seed.hvm.cpuid"],
-            opts.host_cpuid,
-        );
         if let (Some(host), Some(saved)) = (opts.host_changeset, u64_at(hp, 8)) {
             if host != saved {
                 out.push(Finding::warning(
@@ -340,24 +424,7 @@ pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
             }
         }
     }
-
-    let mut pos = h.next();
-    let mut index = 1;
-    loop {
-        let Some(d) = desc_at(blob, pos, index) else {
-            out.push(out_of_data("seed.hvm.missing-end", blob, pos, index));
-            return out;
-        };
-        if d.typecode == code::END {
-            // END's length is not checked; whatever follows is ignored.
-            let after = d.payload.map(|p| d.offset + DESCRIPTOR_LEN + p.len());
-            out.extend(trailing(
-                "seed.hvm.trailing-bytes",
-                blob,
-                after.unwrap_or(pos + 8),
-            ));
-            return out;
-        }
+    check_records(&mut out, blob, &SEED_RULES, &h, |out, d| {
         if d.typecode > code::SEED_MAX {
             out.push(Finding::error(
                 "seed.hvm.typecode-range",
@@ -390,15 +457,10 @@ pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
                     ),
                 ));
             }
-            seed_instance(&mut out, &d, opts.nr_vcpus);
+            seed_instance(out, d, opts.nr_vcpus);
         }
-        if d.payload.is_none() {
-            out.push(truncated_payload("seed.hvm.truncated", blob, &d));
-            return out;
-        }
-        pos = d.next();
-        index += 1;
-    }
+    });
+    out
 }
 
 fn seed_instance(out: &mut Vec<Finding>, d: &Desc, nr_vcpus: Option<u32>) {
@@ -461,72 +523,24 @@ fn seed_instance(out: &mut Vec<Finding>, d: &Desc, nr_vcpus: Option<u32>) {
 /// MSRs the host accepts) are not modelled.
 pub fn check_current_load(blob: &[u8], opts: &CurrentLoadOptions) -> Vec<Finding> {
     let mut out = Vec::new();
-    let Some(h) = desc_at(blob, 0, 0) else {
-        out.push(Finding::error(
-            "xen.hvm.header-first",
-            0,
-            Context::root().index("hvm record", 0),
-            format!(
-                "expected a HEADER descriptor, found a blob of {} bytes",
-                blob.len()
-            ),
-        ));
+    let length_message = |found| {
+        format!(
+            "hvm_get_entry is strict: expected 24 bytes, found {found}{}",
+            era_hint(code::HEADER, found as usize)
+        )
+    };
+    let Some((h, hp)) = check_header(
+        &mut out,
+        blob,
+        &CURRENT_RULES,
+        24,
+        length_message,
+        opts.host_cpuid,
+    ) else {
         return out;
     };
-    if h.typecode != code::HEADER {
-        out.push(Finding::error(
-            "xen.hvm.header-first",
-            0,
-            h.ctx().field("typecode"),
-            format!(
-                "expected HEADER (1) first, found {} ({})",
-                h.name(),
-                h.typecode
-            ),
-        ));
-    } else if h.length != 24 {
-        out.push(Finding::error(
-            "xen.hvm.header-length",
-            h.length_offset(),
-            h.ctx().field("length"),
-            format!(
-                "hvm_get_entry is strict: expected 24 bytes, found {}{}",
-                h.length,
-                era_hint(code::HEADER, h.length as usize)
-            ),
-        ));
-    }
-    let Some(hp) = h.payload else {
-        out.push(truncated_payload("xen.hvm.truncated", blob, &h));
-        return out;
-    };
-    if h.typecode == code::HEADER {
-        check_header_values(
-            &mut out,
-            &h,
-            hp,
-            ["xen.hvm.magic", "xen.hvm.version", "xen.hvm.cpuid"],
-            opts.host_cpuid,
-        );
-    }
-
-    let mut pos = h.next();
-    let mut index = 1;
     let mut seed_cpu_seen = false;
-    loop {
-        let Some(d) = desc_at(blob, pos, index) else {
-            out.push(out_of_data("xen.hvm.missing-end", blob, pos, index));
-            break;
-        };
-        if d.typecode == code::END {
-            let after = d.payload.map(|p| d.offset + DESCRIPTOR_LEN + p.len());
-            out.extend(trailing(
-                "xen.hvm.trailing-bytes",
-                blob,
-                after.unwrap_or(pos + 8),
-            ));
-            break;
-        }
+    check_records(&mut out, blob, &CURRENT_RULES, &h, |out, d| {
         match current_check(d.typecode) {
             None => out.push(Finding::error(
                 "xen.hvm.unknown-type",
@@ -545,21 +559,15 @@ pub fn check_current_load(blob: &[u8], opts: &CurrentLoadOptions) -> Vec<Finding
             )),
             Some(check) => {
                 if d.payload.is_some() {
-                    current_length(&mut out, &d, check);
+                    current_length(out, d, check);
                 }
-                current_instance(&mut out, &d, opts.nr_vcpus);
+                current_instance(out, d, opts.nr_vcpus);
             }
         }
         if d.typecode == code::CPU && d.length == 320 {
             seed_cpu_seen = true;
         }
-        if d.payload.is_none() {
-            out.push(truncated_payload("xen.hvm.truncated", blob, &d));
-            break;
-        }
-        pos = d.next();
-        index += 1;
-    }
+    });
 
     // A 2007 header's padding bytes are read as gtsc_khz.
     if h.typecode == code::HEADER && h.length == 24 && seed_cpu_seen {
