@@ -19,7 +19,9 @@ use hvm_save::{Domain, DowntimePolicy, Envelope, Policy, SaveOptions, SeedPolicy
 enum PolicyArg {
     /// xc_hvm_save's rules: 29 passes, 3x memory, fewer than 50 pages.
     Seed,
-    /// Stop when the final round fits --max-downtime or rounds stop shrinking.
+    /// Stop where the seed converges, or as soon as rounds stop shrinking;
+    /// send during the suspend wait when the final round would exceed
+    /// --max-downtime.
     Downtime,
 }
 
@@ -131,7 +133,8 @@ struct Args {
     /// Stop rule for pre-copy.
     #[arg(long, value_enum, default_value_t = PolicyArg::Downtime)]
     policy: PolicyArg,
-    /// Downtime budget of the final round, ms (downtime policy).
+    /// Downtime budget of the final round, ms (downtime policy): above it the
+    /// saver keeps sending while the guest acknowledges the suspend.
     #[arg(long, default_value_t = 50)]
     max_downtime: u64,
     /// Limit the send rate, MB/s.

@@ -60,6 +60,7 @@ impl Progress {
                 bar.set_length(self.size);
                 bar.set_prefix(match phase {
                     Phase::PreCopy => format!("pass {iter}"),
+                    Phase::Suspending => format!("suspending {iter}"),
                     Phase::Final => format!("final {iter}"),
                     Phase::Verify => format!("verify {iter}"),
                 });

@@ -15,6 +15,13 @@
 //! One deliberate departure from the seed, to keep the loop bounded: the
 //! suspend loop's "paused: unpause and retry" branch retried forever; here
 //! it counts against the same 100 tries.
+//!
+//! One addition, taken only when the [`Policy`] asks for it
+//! ([`Policy::send_while_suspending`]): while the guest acknowledges the
+//! suspend request it still runs, and the seed slept through that time. The
+//! saver can instead keep cleaning the log and sending what is dirty, in
+//! small batches, polling between them ([`Phase::Suspending`]); the final
+//! round then holds only pages dirtied after their last copy.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +40,11 @@ use crate::xend;
 pub const SUSPEND_TRIES: u32 = 100;
 /// Wait between tries.
 pub const SUSPEND_POLL: Duration = Duration::from_millis(10);
+/// Batch size while sending during the suspend wait: small, so the saver
+/// polls often and notices the stopped guest within about a millisecond.
+pub const SUSPENDING_BATCH: usize = 256;
+/// Idle wait between polls when nothing is dirty during the suspend wait.
+const SUSPENDING_IDLE: Duration = Duration::from_millis(1);
 
 /// What wraps the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -82,6 +94,9 @@ pub struct SaveOptions {
 pub enum Phase {
     /// Guest running, log-dirty on.
     PreCopy,
+    /// Suspend requested, guest still running: sending what it dirties until
+    /// it stops ([`Policy::send_while_suspending`]).
+    Suspending,
     /// Guest suspended: the stop-and-copy round (or the only pass of a
     /// non-live save).
     Final,
@@ -136,7 +151,9 @@ pub struct SaveSummary {
     /// Pages sent while the guest was suspended (final round).
     pub downtime_pages: u64,
     /// From the guest reporting suspended to the last record, µs (domain
-    /// clock): the time the guest does not run.
+    /// clock): the time the guest does not run. While sending during the
+    /// suspend wait it counts from the last poll that found the guest
+    /// running, so a guest stopping mid-batch is never under-reported.
     pub downtime_us: u64,
     /// Bytes of the stream (envelope excluded).
     pub stream_bytes: u64,
@@ -289,6 +306,176 @@ fn suspend_and_state<D: Domain + ?Sized>(
     )))
 }
 
+/// Map `batch`, write it as one stream batch (pages that fail to map as
+/// XTAB entries without data) and honour `--max-rate`. Returns the bytes
+/// written and the number of XTAB entries.
+fn send_batch<D, W>(
+    domain: &mut D,
+    writer: &mut hvm_format::stream::Writer<W>,
+    batch: &[u64],
+    entries: &mut Vec<PfnEntry>,
+    limiter: Option<&mut RateLimiter>,
+) -> Result<(u64, usize), SaveError>
+where
+    D: Domain + ?Sized,
+    W: Write,
+{
+    let map = domain.map_batch(batch)?;
+    entries.clear();
+    let mut pages: Vec<&[u8]> = Vec::with_capacity(batch.len());
+    for (j, &n) in batch.iter().enumerate() {
+        match map.page(j) {
+            Some(p) => {
+                entries.push(PfnEntry::page(n));
+                pages.push(p);
+            }
+            None => entries.push(PfnEntry::xtab(n)),
+        }
+    }
+    let before = writer.position();
+    writer.batch(entries, &pages)?;
+    let nx = entries.len() - pages.len();
+    drop(pages);
+    drop(map);
+    let b = writer.position() - before;
+    if let Some(l) = limiter {
+        let wait = l.account(domain.now(), b);
+        if !wait.is_zero() {
+            domain.sleep(wait);
+        }
+    }
+    Ok((b, nx))
+}
+
+/// The suspend wait spent sending ([`Policy::send_while_suspending`]).
+///
+/// Each round polls the domain, CLEANs the log into `carry` (everything
+/// dirtied and not sent since) and sends up to [`SUSPENDING_BATCH`] of those
+/// pages in scan order, clearing their bits: a page copied after the CLEAN
+/// that reported it holds that write, and a later write shows up in the next
+/// CLEAN. When the guest has stopped, `carry` holds exactly what the final
+/// round must add to the last CLEAN.
+struct Suspending<'a> {
+    iter: u32,
+    carry: &'a mut DirtyBitmap,
+    scratch: &'a mut DirtyBitmap,
+    batch: &'a mut Vec<u64>,
+    entries: &'a mut Vec<PfnEntry>,
+}
+
+impl Suspending<'_> {
+    /// Request the suspend and send until the guest stops. Returns the last
+    /// time the guest was seen running (the start of its downtime, rounded
+    /// down) and the pass's statistics if anything was sent.
+    #[allow(clippy::too_many_arguments)]
+    fn run<D, W>(
+        &mut self,
+        domain: &mut D,
+        undo: &mut Undo,
+        opts: &SaveOptions,
+        plan: &Plan,
+        writer: &mut hvm_format::stream::Writer<W>,
+        limiter: &mut Option<RateLimiter>,
+        observer: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<(Duration, Option<PassStats>), SaveError>
+    where
+        D: Domain + ?Sized,
+        W: Write,
+    {
+        let size = plan.pfn_array_size;
+        self.carry.clear_all();
+        if !domain.request_suspend()? {
+            return Err(SaveError::Suspend("suspend request failed".into()));
+        }
+        undo.suspended = true;
+        let t0 = domain.now();
+        // The seed's patience (100 polls of 10 ms) as a deadline on the
+        // domain's clock, and a poll cap in case that clock stands still.
+        let deadline = t0 + SUSPEND_POLL * SUSPEND_TRIES;
+        let max_polls = SUSPEND_TRIES as u64 * 1000;
+        let (mut sent, mut xtab, mut bytes) = (0u64, 0u64, 0u64);
+        let mut cursor = 0u64;
+        let mut running_at = t0;
+        let mut started = false;
+        for _ in 0..max_polls {
+            if cancelled(opts) {
+                return Err(SaveError::Cancelled);
+            }
+            let now = domain.now();
+            let info = domain.info()?;
+            if info.suspended {
+                let stats = started.then(|| {
+                    let duration = domain.now().saturating_sub(t0);
+                    PassStats {
+                        iter: self.iter,
+                        phase: Phase::Suspending,
+                        sent,
+                        skipped: 0,
+                        xtab,
+                        bytes,
+                        duration_us: duration.as_micros() as u64,
+                        mb_per_s: if duration.is_zero() {
+                            0.0
+                        } else {
+                            bytes as f64 / duration.as_secs_f64() / 1e6
+                        },
+                        dirtied: None,
+                        dirty_now: None,
+                        dirty_pages_per_s: None,
+                        stop: None,
+                    }
+                });
+                return Ok((running_at, stats));
+            }
+            running_at = now;
+            if now > deadline {
+                break;
+            }
+            if info.paused {
+                domain.unpause()?;
+            }
+            domain.log_dirty_clean(self.scratch)?;
+            self.carry.merge(self.scratch);
+            self.batch.clear();
+            let mut scanned = 0u64;
+            while self.batch.len() < SUSPENDING_BATCH && scanned < size {
+                let n = plan.permute(cursor);
+                cursor = (cursor + 1) % size;
+                scanned += 1;
+                if self.carry.test(n) && !plan.is_skipped(n) {
+                    self.carry.clear(n);
+                    self.batch.push(n);
+                }
+            }
+            if self.batch.is_empty() {
+                domain.sleep(SUSPENDING_IDLE);
+                continue;
+            }
+            if !started {
+                started = true;
+                observer(&Event::PassStarted {
+                    iter: self.iter,
+                    phase: Phase::Suspending,
+                });
+            }
+            let (b, nx) = send_batch(domain, writer, self.batch, self.entries, limiter.as_mut())?;
+            bytes += b;
+            sent += self.batch.len() as u64;
+            xtab += nx as u64;
+            observer(&Event::BatchWritten {
+                iter: self.iter,
+                entries: self.batch.len(),
+                xtab: nx,
+                scanned: cursor,
+            });
+        }
+        Err(SaveError::Suspend(format!(
+            "still running {} ms after the request",
+            domain.now().saturating_sub(t0).as_millis()
+        )))
+    }
+}
+
 fn run<D, W>(
     domain: &mut D,
     policy: &mut dyn Policy,
@@ -406,24 +593,7 @@ where
                 // an empty one means the scan is over (the seed's `goto skip`).
                 break;
             }
-            let map = domain.map_batch(&batch)?;
-            entries.clear();
-            let mut pages: Vec<&[u8]> = Vec::with_capacity(batch.len());
-            for (j, &n) in batch.iter().enumerate() {
-                match map.page(j) {
-                    Some(p) => {
-                        entries.push(PfnEntry::page(n));
-                        pages.push(p);
-                    }
-                    None => entries.push(PfnEntry::xtab(n)),
-                }
-            }
-            let before = writer.position();
-            writer.batch(&entries, &pages)?;
-            let nx = entries.len() - pages.len();
-            drop(pages);
-            drop(map);
-            let b = writer.position() - before;
+            let (b, nx) = send_batch(domain, &mut writer, &batch, &mut entries, limiter.as_mut())?;
             bytes += b;
             sent += batch.len() as u64;
             xtab += nx as u64;
@@ -433,12 +603,6 @@ where
                 xtab: nx,
                 scanned: n_scan,
             });
-            if let Some(l) = limiter.as_mut() {
-                let wait = l.account(domain.now(), b);
-                if !wait.is_zero() {
-                    domain.sleep(wait);
-                }
-            }
         }
         total_sent += sent;
         let duration = domain.now().saturating_sub(t0);
@@ -502,6 +666,46 @@ where
             stop = why;
             stats.stop = Some(why);
             last_iter = true;
+            if policy.send_while_suspending() {
+                // The decided pass ends here; the wait is a pass of its own
+                // when the guest did not stop at once.
+                observer(&Event::PassEnded(&stats));
+                passes.push(stats);
+                // `to_skip` has served its purpose: pre-copy is over.
+                let mut wait = Suspending {
+                    iter: iter + 1,
+                    carry: &mut to_skip,
+                    scratch: &mut scratch,
+                    batch: &mut batch,
+                    entries: &mut entries,
+                };
+                let (running_at, wait_stats) = wait.run(
+                    domain,
+                    undo,
+                    opts,
+                    &plan,
+                    &mut writer,
+                    &mut limiter,
+                    observer,
+                )?;
+                suspend_at = Some(running_at);
+                // The final round: what the last CLEAN reports plus what the
+                // wait left dirty and unsent.
+                let clean = domain.log_dirty_clean(&mut to_send)?;
+                to_send.merge(&to_skip);
+                domain.dm_take(qemu_active, &mut to_send, false)?;
+                if let Some(mut w) = wait_stats {
+                    iter += 1;
+                    total_sent += w.sent;
+                    w.dirtied = Some(clean.dirty_count);
+                    observer(&Event::Suspended { iter });
+                    observer(&Event::PassEnded(&w));
+                    passes.push(w);
+                } else {
+                    observer(&Event::Suspended { iter });
+                }
+                continue;
+            }
             suspend_and_state(domain, undo)?;
             suspend_at = Some(domain.now());
             observer(&Event::Suspended { iter });

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod common;
+
 use hvm_save::backend::fault::Faulty;
 use hvm_save::backend::sim::{SimConfig, SimDomain, Workload};
 use hvm_save::saver::Event;
@@ -128,6 +130,72 @@ fn every_call_failing_leaves_the_guest_running_and_no_file() {
             assert!(seen.contains(c), "live={live}: no fault injected at {c}");
         }
     }
+}
+
+/// The same with the suspend wait spent sending: a fault at any call inside
+/// the wait (poll, CLEAN, map) still resumes the guest and leaves no file.
+#[test]
+fn faults_while_sending_during_the_suspend_wait() {
+    let hot = || {
+        SimDomain::new(SimConfig {
+            memory_mib: 16,
+            workload: Workload::HotSet {
+                pages: 800,
+                rate: 300_000.0,
+            },
+            dm_rate: 1000.0,
+            unmappable: 3,
+            ..SimConfig::default()
+        })
+        .unwrap()
+    };
+    let policy = || common::SendWhileSuspending(DowntimePolicy::default());
+    let mut clean = Faulty::new(hot(), None);
+    let probe = save(
+        &mut clean,
+        &mut policy(),
+        &opts(true),
+        &mut Vec::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        probe
+            .passes
+            .iter()
+            .any(|p| p.phase == hvm_save::saver::Phase::Suspending),
+        "{:?}",
+        probe.summary
+    );
+    let total = clean.calls();
+    let mut failed_in_wait = 0;
+    for k in 0..total {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("img");
+        let mut sink = Sink::file(&dest, false).unwrap();
+        let mut d = Faulty::new(hot(), Some(k));
+        let mut waiting = false;
+        let r = save(&mut d, &mut policy(), &opts(true), &mut sink, &mut |e| {
+            if let Event::PassStarted { phase, .. } = e {
+                waiting = *phase == hvm_save::saver::Phase::Suspending;
+            }
+        });
+        let failed = d.failed().expect("the fault fired");
+        match r {
+            Err(_) => {
+                failed_in_wait += u32::from(waiting);
+                sink.abort();
+                assert!(!d.inner.is_suspended(), "call {k} ({failed}): resumed");
+                assert!(!d.inner.log_dirty_enabled(), "call {k} ({failed})");
+                assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+            }
+            Ok(_) => assert_eq!(failed, "log_dirty_off", "call {k}"),
+        }
+    }
+    assert!(
+        failed_in_wait >= 3,
+        "faults inside the wait: {failed_in_wait}"
+    );
 }
 
 #[test]

@@ -5,9 +5,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::SendWhileSuspending;
 use hvm_format::digest::hex;
 use hvm_save::backend::sim::{SimConfig, SimDomain, Workload};
-use hvm_save::{save, DowntimePolicy, Envelope, Policy, SaveOptions, SeedPolicy};
+use hvm_save::saver::Phase;
+use hvm_save::{save, DowntimePolicy, Envelope, Policy, SaveOptions, SaveOutcome, SeedPolicy};
 
 fn workloads() -> Vec<Workload> {
     vec![
@@ -26,7 +28,7 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-fn check(cfg: SimConfig, policy: &mut dyn Policy, opts: &SaveOptions) {
+fn check(cfg: SimConfig, policy: &mut dyn Policy, opts: &SaveOptions) -> SaveOutcome {
     let label = format!(
         "{} / {} / live={}",
         cfg.workload.name(),
@@ -50,7 +52,7 @@ fn check(cfg: SimConfig, policy: &mut dyn Policy, opts: &SaveOptions) {
         "{label}: replayed memory differs from the guest at suspend time"
     );
     assert_eq!(got.total, want.total, "{label}");
-    let m = outcome.manifest.expect("manifest asked for");
+    let m = outcome.manifest.clone().expect("manifest asked for");
     assert_eq!(
         m.memory_sha256,
         hex(&want.total),
@@ -78,6 +80,7 @@ fn check(cfg: SimConfig, policy: &mut dyn Policy, opts: &SaveOptions) {
     if opts.debug {
         assert!(r.verify_batches > 0, "{label}: verify resend present");
     }
+    outcome
 }
 
 fn cfg(workload: Workload) -> SimConfig {
@@ -111,6 +114,74 @@ fn every_workload_and_policy_replays_to_the_suspended_guest() {
             &opts,
         );
     }
+}
+
+/// Sending while the guest acknowledges the suspend must still replay to
+/// exactly the stopped guest (pages copied in the wait and dirtied again
+/// must reach the final round), and with the same stop decisions it can only
+/// shrink the final round.
+#[test]
+fn sending_while_suspending_replays_exactly_and_shrinks_the_final_round() {
+    let opts = SaveOptions {
+        live: true,
+        manifest: true,
+        ..SaveOptions::default()
+    };
+    for w in workloads() {
+        let busy = matches!(w, Workload::Uniform { .. } | Workload::HotSet { .. });
+        let seed = check(cfg(w.clone()), &mut SeedPolicy::default(), &opts);
+        let ours = check(
+            cfg(w.clone()),
+            &mut SendWhileSuspending(SeedPolicy::default()),
+            &opts,
+        );
+        let label = format!(
+            "{}: seed {:?}\n ours {:?}",
+            w.name(),
+            seed.summary,
+            ours.summary
+        );
+        let waits: Vec<_> = ours
+            .passes
+            .iter()
+            .filter(|p| p.phase == Phase::Suspending)
+            .collect();
+        assert!(waits.len() <= 1, "{label}");
+        if busy {
+            assert_eq!(waits.len(), 1, "{label}: a running guest makes a wait pass");
+            assert!(waits[0].sent > 0, "{label}");
+            assert!(
+                ours.summary.downtime_pages < seed.summary.downtime_pages,
+                "{label}: the final round shrinks"
+            );
+        }
+        assert!(
+            ours.summary.downtime_pages <= seed.summary.downtime_pages,
+            "{label}"
+        );
+        // The wait pass sits between the last pre-copy pass and the final.
+        let phases: Vec<Phase> = ours.passes.iter().map(|p| p.phase).collect();
+        assert_eq!(phases.last(), Some(&Phase::Final), "{label}");
+        if let Some(k) = phases.iter().position(|p| *p == Phase::Suspending) {
+            assert_eq!(k + 2, phases.len(), "{label}");
+        }
+    }
+    // The same with --debug and --max-rate, which share the batch path.
+    let opts = SaveOptions {
+        live: true,
+        debug: true,
+        manifest: true,
+        max_rate: Some(200_000_000),
+        ..SaveOptions::default()
+    };
+    check(
+        cfg(Workload::HotSet {
+            pages: 1500,
+            rate: 400_000.0,
+        }),
+        &mut SendWhileSuspending(DowntimePolicy::default()),
+        &opts,
+    );
 }
 
 #[test]

@@ -95,9 +95,9 @@ pub struct SimConfig {
     pub stdvga: bool,
     /// Modelled send bandwidth, bytes per second.
     pub link_bytes_per_sec: u64,
-    /// `info` polls after a suspend request before the guest reports
-    /// suspended.
-    pub suspend_polls: u32,
+    /// Time from a suspend request until the guest stops (it runs, and
+    /// dirties pages, until then), however often the saver polls.
+    pub suspend_latency: Duration,
     /// Report "paused" on the first poll after a suspend request (exercises
     /// the seed's unpause-and-retry branch).
     pub paused_once: bool,
@@ -115,7 +115,7 @@ impl Default for SimConfig {
             unmappable: 0,
             stdvga: false,
             link_bytes_per_sec: 1_000_000_000,
-            suspend_polls: 2,
+            suspend_latency: Duration::from_millis(20),
             paused_once: false,
             seed: 0x5eed_2007,
         }
@@ -125,7 +125,11 @@ impl Default for SimConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
     Running,
-    SuspendPending { polls: u32, paused: bool },
+    /// The guest stops at `at_ns` on the virtual clock.
+    SuspendPending {
+        at_ns: u64,
+        paused: bool,
+    },
     Suspended,
 }
 
@@ -360,14 +364,19 @@ impl SimDomain {
     /// Move the virtual clock, letting guest and device model write.
     fn advance(&mut self, d: Duration) {
         let t1 = self.clock_ns + d.as_nanos() as u64;
+        // A pending suspend takes effect at its time, not at the next poll.
+        let run_until = match self.state {
+            RunState::SuspendPending { at_ns, .. } => t1.min(at_ns.max(self.clock_ns)),
+            _ => t1,
+        };
         if self.state != RunState::Suspended {
-            let due = self.guest_writes_due(t1);
+            let due = self.guest_writes_due(run_until);
             while self.guest_writes < due {
                 let pfn = self.guest_target();
                 self.write_pfn(pfn, false);
                 self.guest_writes += 1;
             }
-            let dm_due = (t1 as f64 * self.cfg.dm_rate / 1e9) as u64;
+            let dm_due = (run_until as f64 * self.cfg.dm_rate / 1e9) as u64;
             while self.dm_writes < dm_due {
                 let pfn = ram_index_to_pfn(self.next_rand() % self.ram_pages);
                 self.write_pfn(pfn, true);
@@ -375,6 +384,16 @@ impl SimDomain {
             }
         }
         self.clock_ns = t1;
+        self.settle_suspend();
+    }
+
+    /// A pending suspend whose time has come becomes a stopped guest.
+    fn settle_suspend(&mut self) {
+        if let RunState::SuspendPending { at_ns, .. } = self.state {
+            if self.clock_ns >= at_ns {
+                self.state = RunState::Suspended;
+            }
+        }
     }
 
     fn apply_script(&mut self) {
@@ -421,22 +440,18 @@ impl Domain for SimDomain {
 
     fn info(&mut self) -> DomainResult<DomainInfo> {
         self.calls.push("info");
+        self.settle_suspend();
         let mut paused = false;
-        if let RunState::SuspendPending { polls, paused: p } = self.state {
-            if p {
-                paused = true;
-                self.state = RunState::SuspendPending {
-                    polls,
-                    paused: false,
-                };
-            } else if polls == 0 {
-                self.state = RunState::Suspended;
-            } else {
-                self.state = RunState::SuspendPending {
-                    polls: polls - 1,
-                    paused: false,
-                };
-            }
+        if let RunState::SuspendPending {
+            at_ns,
+            paused: true,
+        } = self.state
+        {
+            paused = true;
+            self.state = RunState::SuspendPending {
+                at_ns,
+                paused: false,
+            };
         }
         Ok(DomainInfo {
             nr_pages: self.ram_pages + self.vram_pages(),
@@ -555,9 +570,10 @@ impl Domain for SimDomain {
         self.calls.push("request_suspend");
         if self.state == RunState::Running {
             self.state = RunState::SuspendPending {
-                polls: self.cfg.suspend_polls,
+                at_ns: self.clock_ns + self.cfg.suspend_latency.as_nanos() as u64,
                 paused: self.cfg.paused_once,
             };
+            self.settle_suspend();
         }
         Ok(true)
     }
@@ -633,5 +649,44 @@ impl Domain for SimDomain {
 
     fn sleep(&mut self, d: Duration) {
         self.advance(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy() -> SimDomain {
+        SimDomain::new(SimConfig {
+            memory_mib: 8,
+            workload: Workload::Uniform { rate: 100_000.0 },
+            ..SimConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// The guest stops `suspend_latency` after the request whether the
+    /// saver polls every millisecond or once: polling often must not make
+    /// the simulated guest stop sooner (nor later).
+    #[test]
+    fn suspend_latency_is_time_not_polls() {
+        let (mut often, mut once) = (busy(), busy());
+        for d in [&mut often, &mut once] {
+            d.sleep(Duration::from_millis(3));
+            assert!(d.request_suspend().unwrap());
+        }
+        let mut first_seen = None;
+        for ms in 1..=30u64 {
+            often.sleep(Duration::from_millis(1));
+            if often.info().unwrap().suspended && first_seen.is_none() {
+                first_seen = Some(ms);
+            }
+        }
+        once.sleep(Duration::from_millis(30));
+        assert!(once.info().unwrap().suspended);
+        assert_eq!(first_seen, Some(20));
+        assert_eq!(often.guest_writes(), once.guest_writes());
+        // 100k writes/s for 3 ms + 20 ms.
+        assert_eq!(once.guest_writes(), 2300);
     }
 }

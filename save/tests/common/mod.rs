@@ -91,3 +91,22 @@ pub fn sim_digest(sim: &SimDomain) -> MemoryDigest {
     }
     b.finish().expect("ascending")
 }
+
+/// `P`'s decisions, but sending during every suspend wait: to exercise
+/// [`hvm_save::saver::Phase::Suspending`] on any workload.
+pub struct SendWhileSuspending<P>(pub P);
+
+impl<P: hvm_save::Policy> hvm_save::Policy for SendWhileSuspending<P> {
+    fn name(&self) -> &'static str {
+        "send-while-suspending"
+    }
+    fn wants_dirty_count(&self) -> bool {
+        self.0.wants_dirty_count()
+    }
+    fn after_pass(&mut self, report: &hvm_save::policy::PassReport) -> hvm_save::policy::Decision {
+        self.0.after_pass(report)
+    }
+    fn send_while_suspending(&self) -> bool {
+        true
+    }
+}
