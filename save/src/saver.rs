@@ -133,6 +133,36 @@ pub struct PassStats {
     pub stop: Option<StopReason>,
 }
 
+impl PassStats {
+    /// A pass's sending figures, `[sent, skipped, xtab, bytes]`, over
+    /// `duration`; the dirty-log figures are filled in afterwards.
+    fn sent(
+        iter: u32,
+        phase: Phase,
+        [sent, skipped, xtab, bytes]: [u64; 4],
+        duration: Duration,
+    ) -> Self {
+        PassStats {
+            iter,
+            phase,
+            sent,
+            skipped,
+            xtab,
+            bytes,
+            duration_us: duration.as_micros() as u64,
+            mb_per_s: if duration.is_zero() {
+                0.0
+            } else {
+                bytes as f64 / duration.as_secs_f64() / 1e6
+            },
+            dirtied: None,
+            dirty_now: None,
+            dirty_pages_per_s: None,
+            stop: None,
+        }
+    }
+}
+
 /// The whole save in numbers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SaveSummary {
@@ -404,26 +434,14 @@ impl Suspending<'_> {
             let now = domain.now();
             let info = domain.info()?;
             if info.suspended {
+                let duration = domain.now().saturating_sub(t0);
                 let stats = started.then(|| {
-                    let duration = domain.now().saturating_sub(t0);
-                    PassStats {
-                        iter: self.iter,
-                        phase: Phase::Suspending,
-                        sent,
-                        skipped: 0,
-                        xtab,
-                        bytes,
-                        duration_us: duration.as_micros() as u64,
-                        mb_per_s: if duration.is_zero() {
-                            0.0
-                        } else {
-                            bytes as f64 / duration.as_secs_f64() / 1e6
-                        },
-                        dirtied: None,
-                        dirty_now: None,
-                        dirty_pages_per_s: None,
-                        stop: None,
-                    }
+                    PassStats::sent(
+                        self.iter,
+                        Phase::Suspending,
+                        [sent, 0, xtab, bytes],
+                        duration,
+                    )
                 });
                 return Ok((running_at, stats));
             }
@@ -606,24 +624,7 @@ where
         }
         total_sent += sent;
         let duration = domain.now().saturating_sub(t0);
-        let mut stats = PassStats {
-            iter,
-            phase,
-            sent,
-            skipped,
-            xtab,
-            bytes,
-            duration_us: duration.as_micros() as u64,
-            mb_per_s: if duration.is_zero() {
-                0.0
-            } else {
-                bytes as f64 / duration.as_secs_f64() / 1e6
-            },
-            dirtied: None,
-            dirty_now: None,
-            dirty_pages_per_s: None,
-            stop: None,
-        };
+        let mut stats = PassStats::sent(iter, phase, [sent, skipped, xtab, bytes], duration);
         if phase == Phase::Final {
             downtime_pages = sent;
         }

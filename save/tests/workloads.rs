@@ -94,13 +94,17 @@ fn cfg(workload: Workload) -> SimConfig {
     }
 }
 
-#[test]
-fn every_workload_and_policy_replays_to_the_suspended_guest() {
-    let opts = SaveOptions {
+fn live_with_manifest() -> SaveOptions {
+    SaveOptions {
         live: true,
         manifest: true,
         ..SaveOptions::default()
-    };
+    }
+}
+
+#[test]
+fn every_workload_and_policy_replays_to_the_suspended_guest() {
+    let opts = live_with_manifest();
     for w in workloads() {
         check(cfg(w.clone()), &mut SeedPolicy::default(), &opts);
         check(
@@ -122,11 +126,7 @@ fn every_workload_and_policy_replays_to_the_suspended_guest() {
 /// shrink the final round.
 #[test]
 fn sending_while_suspending_replays_exactly_and_shrinks_the_final_round() {
-    let opts = SaveOptions {
-        live: true,
-        manifest: true,
-        ..SaveOptions::default()
-    };
+    let opts = live_with_manifest();
     for w in workloads() {
         let busy = matches!(w, Workload::Uniform { .. } | Workload::HotSet { .. });
         let seed = check(cfg(w.clone()), &mut SeedPolicy::default(), &opts);
