@@ -12,7 +12,7 @@ use crate::stream::vcpu_context_size;
 /// `HVM_FILE_MAGIC` of every era.
 pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
 const QEMU_SIGNATURE: &[u8] = b"QemuDeviceModelRecord";
-const DM_RECORD_0002: &[u8] = b"DeviceModelRecord0002";
+use crate::stream::DM_RECORD_0002;
 
 /// The stream layouts Xen used for HVM guests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

@@ -19,7 +19,7 @@ use crate::stream::{
     Batch, DeviceModel, Element, HvmBlob, Item, Layout, MagicPfns, Reader, SliceReader,
 };
 use crate::v2::XlHeader;
-use crate::v2::{LibxlItem, LibxlRecord, RecordBody};
+use crate::v2::{AfterEnd, LibxlItem, LibxlRecord, RecordBody};
 
 /// How much of a pipe is buffered for sniffing and dialect detection.
 pub const PREFIX_LEN: usize = 8 << 20;
@@ -380,6 +380,8 @@ pub struct V2Elements<R> {
     pfns: Vec<u8>,
     batches: u64,
     verify: bool,
+    /// What followed a libxc-framed image's END, once looked at.
+    after_end: Option<Tail>,
 }
 
 enum V2Source<R> {
@@ -403,11 +405,35 @@ impl<R: Read> V2Elements<R> {
             pfns,
             batches,
             verify,
+            after_end,
         } = self;
         let rec = match src {
             V2Source::Libxc(r, done) => {
                 if *done {
-                    return Ok(None);
+                    if after_end.is_some() {
+                        return Ok(None);
+                    }
+                    // Xen's converter appends the device model state after
+                    // END; anything else there is trailing bytes.
+                    return Ok(match r.after_end()? {
+                        AfterEnd::Nothing => {
+                            *after_end = Some(Tail::None);
+                            None
+                        }
+                        AfterEnd::Trailing { offset, len } => {
+                            *after_end = Some(Tail::Trailing { offset, len });
+                            None
+                        }
+                        AfterEnd::DeviceModel {
+                            offset,
+                            data_offset,
+                            data,
+                        } => Some(Element::DeviceModel(DeviceModel {
+                            offset,
+                            data_offset,
+                            bytes: data,
+                        })),
+                    });
                 }
                 match r.next_record()? {
                     Some(rec) => {
@@ -666,14 +692,38 @@ pub fn open_any_read<R: Read>(mut r: R, opts: OpenOptions) -> Result<(ImageInfo,
             pfns: Vec::with_capacity(8 * 1024),
             batches: 0,
             verify: false,
+            after_end: None,
         }),
     ))
 }
 
-/// The tail after an [`AnyReader`] that returned `None`.
+/// The tail after an [`AnyReader`] that returned `None`: for v2, bytes
+/// after the final END (a libxc image's appended device model state was
+/// already an element).
 pub fn read_any_tail<R: Read>(info: &ImageInfo, reader: AnyReader<R>) -> Result<Tail> {
     match reader {
         AnyReader::Legacy(r) => read_tail(info, r),
-        AnyReader::V2(_) => Ok(Tail::None),
+        AnyReader::V2(V2Elements {
+            src: V2Source::Libxc(..),
+            after_end,
+            ..
+        }) => Ok(after_end.unwrap_or(Tail::None)),
+        AnyReader::V2(V2Elements {
+            src: V2Source::Libxl(r),
+            ..
+        }) => {
+            let at = r.offset();
+            let rest = std::io::copy(&mut r.into_inner(), &mut std::io::sink()).map_err(|e| {
+                Error::new(at, Context::root().field("after END"), ErrorKind::Io(e))
+            })?;
+            Ok(if rest == 0 {
+                Tail::None
+            } else {
+                Tail::Trailing {
+                    offset: at,
+                    len: rest,
+                }
+            })
+        }
     }
 }

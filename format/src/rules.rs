@@ -484,8 +484,11 @@ impl StreamChecker {
             Tail::Trailing { offset, len } => self.push(Finding::error(
                 "stream.trailing-bytes",
                 *offset,
-                Context::root().field("after the hvm blob"),
-                format!("expected the end of the image or QemuDeviceModelRecord, found {len} more bytes"),
+                Context::root().field("after the stream"),
+                format!(
+                    "expected the end of the image or a device model record \
+                     (QemuDeviceModelRecord, DeviceModelRecord0002), found {len} more bytes"
+                ),
             )),
         }
     }

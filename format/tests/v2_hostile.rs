@@ -332,3 +332,79 @@ proptest! {
         let _ = validate_xl(s);
     }
 }
+
+/// What follows a libxc image's END: the converter's device model record,
+/// read back exactly; trailing bytes counted; a record that lies about its
+/// length fails at the state's offset without allocating what it claims.
+#[test]
+fn after_end_reads_the_device_model_record_and_counts_the_rest() {
+    use hvm_format::v2::AfterEnd;
+    let image = good_stream();
+    let end = image.len() as u64;
+    let dm = |len: u32, data: &[u8], junk: &[u8]| {
+        let mut v = image.clone();
+        v.extend_from_slice(b"DeviceModelRecord0002");
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(data);
+        v.extend_from_slice(junk);
+        v
+    };
+    let drain = |r: &mut Reader<&[u8]>| while r.next_raw().unwrap().is_some() {};
+
+    // Nothing after END; asking again is harmless.
+    let mut r = Reader::new(&image[..]).unwrap();
+    assert_eq!(r.after_end().unwrap(), AfterEnd::Nothing, "before END");
+    drain(&mut r);
+    assert_eq!(r.after_end().unwrap(), AfterEnd::Nothing);
+    assert_eq!(r.after_end().unwrap(), AfterEnd::Nothing);
+
+    // The record, then 3 stray bytes.
+    let s = dm(5, b"QEVM!", b"xyz");
+    let mut r = Reader::new(&s[..]).unwrap();
+    drain(&mut r);
+    assert_eq!(
+        r.after_end().unwrap(),
+        AfterEnd::DeviceModel {
+            offset: end,
+            data_offset: end + 25,
+            data: b"QEVM!"
+        }
+    );
+    assert_eq!(
+        r.after_end().unwrap(),
+        AfterEnd::Trailing {
+            offset: end + 30,
+            len: 3
+        }
+    );
+    assert_eq!(r.after_end().unwrap(), AfterEnd::Nothing);
+
+    // Something else entirely, shorter than the signature.
+    let mut s = image.clone();
+    s.extend_from_slice(b"Device");
+    let mut r = Reader::new(&s[..]).unwrap();
+    drain(&mut r);
+    assert_eq!(
+        r.after_end().unwrap(),
+        AfterEnd::Trailing {
+            offset: end,
+            len: 6
+        }
+    );
+
+    // A length of 4 GiB over 4 bytes of state: truncated at the state.
+    let s = dm(u32::MAX, b"QEVM", b"");
+    let mut r = Reader::new(&s[..]).unwrap();
+    drain(&mut r);
+    let e = r.after_end().unwrap_err();
+    assert_eq!(e.offset, end + 25, "{e}");
+    assert_eq!(e.context.to_string(), "device model record › state");
+    // The length itself cut short.
+    let mut s = image.clone();
+    s.extend_from_slice(b"DeviceModelRecord0002\x05\x00");
+    let mut r = Reader::new(&s[..]).unwrap();
+    drain(&mut r);
+    let e = r.after_end().unwrap_err();
+    assert_eq!(e.offset, end + 21, "{e}");
+    assert_eq!(e.context.to_string(), "device model record › length");
+}

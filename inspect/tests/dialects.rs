@@ -214,6 +214,7 @@ fn every_subcommand_reads_v2_in_every_framing() {
     let golden = golden.to_str().unwrap();
     let want = json(&run(&["--json", "digest", golden]));
     let old = json(&run(&["--json", "summary", golden]));
+    let mut dm_len = None;
     for to in ["libxc", "libxl", "xl"] {
         let out = dir.0.join(format!("c.{to}"));
         let out = out.to_str().unwrap();
@@ -227,10 +228,39 @@ fn every_subcommand_reads_v2_in_every_framing() {
         assert_eq!(s["verdict"]["current_xen_loads"], true, "{to}: {s:#}");
         assert_eq!(s["pages"], old["pages"], "{to}");
         assert_eq!(s["distinct_pfns"], old["distinct_pfns"], "{to}");
-        if to != "libxc" {
-            // libxc framing has no emulator record (the state follows END,
-            // unread, as with Xen's own converter).
-            assert_eq!(s["device_model"]["qevm"], true, "{to}: {s:#}");
+        // libxl framing carries the state as EMULATOR_CONTEXT; libxc
+        // framing has no emulator record, so it follows END as
+        // DeviceModelRecord0002 (as Xen's converter writes it) and is read
+        // back from there.
+        assert_eq!(s["device_model"]["qevm"], true, "{to}: {s:#}");
+        assert_eq!(s["trailing"], Value::Null, "{to}: {s:#}");
+        // The same state in every framing.
+        let len = s["device_model"]["len"].as_u64().unwrap();
+        assert!(len > 0, "{to}: {s:#}");
+        assert_eq!(*dm_len.get_or_insert(len), len, "{to}");
+        // Bytes after the image are an error at their offset, on the file
+        // and through a pipe.
+        let bytes = std::fs::read(out).unwrap();
+        let junk = dir.write(&format!("junk.{to}"), &[&bytes[..], b"junk!"].concat());
+        for path in [junk.as_str(), "-"] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hvm-inspect"));
+            cmd.args(["--json", "validate", path]);
+            let o = if path == "-" {
+                cmd.stdin(std::fs::File::open(&junk).unwrap())
+                    .output()
+                    .unwrap()
+            } else {
+                cmd.output().unwrap()
+            };
+            assert_eq!(o.status.code(), Some(1), "{to} {path}: {o:?}");
+            let v = json(&o);
+            let f = v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["rule"] == "stream.trailing-bytes")
+                .unwrap_or_else(|| panic!("{to} {path}: {v:#}"));
+            assert_eq!(f["offset"], bytes.len() as u64, "{to} {path}: {f:#}");
         }
         let d = json(&run(&["--json", "digest", out]));
         assert_eq!(d["memory_sha256"], want["memory_sha256"], "{to}");

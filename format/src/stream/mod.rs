@@ -23,6 +23,10 @@
 //! the grammar does not allow at that point.
 
 mod grammar;
+
+/// `DeviceModelRecord0002`: the signature before a device model state that
+/// follows a 3.x–4.5 stream (and Xen's converted libxc v2 output).
+pub(crate) use grammar::DM_RECORD_0002;
 mod item;
 mod reader;
 mod writer;

@@ -43,7 +43,7 @@ pub use libxc::{
 pub use libxl::{
     EmulatorId, LibxlHeader, LibxlItem, LibxlReader, LibxlRecord, LibxlRecordType, LibxlWriter,
 };
-pub use reader::{RawRecord, Reader, Record, SliceReader, DEFAULT_MAX_BODY_LEN};
+pub use reader::{AfterEnd, RawRecord, Reader, Record, SliceReader, DEFAULT_MAX_BODY_LEN};
 pub use validate::{validate_libxc, validate_libxl, validate_xl};
 pub use writer::Writer;
 pub use xl::XlHeader;

@@ -12,6 +12,7 @@ use std::io::{ErrorKind as IoErrorKind, Read};
 use super::libxc::{DomainHeader, ImageHeader, RecordBody, RecordType};
 use super::padding_len;
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::stream::DM_RECORD_0002;
 
 /// Largest record body the `Read`-based readers accept by default (256 MiB):
 /// far above anything Xen writes (a PAGE_DATA of 1024 pages is ~4 MiB), far
@@ -221,6 +222,9 @@ pub struct Reader<R> {
     domain: DomainHeader,
     index: u64,
     ended: bool,
+    /// Calls of [`Reader::after_end`] that found something: the first may
+    /// find the device model record, the next only trailing bytes.
+    after: u8,
 }
 
 impl<R: Read> Reader<R> {
@@ -240,6 +244,7 @@ impl<R: Read> Reader<R> {
             domain,
             index: 0,
             ended: false,
+            after: 0,
         })
     }
 
@@ -289,6 +294,80 @@ impl<R: Read> Reader<R> {
     pub fn into_inner(self) -> R {
         self.src.r
     }
+
+    /// After END: what follows a libxc-framed image. Xen's
+    /// `convert-legacy-stream` appends an HVM guest's device model state to
+    /// libxc output as the legacy stream carried it, `DeviceModelRecord0002`
+    /// + u32 length + the state; anything else is trailing bytes, consumed
+    ///   and counted. Call until it returns [`AfterEnd::Nothing`]: after the
+    ///   device model record comes at most one [`AfterEnd::Trailing`]. Before
+    ///   END this reads nothing and returns [`AfterEnd::Nothing`].
+    pub fn after_end(&mut self) -> Result<AfterEnd<'_>> {
+        if !self.ended || self.after >= 2 {
+            return Ok(AfterEnd::Nothing);
+        }
+        self.after += 1;
+        let at = self.src.offset;
+        let ctx = Context::root().field("after END");
+        let mut first = [0u8; DM_RECORD_0002.len()];
+        let mut got = 0;
+        while got < first.len() {
+            match self.src.r.read(&mut first[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == IoErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::new(at + got as u64, ctx, ErrorKind::Io(e))),
+            }
+        }
+        self.src.offset += got as u64;
+        if got == 0 {
+            return Ok(AfterEnd::Nothing);
+        }
+        if self.after == 2 || &first[..got] != DM_RECORD_0002 {
+            self.after = 2;
+            let rest = std::io::copy(&mut self.src.r, &mut std::io::sink())
+                .map_err(|e| Error::new(at, ctx, ErrorKind::Io(e)))?;
+            self.src.offset += rest;
+            return Ok(AfterEnd::Trailing {
+                offset: at,
+                len: got as u64 + rest,
+            });
+        }
+        let ctx = Context::root().field("device model record");
+        let len = u32::from_le_bytes(self.src.array::<4>(&ctx.field("length"))?);
+        let data_offset = self.src.offset;
+        // Grows only as the state arrives: a hostile length costs nothing.
+        self.src
+            .fill(len as usize, data_offset, &ctx.field("state"))?;
+        Ok(AfterEnd::DeviceModel {
+            offset: at,
+            data_offset,
+            data: self.src.buf.get(..len as usize).unwrap_or_default(),
+        })
+    }
+}
+
+/// What follows the END record of a libxc-framed image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterEnd<'a> {
+    /// The image ends with END.
+    Nothing,
+    /// `DeviceModelRecord0002` at `offset`, the state at `data_offset`.
+    DeviceModel {
+        /// File offset of the signature.
+        offset: u64,
+        /// File offset of the state's first byte.
+        data_offset: u64,
+        /// The device model's state.
+        data: &'a [u8],
+    },
+    /// `len` bytes at `offset` that belong to no structure.
+    Trailing {
+        /// File offset of the first such byte.
+        offset: u64,
+        /// How many.
+        len: u64,
+    },
 }
 
 // ---------------------------------------------------------------------------
