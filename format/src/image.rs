@@ -607,8 +607,10 @@ pub fn is_v2(prefix: &[u8]) -> bool {
     v2_start(prefix).is_some()
 }
 
-/// Where the v2 image starts and whether it is libxl-framed.
-fn v2_start(p: &[u8]) -> Option<(u64, bool)> {
+/// Where the v2 image in `p` (a file's first bytes) starts, past an xl or
+/// libvirt header, and whether it is libxl-framed; `None` when `p` starts
+/// no v2 image.
+pub fn v2_start(p: &[u8]) -> Option<(u64, bool)> {
     let at = |o: usize| -> Option<(u64, bool)> {
         let rest = p.get(o..)?;
         if rest.starts_with(b"LibxlFmt") {

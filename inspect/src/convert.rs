@@ -1,5 +1,6 @@
 //! `hvm-inspect convert IMAGE -o OUT --to libxc|libxl|xl`: any readable
-//! legacy image into a migration v2 stream current Xen restores.
+//! legacy image into a migration v2 stream current Xen restores; a v2
+//! image is re-framed instead ([`crate::reframe`]).
 //!
 //! One streaming pass with read(2) into the reader's reused buffer: page
 //! batches become PAGE_DATA records as they arrive (one vectored write
@@ -18,7 +19,7 @@ use std::path::Path;
 
 use hvm_format::dialect::Dialect;
 use hvm_format::hvm::translate;
-use hvm_format::image::{open_read, ImageInfo, OpenOptions, PrefixedRead};
+use hvm_format::image::{is_v2, open_read, ImageInfo, OpenOptions, PrefixedRead};
 use hvm_format::pfn::{PfnType, MMIO_HOLE_START};
 use hvm_format::stream::{chunk_hvm_param, chunk_name, Element, Item, Reader};
 use hvm_format::v2::libxc::{
@@ -88,6 +89,32 @@ pub struct ConvertReport {
     pub translations: Vec<String>,
     /// Bytes written.
     pub bytes_written: u64,
+}
+
+impl ConvertReport {
+    /// A report with nothing done yet.
+    pub(crate) fn new(
+        input: &str,
+        out: &Path,
+        target: Target,
+        dialect: Dialect,
+        word_bits: u32,
+    ) -> Self {
+        ConvertReport {
+            input: input.to_string(),
+            output: out.display().to_string(),
+            target,
+            dialect,
+            word_bits,
+            page_records: 0,
+            pages: 0,
+            verify_pages: 0,
+            xtab_dropped: 0,
+            hvm_params: Vec::new(),
+            translations: Vec::new(),
+            bytes_written: 0,
+        }
+    }
 }
 
 /// Parts kept until the end of the stream.
@@ -383,7 +410,11 @@ fn emulator_state<R: Read>(
     Ok(Some((state.to_vec(), "QemuDeviceModelRecord")))
 }
 
-fn emulator_id(state: &[u8]) -> EmulatorId {
+/// The signature before the device model state after a libxc END.
+pub(crate) const DM_RECORD_0002: &[u8; 21] = b"DeviceModelRecord0002";
+
+/// The emulator a device model state belongs to, from its magic.
+pub(crate) fn emulator_id(state: &[u8]) -> EmulatorId {
     if state.starts_with(b"QEVM") {
         EmulatorId::QemuTraditional
     } else {
@@ -404,10 +435,20 @@ fn xl_config(info: &ImageInfo) -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .collect();
-    let mem = info.config_memory_mib().unwrap_or(0) * 1024;
-    format!(
-        "{{\"c_info\":{{\"type\":\"hvm\",\"name\":\"{name}\"}},\"b_info\":{{\"max_memkb\":{mem},\"target_memkb\":{mem},\"type.hvm\":{{}}}}}}"
-    )
+    xl_config_json(&name, info.config_memory_mib().unwrap_or(0))
+}
+
+/// A minimal xl JSON config for an HVM domain `name` of `mem_mib` MiB.
+pub(crate) fn xl_config_json(name: &str, mem_mib: u64) -> String {
+    serde_json::json!({
+        "c_info": { "type": "hvm", "name": name },
+        "b_info": {
+            "max_memkb": mem_mib * 1024,
+            "target_memkb": mem_mib * 1024,
+            "type.hvm": {},
+        },
+    })
+    .to_string()
 }
 
 struct Counting<W> {
@@ -443,18 +484,55 @@ pub fn convert(
         len: input.len(),
         ..opts
     };
-    let (info, reader) =
-        open_read(input.into_read(), opts).map_err(|e| InspectError::image(&name, e))?;
+    let mut read = input.into_read();
+    let mut prefix = Vec::new();
+    (&mut read)
+        .take(1 << 16)
+        .read_to_end(&mut prefix)
+        .map_err(|e| {
+            InspectError::image(&name, Error::new(0, Context::root(), ErrorKind::Io(e)))
+        })?;
     let io = |source| InspectError::Io {
         path: out.display().to_string(),
         source,
     };
+    let read = std::io::Cursor::new(prefix).chain(read);
+    if is_v2(read.get_ref().0.get_ref()) {
+        let file = File::create(out).map_err(io)?;
+        let r = reframe_stream(&name, out, read, opts.len, file, target);
+        if r.is_err() {
+            let _ = std::fs::remove_file(out);
+        }
+        return r;
+    }
+    let (info, reader) = open_read(read, opts).map_err(|e| InspectError::image(&name, e))?;
     let file = File::create(out).map_err(io)?;
     let r = convert_stream(&name, out, info, reader, file, target);
     if r.is_err() {
         let _ = std::fs::remove_file(out);
     }
     r
+}
+
+/// [`convert`] of a migration v2 image (any framing) into another framing:
+/// the libxc records are copied unchanged ([`crate::reframe`]).
+pub fn reframe_stream<R: Read, W: Write>(
+    name: &str,
+    out: &Path,
+    input: std::io::Chain<std::io::Cursor<Vec<u8>>, R>,
+    total: Option<u64>,
+    sink: W,
+    target: Target,
+) -> Result<ConvertReport, InspectError> {
+    let img = |e| InspectError::image(name, e);
+    let mut rep = ConvertReport::new(name, out, target, Dialect::V2, 64);
+    let prefix = input.get_ref().0.get_ref().clone();
+    let mut sink = Counting { inner: sink, n: 0 };
+    crate::reframe::reframe(input, &prefix, total, &mut sink, target, &mut rep).map_err(img)?;
+    sink.flush()
+        .map_err(|e| img(Error::new(sink.n, Context::root(), ErrorKind::Io(e))))?;
+    rep.bytes_written = sink.n;
+    Ok(rep)
 }
 
 /// [`convert`] from an opened reader into any sink.
@@ -467,20 +545,13 @@ pub fn convert_stream<R: Read, W: Write>(
     target: Target,
 ) -> Result<ConvertReport, InspectError> {
     let img = |e| InspectError::image(name, e);
-    let mut rep = ConvertReport {
-        input: name.to_string(),
-        output: out.display().to_string(),
+    let mut rep = ConvertReport::new(
+        name,
+        out,
         target,
-        dialect: info.detection.dialect,
-        word_bits: info.word().bits(),
-        page_records: 0,
-        pages: 0,
-        verify_pages: 0,
-        xtab_dropped: 0,
-        hvm_params: Vec::new(),
-        translations: Vec::new(),
-        bytes_written: 0,
-    };
+        info.detection.dialect,
+        info.word().bits(),
+    );
     let mut kept = Kept::default();
     let mut sink = Counting { inner: sink, n: 0 };
     let image = ImageHeader::new(3);
@@ -495,7 +566,7 @@ pub fn convert_stream<R: Read, W: Write>(
                 let at = sink.n;
                 let ctx = || Context::root().field("device model record");
                 let len = u32::try_from(state.len()).unwrap_or(u32::MAX);
-                for part in [&b"DeviceModelRecord0002"[..], &len.to_le_bytes(), &state] {
+                for part in [&DM_RECORD_0002[..], &len.to_le_bytes(), &state] {
                     sink.write_all(part)
                         .map_err(|e| img(Error::new(at, ctx(), ErrorKind::Io(e))))?;
                 }

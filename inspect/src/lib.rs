@@ -21,6 +21,7 @@
 pub mod convert;
 pub mod diff;
 pub mod input;
+mod reframe;
 pub mod report;
 pub mod text;
 

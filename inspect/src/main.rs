@@ -110,7 +110,8 @@ enum Cmd {
     /// Convert any legacy image into a migration v2 stream that current
     /// Xen restores (HVM records translated to today's layouts, magic pfns
     /// as HVM_PARAMS, device model state as EMULATOR_CONTEXT); lists every
-    /// translation. Exit 1 if something cannot be translated.
+    /// translation. A v2 image is re-framed, its records copied unchanged.
+    /// Exit 1 if something cannot be translated.
     Convert {
         /// Output file.
         #[arg(short, long)]
