@@ -148,3 +148,47 @@ fn plateau_stop_is_at_the_low_end() {
     let (lo, hi) = (finals[0] as f64, finals[finals.len() - 1] as f64);
     assert!(hi <= lo * 1.15, "{finals:?}");
 }
+
+/// When the plateau's final round exceeds `--max-downtime`, the default
+/// policy spends the suspend wait sending: a `suspending` pass appears, the
+/// final round shrinks below the seed's and below the same policy's without
+/// the wait (a budget it already meets), and the page saving holds.
+#[test]
+fn a_busted_budget_sends_while_the_guest_suspends() {
+    let (_, w) = workloads()
+        .into_iter()
+        .find(|(n, _)| n.starts_with("hot 64MiB"))
+        .unwrap();
+    let outcome = |policy: &mut dyn Policy| {
+        let mut sim = SimDomain::new(SimConfig {
+            memory_mib: 256,
+            workload: w.clone(),
+            dm_rate: 200.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let opts = SaveOptions {
+            live: true,
+            ..SaveOptions::default()
+        };
+        save(&mut sim, policy, &opts, &mut std::io::sink(), &mut |_| {}).unwrap()
+    };
+    let seed = outcome(&mut SeedPolicy::default()).summary;
+    let relaxed = outcome(&mut DowntimePolicy::new(Duration::from_secs(1)));
+    let tight = outcome(&mut DowntimePolicy::new(Duration::from_millis(20)));
+    let waits = |o: &hvm_save::SaveOutcome| {
+        o.passes
+            .iter()
+            .filter(|p| p.phase == hvm_save::saver::Phase::Suspending)
+            .count()
+    };
+    assert_eq!(waits(&relaxed), 0, "{:?}", relaxed.summary);
+    assert_eq!(waits(&tight), 1, "{:?}", tight.summary);
+    let (r, t) = (&relaxed.summary, &tight.summary);
+    assert!(t.downtime_pages < r.downtime_pages, "{t:?}\n{r:?}");
+    assert!(t.downtime_us < seed.downtime_us, "{t:?}\n{seed:?}");
+    assert!(
+        (t.total_sent as f64) <= 0.7 * seed.total_sent as f64,
+        "{t:?}\n{seed:?}"
+    );
+}
