@@ -200,3 +200,48 @@ mod tests {
         assert!(e.is_truncation());
     }
 }
+
+/// An error and its sources as one line, for a binary's last word.
+///
+/// The errors here print their source inside their own message (`at byte N,
+/// context: kind`), and also expose it as [`std::error::Error::source`] for
+/// callers that walk the chain; printing every link (anyhow's `{:#}`) would
+/// repeat each cause. This joins the links with `": "` and drops a link
+/// whose text the line already holds.
+pub fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn chain_message_names_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let e = Error::new(8, Context::root().index("batch", 0), ErrorKind::Io(io));
+        let line = chain_message(&e);
+        assert_eq!(line, "at byte 8 (0x8), batch 0: I/O error: broken pipe");
+        // A context above it that does not repeat it is kept in front.
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing the image")]
+        struct Outer(#[source] Error);
+        let line = chain_message(&Outer(e));
+        assert_eq!(
+            line,
+            "writing the image: at byte 8 (0x8), batch 0: I/O error: broken pipe"
+        );
+    }
+}

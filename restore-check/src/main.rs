@@ -173,7 +173,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("hvm-restore-check: {e:#}");
+            eprintln!(
+                "hvm-restore-check: {}",
+                hvm_format::error::chain_message(&*e)
+            );
             ExitCode::from(2)
         }
     }

@@ -63,3 +63,19 @@ fn with_the_feature_but_no_xen_fails_cleanly() {
         &["cannot open the Xen control interface (/dev/xen/privcmd missing): is this a Xen dom0?"],
     );
 }
+
+/// `--xen-qmp` belongs to `--xen`: alone it is a usage error naming both.
+#[test]
+fn xen_qmp_needs_xen() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hvm-save"))
+        .args(["--sim", "--xen-qmp", "none", "-o", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--xen-qmp") && stderr.contains("--xen <DOMID>"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -11,6 +11,9 @@
 pub mod fault;
 #[cfg(target_os = "linux")]
 pub mod kvm;
+/// The device model over QMP (used by the Xen backend; built always so its
+/// protocol is tested without Xen).
+pub mod qmp;
 pub mod sim;
 /// Xen through `xenctrl` (feature `xen`; its pure mappings always build).
 pub mod xen;

@@ -11,7 +11,9 @@
 //!
 //! Mapping Xen's answers onto the trait is in [`convert`], which builds and
 //! is tested without the feature. Modern Xen has no qemu-dm shared dirty
-//! bitmaps: the `dm_*` calls report nothing (see [`convert`] and the doc).
+//! bitmaps: for a live save the device model is told over QMP to report
+//! its DMA writes into Xen's own log-dirty bitmap ([`super::qmp`]), so the
+//! `dm_*` buffers stay empty and those pages arrive through CLEAN.
 
 pub mod convert;
 #[cfg(feature = "xen")]
@@ -22,7 +24,7 @@ pub use convert::SuspendMethod;
 use crate::domain::{Domain, DomainError};
 
 /// How to drive one Xen domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XenConfig {
     /// The domain to save.
     pub domid: u32,
@@ -32,29 +34,35 @@ pub struct XenConfig {
     /// model is a device-model option); Cirrus is libxl's default, and it
     /// decides the seed's 0x800-page VRAM adjustment of a live save.
     pub stdvga: bool,
+    /// The device model's QMP socket, told to log its DMA writes during a
+    /// live save; `None` skips that (only safe for a domain without
+    /// emulated DMA). Default: libxl's socket for the domain.
+    pub qmp: Option<std::path::PathBuf>,
 }
 
 impl XenConfig {
-    /// Domain `domid` with the defaults: shutdown-suspend, Cirrus.
+    /// Domain `domid` with the defaults: shutdown-suspend, Cirrus, libxl's
+    /// QMP socket.
     pub fn new(domid: u32) -> Self {
         XenConfig {
             domid,
             suspend: SuspendMethod::default(),
             stdvga: false,
+            qmp: Some(super::qmp::libxl_socket(domid)),
         }
     }
 }
 
-/// Open domain `domid` with [`XenConfig::new`]'s defaults; in a build
-/// without feature `xen` this is an error saying how to get one.
-pub fn open(domid: u32) -> Result<Box<dyn Domain>, DomainError> {
+/// Open the domain `cfg` names; in a build without feature `xen` this is an
+/// error saying how to get one.
+pub fn open(cfg: XenConfig) -> Result<Box<dyn Domain>, DomainError> {
     #[cfg(feature = "xen")]
     {
-        Ok(Box::new(XenDomain::open(XenConfig::new(domid))?))
+        Ok(Box::new(XenDomain::open(cfg)?))
     }
     #[cfg(not(feature = "xen"))]
     {
-        let _ = domid;
+        let _ = cfg;
         Err(convert::not_built())
     }
 }
@@ -72,6 +80,7 @@ mod imp {
     use super::convert::{self, RawDomInfo, SuspendMethod};
     use super::ffi::{BatchMapping, XenHandles, XenLibs};
     use super::XenConfig;
+    use crate::backend::qmp::Qmp;
     use crate::domain::{
         DirtyBitmap, DirtyStats, Domain, DomainError, DomainInfo, DomainResult, HvmParam, PageMap,
         PlatformInfo,
@@ -85,6 +94,8 @@ mod imp {
         /// Opened on first need: page-by-page mapping when a batch fails whole.
         single: Option<XenForeignMem>,
         log_dirty_on: bool,
+        /// The device model, while it logs its DMA writes for us.
+        qmp: Option<Qmp>,
         paused_by_us: bool,
         start: Instant,
     }
@@ -113,6 +124,7 @@ mod imp {
                 handles,
                 single: None,
                 log_dirty_on: false,
+                qmp: None,
                 paused_by_us: false,
                 start: Instant::now(),
             };
@@ -237,6 +249,11 @@ mod imp {
         }
 
         fn log_dirty_off(&mut self) -> DomainResult<()> {
+            // The device model first: it stops reporting into a log that is
+            // about to go away.
+            if let Some(mut q) = self.qmp.take() {
+                q.set_global_dirty_log(false)?;
+            }
             // Only undo what this run did: log-dirty enabled by another tool
             // (a migration in progress) is not ours to end.
             if self.log_dirty_on {
@@ -249,9 +266,24 @@ mod imp {
 
         // Modern Xen has no qemu-dm shared dirty bitmaps; QEMU reports its
         // DMA writes into Xen's own log-dirty bitmap (HVMOP_modified_memory)
-        // once told to over QMP, which this backend does not do. The two
-        // "buffers" therefore exist and are always empty.
+        // once told to over QMP, as libxl does for a live migration. The
+        // two "buffers" therefore exist and stay empty: those pages come
+        // back through CLEAN.
         fn dm_dirty_init(&mut self, _len: u64) -> DomainResult<()> {
+            let Some(path) = self.cfg.qmp.clone() else {
+                return Ok(());
+            };
+            let explain = |e: DomainError| {
+                DomainError::Unavailable(format!(
+                    "a live save needs the device model to log its DMA writes \
+                     (xen-set-global-dirty-log): {e}; save without --live, or \
+                     name the socket with --xen-qmp (--xen-qmp none only for a \
+                     domain without emulated DMA)"
+                ))
+            };
+            let mut q = Qmp::connect(&path, Duration::from_secs(5)).map_err(explain)?;
+            q.set_global_dirty_log(true).map_err(explain)?;
+            self.qmp = Some(q);
             Ok(())
         }
 
@@ -403,7 +435,9 @@ mod imp {
                 "{msg}"
             );
             // The boxed entry point the CLI uses says the same.
-            let e = super::super::open(1).err().map(|e| e.to_string());
+            let e = super::super::open(super::super::XenConfig::new(1))
+                .err()
+                .map(|e| e.to_string());
             assert_eq!(e.as_deref(), Some(msg.as_str()));
         }
     }
