@@ -105,7 +105,11 @@ fn closed_stdout_pipe_is_a_clean_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
     // One line, each cause once: where, what, and why.
-    assert_eq!(err.to_lowercase().matches("broken pipe").count(), 1, "{err}");
+    assert_eq!(
+        err.to_lowercase().matches("broken pipe").count(),
+        1,
+        "{err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("at byte "), "{err}");
 }

@@ -108,6 +108,45 @@ impl Qmp {
         .map(|_| ())
     }
 
+    /// `stop`, then `xen-save-devices-state` into `file` (a path the device
+    /// model can write: libxl's is `/var/lib/xen/qemu-save.DOMID`); returns
+    /// the state (a QEVM file) and removes `file`. The device model stays
+    /// stopped until [`Qmp::cont`]. A state over `max` bytes is an error.
+    pub fn save_devices_state(&mut self, file: &Path, max: u64) -> Result<Vec<u8>, DomainError> {
+        self.execute("stop", None)?;
+        let _ = std::fs::remove_file(file);
+        self.execute(
+            "xen-save-devices-state",
+            Some(json!({ "filename": file.to_string_lossy() })),
+        )?;
+        let read = || -> std::io::Result<Vec<u8>> {
+            let f = std::fs::File::open(file)?;
+            let mut data = Vec::new();
+            f.take(max + 1).read_to_end(&mut data)?;
+            Ok(data)
+        };
+        let data = read();
+        let _ = std::fs::remove_file(file);
+        let data = data.map_err(|e| {
+            DomainError::refused(
+                "qmp",
+                format!("reading the device model's state {}: {e}", file.display()),
+            )
+        })?;
+        if data.len() as u64 > max {
+            return Err(DomainError::refused(
+                "qmp",
+                format!("the device model's state exceeds {max} bytes"),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// `cont`: the device model runs again (after a failed save).
+    pub fn cont(&mut self) -> Result<(), DomainError> {
+        self.execute("cont", None).map(|_| ())
+    }
+
     fn read_message(&mut self) -> Result<Value, DomainError> {
         let mut line = String::new();
         let n = (&mut self.reader)
@@ -210,6 +249,55 @@ mod tests {
         let got = server.join().unwrap();
         assert_eq!(got[1]["arguments"], json!({ "enable": true }));
         assert_eq!(got[2]["arguments"], json!({ "enable": false }));
+    }
+
+    #[test]
+    fn saves_the_device_state_through_a_file_and_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp");
+        let listener = UnixListener::bind(&path).unwrap();
+        let state = b"QEVM\0\0\0\x03device state".to_vec();
+        let want = state.clone();
+        let server = thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            writeln!(w, r#"{{"QMP": {{}}}}"#).unwrap();
+            let mut seen = Vec::new();
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap() > 0 {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                line.clear();
+                if v["execute"] == "xen-save-devices-state" {
+                    let f = v["arguments"]["filename"].as_str().unwrap();
+                    std::fs::write(f, &state).unwrap();
+                }
+                seen.push(v["execute"].as_str().unwrap().to_string());
+                writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
+            }
+            seen
+        });
+        let file = dir.path().join("qemu-save.7");
+        let mut q = Qmp::connect(&path, Duration::from_secs(5)).unwrap();
+        assert_eq!(q.save_devices_state(&file, 1 << 20).unwrap(), want);
+        assert!(!file.exists(), "the state file is removed");
+        // Over the bound: an error, and still no file left.
+        let e = q.save_devices_state(&file, 4).unwrap_err().to_string();
+        assert!(e.contains("exceeds 4 bytes"), "{e}");
+        assert!(!file.exists());
+        q.cont().unwrap();
+        drop(q);
+        assert_eq!(
+            server.join().unwrap(),
+            [
+                "qmp_capabilities",
+                "stop",
+                "xen-save-devices-state",
+                "stop",
+                "xen-save-devices-state",
+                "cont"
+            ]
+        );
     }
 
     #[test]

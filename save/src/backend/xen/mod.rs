@@ -38,6 +38,10 @@ pub struct XenConfig {
     /// live save; `None` skips that (only safe for a domain without
     /// emulated DMA). Default: libxl's socket for the domain.
     pub qmp: Option<std::path::PathBuf>,
+    /// Where the device model writes its state for `--envelope xend`
+    /// (libxl's `/var/lib/xen/qemu-save.DOMID` by default, a path QEMU is
+    /// set up to write); read back and removed.
+    pub dm_state_file: std::path::PathBuf,
 }
 
 impl XenConfig {
@@ -49,6 +53,7 @@ impl XenConfig {
             suspend: SuspendMethod::default(),
             stdvga: false,
             qmp: Some(super::qmp::libxl_socket(domid)),
+            dm_state_file: format!("/var/lib/xen/qemu-save.{domid}").into(),
         }
     }
 }
@@ -94,11 +99,19 @@ mod imp {
         /// Opened on first need: page-by-page mapping when a batch fails whole.
         single: Option<XenForeignMem>,
         log_dirty_on: bool,
-        /// The device model, while it logs its DMA writes for us.
+        /// The device model's QMP session, once needed.
         qmp: Option<Qmp>,
+        /// The device model logs its DMA writes for us.
+        dm_logging: bool,
+        /// We stopped the device model to save its state.
+        dm_stopped: bool,
         paused_by_us: bool,
         start: Instant,
     }
+
+    /// The largest device model state read back (QEMU's is a few MiB plus
+    /// its VGA RAM).
+    const MAX_DM_STATE: u64 = 256 << 20;
 
     fn xc_err(call: &'static str) -> impl FnOnce(xenctrl::error::XcError) -> DomainError {
         move |e| DomainError::refused(call, e.to_string())
@@ -125,11 +138,22 @@ mod imp {
                 single: None,
                 log_dirty_on: false,
                 qmp: None,
+                dm_logging: false,
+                dm_stopped: false,
                 paused_by_us: false,
                 start: Instant::now(),
             };
             d.raw_info()?;
             Ok(d)
+        }
+
+        /// The device model's QMP session, connected on first use.
+        fn device_model(&mut self, path: &Path) -> Result<&mut Qmp, DomainError> {
+            let q = match self.qmp.take() {
+                Some(q) => q,
+                None => Qmp::connect(path, Duration::from_secs(5))?,
+            };
+            Ok(self.qmp.insert(q))
         }
 
         /// The configuration.
@@ -251,8 +275,11 @@ mod imp {
         fn log_dirty_off(&mut self) -> DomainResult<()> {
             // The device model first: it stops reporting into a log that is
             // about to go away.
-            if let Some(mut q) = self.qmp.take() {
-                q.set_global_dirty_log(false)?;
+            if self.dm_logging {
+                if let Some(q) = self.qmp.as_mut() {
+                    q.set_global_dirty_log(false)?;
+                }
+                self.dm_logging = false;
             }
             // Only undo what this run did: log-dirty enabled by another tool
             // (a migration in progress) is not ours to end.
@@ -281,9 +308,10 @@ mod imp {
                      domain without emulated DMA)"
                 ))
             };
-            let mut q = Qmp::connect(&path, Duration::from_secs(5)).map_err(explain)?;
-            q.set_global_dirty_log(true).map_err(explain)?;
-            self.qmp = Some(q);
+            self.device_model(&path)
+                .and_then(|q| q.set_global_dirty_log(true))
+                .map_err(explain)?;
+            self.dm_logging = true;
             Ok(())
         }
 
@@ -366,6 +394,12 @@ mod imp {
         }
 
         fn resume(&mut self) -> DomainResult<()> {
+            if self.dm_stopped {
+                if let Some(q) = self.qmp.as_mut() {
+                    q.cont()?;
+                }
+                self.dm_stopped = false;
+            }
             match self.cfg.suspend {
                 // Not cooperative: the guest never saw the suspend.
                 SuspendMethod::Shutdown => self.handles.resume(self.cfg.domid, false),
@@ -388,10 +422,17 @@ mod imp {
             self.handles.hvm_getcontext(self.cfg.domid)
         }
 
+        /// As libxl does: `stop` the device model, have it write its state
+        /// (`xen-save-devices-state`), read that back. A failed save
+        /// `cont`s it in [`Domain::resume`].
         fn device_model_state(&mut self) -> DomainResult<Option<Vec<u8>>> {
-            // QEMU's state is saved by QEMU (QMP xen-save-devices-state),
-            // which this backend does not drive.
-            Ok(None)
+            let Some(path) = self.cfg.qmp.clone() else {
+                return Ok(None);
+            };
+            let file = self.cfg.dm_state_file.clone();
+            self.dm_stopped = true;
+            let q = self.device_model(&path)?;
+            Ok(Some(q.save_devices_state(&file, MAX_DM_STATE)?))
         }
 
         fn now(&mut self) -> Duration {
