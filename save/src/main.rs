@@ -70,9 +70,10 @@ struct Args {
     /// Save Xen domain DOMID (needs the `xen` feature and a Xen host).
     #[arg(long, group = "backend", value_name = "DOMID")]
     xen: Option<u32>,
-    /// Xen: the device model's QMP socket, told to log its DMA writes during
-    /// a live save (default /var/run/xen/qmp-libxl-DOMID, libxl's); `none`
-    /// skips it, safe only for a domain without emulated DMA.
+    /// Xen: the device model's QMP socket (default libxl's,
+    /// /var/run/xen/qmp-libxl-DOMID): told to log its DMA writes during a
+    /// live save, asked for its state for --envelope xend. `none` skips
+    /// both, safe only for a domain without emulated DMA.
     #[arg(long, value_name = "PATH|none", requires = "xen")]
     xen_qmp: Option<String>,
 
