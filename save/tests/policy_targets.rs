@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hvm_save::backend::sim::{SimConfig, SimDomain, Workload};
 use hvm_save::policy::StopReason;
-use hvm_save::{save, DowntimePolicy, Policy, SaveOptions, SaveSummary, SeedPolicy};
+use hvm_save::{save, DowntimePolicy, Policy, SaveOptions, SaveOutcome, SaveSummary, SeedPolicy};
 
 fn workloads() -> Vec<(&'static str, Workload)> {
     vec![
@@ -50,6 +50,11 @@ fn workloads() -> Vec<(&'static str, Workload)> {
 }
 
 fn run(w: &Workload, policy: &mut dyn Policy) -> SaveSummary {
+    outcome(w, policy).summary
+}
+
+/// A live save of the 256 MiB sim under `w`.
+fn outcome(w: &Workload, policy: &mut dyn Policy) -> SaveOutcome {
     let mut sim = SimDomain::new(SimConfig {
         memory_mib: 256,
         workload: w.clone(),
@@ -61,9 +66,7 @@ fn run(w: &Workload, policy: &mut dyn Policy) -> SaveSummary {
         live: true,
         ..SaveOptions::default()
     };
-    save(&mut sim, policy, &opts, &mut std::io::sink(), &mut |_| {})
-        .unwrap()
-        .summary
+    save(&mut sim, policy, &opts, &mut std::io::sink(), &mut |_| {}).unwrap()
 }
 
 fn converged(s: &SaveSummary) -> bool {
@@ -159,24 +162,10 @@ fn a_busted_budget_sends_while_the_guest_suspends() {
         .into_iter()
         .find(|(n, _)| n.starts_with("hot 64MiB"))
         .unwrap();
-    let outcome = |policy: &mut dyn Policy| {
-        let mut sim = SimDomain::new(SimConfig {
-            memory_mib: 256,
-            workload: w.clone(),
-            dm_rate: 200.0,
-            ..SimConfig::default()
-        })
-        .unwrap();
-        let opts = SaveOptions {
-            live: true,
-            ..SaveOptions::default()
-        };
-        save(&mut sim, policy, &opts, &mut std::io::sink(), &mut |_| {}).unwrap()
-    };
-    let seed = outcome(&mut SeedPolicy::default()).summary;
-    let relaxed = outcome(&mut DowntimePolicy::new(Duration::from_secs(1)));
-    let tight = outcome(&mut DowntimePolicy::new(Duration::from_millis(20)));
-    let waits = |o: &hvm_save::SaveOutcome| {
+    let seed = run(&w, &mut SeedPolicy::default());
+    let relaxed = outcome(&w, &mut DowntimePolicy::new(Duration::from_secs(1)));
+    let tight = outcome(&w, &mut DowntimePolicy::new(Duration::from_millis(20)));
+    let waits = |o: &SaveOutcome| {
         o.passes
             .iter()
             .filter(|p| p.phase == hvm_save::saver::Phase::Suspending)

@@ -94,6 +94,15 @@ fn cfg(workload: Workload) -> SimConfig {
     }
 }
 
+/// `--live --debug --max-rate 200` with a manifest.
+fn live_debug_rate_limited() -> SaveOptions {
+    SaveOptions {
+        debug: true,
+        max_rate: Some(200_000_000),
+        ..live_with_manifest()
+    }
+}
+
 fn live_with_manifest() -> SaveOptions {
     SaveOptions {
         live: true,
@@ -167,13 +176,7 @@ fn sending_while_suspending_replays_exactly_and_shrinks_the_final_round() {
         }
     }
     // The same with --debug and --max-rate, which share the batch path.
-    let opts = SaveOptions {
-        live: true,
-        debug: true,
-        manifest: true,
-        max_rate: Some(200_000_000),
-        ..SaveOptions::default()
-    };
+    let opts = live_debug_rate_limited();
     check(
         cfg(Workload::HotSet {
             pages: 1500,
@@ -194,13 +197,7 @@ fn non_live_debug_and_rate_limited_saves_replay() {
             ..SaveOptions::default()
         };
         check(cfg(w.clone()), &mut SeedPolicy::default(), &opts);
-        let opts = SaveOptions {
-            live: true,
-            debug: true,
-            manifest: true,
-            max_rate: Some(200_000_000),
-            ..SaveOptions::default()
-        };
+        let opts = live_debug_rate_limited();
         check(cfg(w), &mut DowntimePolicy::default(), &opts);
     }
 }
