@@ -143,6 +143,38 @@ fn page(seed: u64) -> Vec<u8> {
 /// to 1024 pages (XTAB entries included), HVM-param chunks, TSC_INFO, the
 /// magic pfns, a current-layout blob and `DeviceModelRecord0002`.
 fn legacy_image(word: WordSize, device_model: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    legacy_image_with(word, device_model, None)
+}
+
+/// libxl's toolstack data (−18 payload, length prefix included): version 1
+/// physmap entries, each name followed by the 4 padding bytes a 64-bit
+/// libxl leaked.
+fn toolstack(word: WordSize, entries: &[(u64, u64, u64, &str)]) -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&1u32.to_le_bytes());
+    d.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for &(phys, start, size, name) in entries {
+        for v in [phys, start, size] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
+        d.extend_from_slice(name.as_bytes());
+        d.push(0);
+        if word == WordSize::W64 {
+            d.extend_from_slice(&[0xAB; 4]);
+        }
+    }
+    let mut p = (d.len() as u32).to_le_bytes().to_vec();
+    p.extend_from_slice(&d);
+    p
+}
+
+/// [`legacy_image`] with a −18 TOOLSTACK chunk before the terminator.
+fn legacy_image_with(
+    word: WordSize,
+    device_model: &[u8],
+    toolstack: Option<&[u8]>,
+) -> (Vec<u8>, Vec<u8>) {
     let mut layout = Layout::of(Dialect::Legacy);
     layout.device_model = true;
     let mut w = Writer::new(Vec::new(), word, layout);
@@ -171,6 +203,9 @@ fn legacy_image(word: WordSize, device_model: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut tsc = vec![0u8; 20];
     tsc[12..16].copy_from_slice(&2_400_000u32.to_le_bytes());
     w.chunk(-7, &tsc).unwrap();
+    if let Some(t) = toolstack {
+        w.chunk(-18, t).unwrap();
+    }
     w.end().unwrap();
     w.magic_pfns(0x7FFF, 0x7FFD, 0x7FFE).unwrap();
     let regs = VcpuRegisters {
@@ -331,5 +366,103 @@ fn reframed_v2_images_pass_verify_stream_v2() {
                 assert_eq!(blob_and_magic(&out), (blob.clone(), magic));
             }
         }
+    }
+}
+
+/// libxl's physmap in a −18 TOOLSTACK chunk becomes the same
+/// EMULATOR_XENSTORE_DATA record, byte for byte, in our `convert --to libxl`
+/// and in Xen's `convert-legacy-stream -f libxl`, for both toolstack word
+/// sizes (the 64-bit padding quirk included); libxc framing has no place
+/// for it and our converter says so.
+#[test]
+fn toolstack_physmap_converts_as_xen_converts_it() {
+    use hvm_format::v2::libxl::{LibxlItem, LibxlReader, LibxlRecord};
+    let o = oracle_or_skip!();
+    let qevm = b"QEVM\0\0\0\x03state".to_vec();
+    let xenstore = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let mut r = LibxlReader::new(&bytes[..]).unwrap();
+        let mut found = Vec::new();
+        while let Some(item) = r.next_item().unwrap() {
+            if let LibxlItem::Record {
+                record: record @ LibxlRecord::EmulatorXenstoreData { .. },
+                ..
+            } = item
+            {
+                found.push(record.into_owned());
+            }
+        }
+        found
+    };
+    for word in [WordSize::W64, WordSize::W32] {
+        let ts = toolstack(
+            word,
+            &[
+                (0xF000_0000, 0x7F80_0000, 0x80_0000, "vga.vram"),
+                (0xF100_0000, 0x7F00_0000, 0x1_0000, "vga.rom"),
+            ],
+        );
+        let (img, _) = legacy_image_with(word, &qevm, Some(&ts));
+        let w = word.bits().to_string();
+        let src = tmp(&format!("toolstack{w}.img"));
+        std::fs::write(&src, &img).unwrap();
+        let theirs = tmp(&format!("toolstack{w}.xen.libxl"));
+        let (code, log) = o.run(
+            "convert-legacy-stream",
+            &[
+                "-i",
+                src.to_str().unwrap(),
+                "-o",
+                theirs.to_str().unwrap(),
+                "-w",
+                &w,
+                "-g",
+                "hvm",
+                "-f",
+                "libxl",
+            ],
+        );
+        assert_eq!(code, 0, "{log}");
+        let ours = tmp(&format!("toolstack{w}.ours.libxl"));
+        let rep = convert(
+            Input::open(src.to_str().unwrap()).unwrap(),
+            &ours,
+            Target::Libxl,
+            OpenOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            rep.translations
+                .iter()
+                .any(|t| t.contains("2 libxl physmap entries")),
+            "{rep:#?}"
+        );
+        let (a, b) = (xenstore(&theirs), xenstore(&ours));
+        assert_eq!(a.len(), 1, "Xen's output: {a:?}");
+        assert_eq!(a, b, "{w}-bit");
+        let LibxlRecord::EmulatorXenstoreData { data, .. } = &b[0] else {
+            unreachable!()
+        };
+        assert!(
+            data.starts_with(b"physmap/f0000000/start_addr\x007f800000\x00"),
+            "{:?}",
+            String::from_utf8_lossy(data)
+        );
+        assert_eq!(memory_digest(&ours), memory_digest(&theirs));
+        // libxc framing: refused, at the chunk, and nothing left behind.
+        let libxc = tmp(&format!("toolstack{w}.ours.libxc"));
+        let e = convert(
+            Input::open(src.to_str().unwrap()).unwrap(),
+            &libxc,
+            Target::Libxc,
+            OpenOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("-18 TOOLSTACK") && e.contains("--to libxl"),
+            "{e}"
+        );
+        assert!(!libxc.exists());
     }
 }
