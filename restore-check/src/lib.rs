@@ -125,6 +125,9 @@ impl Checker {
 
     /// Check an image held in memory (an mmap'd file).
     pub fn check_slice(&mut self, data: &[u8], opts: &Options) -> Result<Report, CheckError> {
+        if image::is_v2(data) {
+            return Ok(Report::v2(opts));
+        }
         let (info, mut reader) = match image::open_slice(
             data,
             OpenOptions {
@@ -159,9 +162,19 @@ impl Checker {
 
     /// Check an image from any reader (standard input): memory apart from
     /// the guest is one batch plus the detection prefix.
-    pub fn check_read<R: Read>(&mut self, r: R, opts: &Options) -> Result<Report, CheckError> {
+    pub fn check_read<R: Read>(&mut self, mut r: R, opts: &Options) -> Result<Report, CheckError> {
+        let mut prefix = Vec::new();
+        (&mut r)
+            .take(1 << 16)
+            .read_to_end(&mut prefix)
+            .map_err(|e| {
+                CheckError::Read(Error::new(0, hvm_format::Context::root(), ErrorKind::Io(e)))
+            })?;
+        if image::is_v2(&prefix) {
+            return Ok(Report::v2(opts));
+        }
         let (info, mut reader) = match image::open_read(
-            r,
+            std::io::Cursor::new(prefix).chain(r),
             OpenOptions {
                 word: opts.word,
                 ..Default::default()

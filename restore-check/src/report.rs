@@ -48,6 +48,8 @@ pub struct MemorySummary {
 /// Current Xen's verdict on the HVM blob.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CurrentXen {
+    /// The blob was checked (false when the image did not open).
+    pub checked: bool,
     /// Would current Xen load it?
     pub loads: bool,
     /// Each record that would fail, and why (warnings included).
@@ -100,6 +102,25 @@ impl Report {
             e.context.clone(),
             e.kind.to_string(),
         );
+        Self::refused(f, opts)
+    }
+
+    /// A report for a migration v2 image: the 2007 restorer cannot read
+    /// one, and hvm-inspect can.
+    pub(crate) fn v2(opts: &Options) -> Self {
+        let f = Finding::error(
+            "image.v2",
+            0,
+            hvm_format::Context::root().field("envelope"),
+            "a migration v2 image, which the 2007 restorer cannot read: \
+             `hvm-inspect validate` applies Xen's v2 rules to it and \
+             `hvm-inspect digest` gives its memory digest"
+                .to_string(),
+        );
+        Self::refused(f, opts)
+    }
+
+    fn refused(f: Finding, opts: &Options) -> Self {
         Report {
             restorable: false,
             matches_manifest: opts.expect.as_ref().map(|_| false),
@@ -156,6 +177,7 @@ impl Report {
             findings,
             suppressed: r.verdict.suppressed,
             current_xen: CurrentXen {
+                checked: true,
                 loads: !r
                     .verdict
                     .current_xen
@@ -287,7 +309,9 @@ impl Report {
         let _ = writeln!(
             s,
             "current Xen: {}",
-            if cx.loads {
+            if !cx.checked {
+                "not checked (the image did not open)".to_string()
+            } else if cx.loads {
                 "would load the HVM blob".to_string()
             } else {
                 format!("would refuse the HVM blob ({failing} failing records)")

@@ -117,3 +117,43 @@ fn standard_input_works() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verify"]["mismatching_pfns"], serde_json::json!([bad]));
 }
+
+/// A migration v2 image is named as such, on a file and through a pipe,
+/// with the tool that reads it; current Xen's verdict is "not checked",
+/// not a refusal with no failing record.
+#[test]
+fn v2_images_are_named_and_pointed_elsewhere() {
+    use hvm_format::v2::libxc::{DomainHeader, ImageHeader, PageDataEntry, RecordBody};
+    let mut w =
+        hvm_format::v2::Writer::new(Vec::new(), ImageHeader::new(3), DomainHeader::hvm(4, 17))
+            .unwrap();
+    w.record(&RecordBody::StaticDataEnd).unwrap();
+    w.page_data(&[PageDataEntry::page(1)], &page(1, 0)).unwrap();
+    let bytes = w.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "v2.libxc", &bytes);
+    for stdin in [false, true] {
+        let mut cmd = bin();
+        cmd.arg(if stdin {
+            "-".as_ref()
+        } else {
+            file.as_os_str()
+        });
+        cmd.arg("--json");
+        if stdin {
+            cmd.stdin(std::fs::File::open(&file).unwrap());
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["findings"][0]["rule"], "image.v2", "{v:#}");
+        assert!(v["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hvm-inspect validate"));
+        assert_eq!(v["current_xen"]["checked"], false, "{v:#}");
+        let text = bin().arg(&file).output().unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("current Xen: not checked"), "{text}");
+    }
+}
