@@ -18,7 +18,14 @@ fuzz_target!(|data: &[u8]| {
                 Ok(_) => {}
             }
         }
-        assert!(matches!(r.after_end(), Ok(hvm_format::v2::AfterEnd::Nothing) | Err(_)));
+        assert!(matches!(
+            r.after_end(),
+            Ok(hvm_format::v2::AfterEnd::Nothing) | Err(_)
+        ));
     }
-    let _ = (validate_libxc(data), validate_libxl(data), validate_xl(data));
+    let _ = (
+        validate_libxc(data),
+        validate_libxl(data),
+        validate_xl(data),
+    );
 });

@@ -571,7 +571,8 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Convert `input` into `out` with `target` framing.
+/// Convert `input` into `out` with `target` framing. The output file is
+/// created once the input has opened, and removed if the conversion fails.
 pub fn convert(
     input: Input,
     out: &Path,
@@ -583,34 +584,43 @@ pub fn convert(
         len: input.len(),
         ..opts
     };
-    let mut read = input.into_read();
+    let mut file = None;
+    let r = convert_any(&name, out, input.into_read(), opts, target, || {
+        File::create(out)
+            .map(|f| &*file.insert(f))
+            .map_err(|source| InspectError::Io {
+                path: out.display().to_string(),
+                source,
+            })
+    });
+    if r.is_err() && file.is_some() {
+        let _ = std::fs::remove_file(out);
+    }
+    r
+}
+
+/// [`convert`] from any reader into the sink `open` gives once the input
+/// has opened (`out` only names the output in the report): any dialect,
+/// v2 images re-framed.
+pub fn convert_any<R: Read, W: Write>(
+    name: &str,
+    out: &Path,
+    mut read: R,
+    opts: OpenOptions,
+    target: Target,
+    open: impl FnOnce() -> Result<W, InspectError>,
+) -> Result<ConvertReport, InspectError> {
     let mut prefix = Vec::new();
     (&mut read)
         .take(1 << 16)
         .read_to_end(&mut prefix)
-        .map_err(|e| {
-            InspectError::image(&name, Error::new(0, Context::root(), ErrorKind::Io(e)))
-        })?;
-    let io = |source| InspectError::Io {
-        path: out.display().to_string(),
-        source,
-    };
+        .map_err(|e| InspectError::image(name, Error::new(0, Context::root(), ErrorKind::Io(e))))?;
     let read = std::io::Cursor::new(prefix).chain(read);
     if is_v2(read.get_ref().0.get_ref()) {
-        let file = File::create(out).map_err(io)?;
-        let r = reframe_stream(&name, out, read, opts.len, file, target);
-        if r.is_err() {
-            let _ = std::fs::remove_file(out);
-        }
-        return r;
+        return reframe_stream(name, out, read, opts.len, open()?, target);
     }
-    let (info, reader) = open_read(read, opts).map_err(|e| InspectError::image(&name, e))?;
-    let file = File::create(out).map_err(io)?;
-    let r = convert_stream(&name, out, info, reader, file, target);
-    if r.is_err() {
-        let _ = std::fs::remove_file(out);
-    }
-    r
+    let (info, reader) = open_read(read, opts).map_err(|e| InspectError::image(name, e))?;
+    convert_stream(name, out, info, reader, open()?, target)
 }
 
 /// [`convert`] of a migration v2 image (any framing) into another framing:
