@@ -15,6 +15,7 @@ use crate::envelope::{self, EnvelopeKind, QemuTail, Sniffed, XendHeader, LIBVIRT
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::legacy::libvirt::LibvirtHeader;
 use crate::pfn::WordSize;
+use crate::stream::DM_RECORD_0002;
 use crate::stream::{
     Batch, DeviceModel, Element, HvmBlob, Item, Layout, MagicPfns, Reader, SliceReader,
 };
@@ -78,6 +79,20 @@ pub enum Tail {
     Qemu(QemuTail),
     /// Bytes that belong to no structure, at a file offset.
     Trailing { offset: u64, len: u64 },
+    /// libxl's `DeviceModelRecord0002` after a bare 3.x–4.5 stream read
+    /// through a pipe, where the detection prefix could not see it (a stream
+    /// read whole yields it as an [`Element::DeviceModel`]). The state is
+    /// counted, not kept.
+    DeviceModel {
+        /// File offset of the signature.
+        offset: u64,
+        /// File offset of the state's first byte.
+        data_offset: u64,
+        /// Bytes of state.
+        len: u64,
+        /// The state is a QEVM file (qemu-traditional).
+        qevm: bool,
+    },
 }
 
 fn check_dialect(det: &Detection, at: u64) -> Result<()> {
@@ -358,6 +373,9 @@ pub fn read_tail<R: Read>(info: &ImageInfo, reader: Reader<R>) -> Result<Tail> {
         let mut chained = (&first[..]).chain(r);
         return Ok(Tail::Qemu(envelope::read_qemu_tail(&mut chained, at)?));
     }
+    if info.detection.dialect == Dialect::Legacy && first[..got] == DM_RECORD_0002[..] {
+        return read_device_model_tail(&mut r, at);
+    }
     let rest = std::io::copy(&mut r, &mut std::io::sink())
         .map_err(|e| Error::new(at, Context::root(), ErrorKind::Io(e)))?;
     Ok(Tail::Trailing {
@@ -367,6 +385,67 @@ pub fn read_tail<R: Read>(info: &ImageInfo, reader: Reader<R>) -> Result<Tail> {
 }
 
 // ------------------------------------------------------------------ v2
+
+/// `DeviceModelRecord0002` (already read, at `at`), then u32 length and
+/// the state, counted in fixed steps; nothing may follow.
+fn read_device_model_tail<R: Read>(r: &mut R, at: u64) -> Result<Tail> {
+    let ctx = || Context::root().field("device model record");
+    let io = |off: u64, e: std::io::Error| Error::new(off, ctx(), ErrorKind::Io(e));
+    let mut len = [0u8; 4];
+    let got = read_full(r, &mut len).map_err(|e| io(at + 21, e))?;
+    if got < 4 {
+        return Err(Error::truncated(
+            at + 21,
+            ctx().field("length"),
+            4,
+            got as u64,
+        ));
+    }
+    let len = u64::from(u32::from_le_bytes(len));
+    let data_offset = at + 25;
+    let mut head = [0u8; 4];
+    let mut state = r.take(len);
+    let seen =
+        read_full(&mut state, &mut head[..len.min(4) as usize]).map_err(|e| io(data_offset, e))?;
+    let rest = std::io::copy(&mut state, &mut std::io::sink()).map_err(|e| io(data_offset, e))?;
+    let have = seen as u64 + rest;
+    if have < len {
+        return Err(Error::truncated(
+            data_offset,
+            ctx().field("state"),
+            len,
+            have,
+        ));
+    }
+    let after = std::io::copy(r, &mut std::io::sink()).map_err(|e| io(data_offset + len, e))?;
+    if after > 0 {
+        return Err(Error::new(
+            data_offset + len,
+            Context::root().field("after the device model record"),
+            ErrorKind::TrailingBytes { count: after },
+        ));
+    }
+    Ok(Tail::DeviceModel {
+        offset: at,
+        data_offset,
+        len,
+        qevm: &head[..] == b"QEVM",
+    })
+}
+
+/// Read until `buf` is full or the input ends; how many bytes came.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
 
 /// A migration v2 image (bare libxc, libxl, or inside an xl or libvirt
 /// header) seen as the legacy [`Element`]s, so every consumer of legacy

@@ -475,7 +475,7 @@ impl StreamChecker {
     /// Check what follows the stream.
     pub fn tail(&mut self, tail: &Tail) {
         match tail {
-            Tail::None => {}
+            Tail::None | Tail::DeviceModel { .. } => {}
             Tail::Qemu(q) => {
                 for f in q.listing.findings() {
                     self.push(f);

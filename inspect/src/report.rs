@@ -668,7 +668,7 @@ pub fn summary(
         len: input.len(),
         ..opts
     };
-    let (walked, v) = walk_read(&name, input.into_read(), opts, progress, |info| {
+    let (walked, mut v) = walk_read(&name, input.into_read(), opts, progress, |info| {
         SummaryVisit {
             checker: checker_for(info, CheckOptions::default()),
             tracker: None,
@@ -685,6 +685,14 @@ pub fn summary(
         }
     })?;
     let (qemu, trailing) = tail_parts(walked.tail.as_ref());
+    if let Some(Tail::DeviceModel {
+        offset, len, qevm, ..
+    }) = walked.tail
+    {
+        v.extras
+            .device_model
+            .get_or_insert(DeviceModelReport { offset, len, qevm });
+    }
     let tracker = v.tracker.unwrap_or_default();
     let verdict = finish_checker(v.checker, &walked, v.hvm.is_some());
     Ok(Summary {

@@ -379,6 +379,31 @@ fn a_prefix_without_the_tail_and_a_round_first_word_reads_as_xen_4() {
     let s = json(&o);
     assert_eq!(s["dialect"]["dialect"], "legacy", "{s:#}");
     assert_eq!(s["pages"], 3072, "{s:#}");
+    // The record after the stream, which the prefix could not show, is
+    // read as the device model, not as trailing bytes; the file agrees.
+    assert_eq!(s["trailing"], Value::Null, "{s:#}");
+    assert_eq!(s["device_model"]["len"], 8, "{s:#}");
+    assert_eq!(s["device_model"]["qevm"], true, "{s:#}");
+    let from_file = json(&run(&["--json", "summary", &f]));
+    assert_eq!(from_file["device_model"], s["device_model"]);
+    let v = Command::new(env!("CARGO_BIN_EXE_hvm-inspect"))
+        .args(["validate", "-"])
+        .stdin(std::fs::File::open(&f).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(0), "{v:?}");
+    // A record cut short, or followed by junk, is an error at its offset.
+    let cut = dir.write("cut.img", &img[..img.len() - 3]);
+    let junk = dir.write("junk.img", &[&img[..], b"!!"].concat());
+    for (path, at) in [(&cut, img.len() - 8), (&junk, img.len())] {
+        let o = Command::new(env!("CARGO_BIN_EXE_hvm-inspect"))
+            .args(["--json", "summary", "-"])
+            .stdin(std::fs::File::open(path).unwrap())
+            .output()
+            .unwrap();
+        let s = json(&o);
+        assert_eq!(s["stream_error"]["offset"], at as u64, "{path}: {s:#}");
+    }
 }
 
 #[test]
