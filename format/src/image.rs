@@ -357,15 +357,7 @@ pub fn read_tail<R: Read>(info: &ImageInfo, reader: Reader<R>) -> Result<Tail> {
         return Ok(Tail::Qemu(envelope::read_qemu_tail(&mut r, at)?));
     }
     let mut first = [0u8; 21];
-    let mut got = 0;
-    while got < first.len() {
-        match r.read(&mut first[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::new(at, Context::root(), ErrorKind::Io(e))),
-        }
-    }
+    let got = envelope::fill(&mut r, &mut first, at, &Context::root())?;
     if got == 0 {
         return Ok(Tail::None);
     }
@@ -389,14 +381,14 @@ pub fn read_tail<R: Read>(info: &ImageInfo, reader: Reader<R>) -> Result<Tail> {
 /// `DeviceModelRecord0002` (already read, at `at`), then u32 length and
 /// the state, counted in fixed steps; nothing may follow.
 fn read_device_model_tail<R: Read>(r: &mut R, at: u64) -> Result<Tail> {
-    let ctx = || Context::root().field("device model record");
-    let io = |off: u64, e: std::io::Error| Error::new(off, ctx(), ErrorKind::Io(e));
+    let ctx = Context::root().field("device model record");
+    let io = |off: u64, e: std::io::Error| Error::new(off, ctx.clone(), ErrorKind::Io(e));
     let mut len = [0u8; 4];
-    let got = read_full(r, &mut len).map_err(|e| io(at + 21, e))?;
+    let got = envelope::fill(r, &mut len, at + 21, &ctx)?;
     if got < 4 {
         return Err(Error::truncated(
             at + 21,
-            ctx().field("length"),
+            ctx.field("length"),
             4,
             got as u64,
         ));
@@ -405,17 +397,16 @@ fn read_device_model_tail<R: Read>(r: &mut R, at: u64) -> Result<Tail> {
     let data_offset = at + 25;
     let mut head = [0u8; 4];
     let mut state = r.take(len);
-    let seen =
-        read_full(&mut state, &mut head[..len.min(4) as usize]).map_err(|e| io(data_offset, e))?;
+    let seen = envelope::fill(
+        &mut state,
+        &mut head[..len.min(4) as usize],
+        data_offset,
+        &ctx,
+    )?;
     let rest = std::io::copy(&mut state, &mut std::io::sink()).map_err(|e| io(data_offset, e))?;
     let have = seen as u64 + rest;
     if have < len {
-        return Err(Error::truncated(
-            data_offset,
-            ctx().field("state"),
-            len,
-            have,
-        ));
+        return Err(Error::truncated(data_offset, ctx.field("state"), len, have));
     }
     let after = std::io::copy(r, &mut std::io::sink()).map_err(|e| io(data_offset + len, e))?;
     if after > 0 {
@@ -431,20 +422,6 @@ fn read_device_model_tail<R: Read>(r: &mut R, at: u64) -> Result<Tail> {
         len,
         qevm: &head[..] == b"QEVM",
     })
-}
-
-/// Read until `buf` is full or the input ends; how many bytes came.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 /// A migration v2 image (bare libxc, libxl, or inside an xl or libvirt

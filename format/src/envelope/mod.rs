@@ -295,8 +295,9 @@ fn io_error(offset: u64, ctx: Context, e: std::io::Error) -> Error {
     Error::new(offset, ctx, ErrorKind::Io(e))
 }
 
-/// Read as much of `buf` as the input has, retrying interrupted reads.
-fn fill<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<usize> {
+/// Read as much of `buf` as the input has, retrying interrupted reads;
+/// how many bytes came. An I/O error names `at` plus what was read.
+pub(crate) fn fill<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {

@@ -310,15 +310,7 @@ impl<R: Read> Reader<R> {
         let at = self.src.offset;
         let ctx = Context::root().field("after END");
         let mut first = [0u8; DM_RECORD_0002.len()];
-        let mut got = 0;
-        while got < first.len() {
-            match self.src.r.read(&mut first[got..]) {
-                Ok(0) => break,
-                Ok(k) => got += k,
-                Err(e) if e.kind() == IoErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::new(at + got as u64, ctx, ErrorKind::Io(e))),
-            }
-        }
+        let got = crate::envelope::fill(&mut self.src.r, &mut first, at, &ctx)?;
         self.src.offset += got as u64;
         if got == 0 {
             return Ok(AfterEnd::Nothing);
