@@ -147,23 +147,11 @@ fn hvm_records() -> Vec<RecordBody<'static>> {
             incarnation: 0,
             reserved: 0,
         }),
-        RecordBody::HvmParams(HvmParams {
-            reserved: 0,
-            params: vec![
-                HvmParam {
-                    index: HvmParam::IOREQ_PFN,
-                    value: 0x1FFFE,
-                },
-                HvmParam {
-                    index: HvmParam::BUFIOREQ_PFN,
-                    value: 0x1FFFF,
-                },
-                HvmParam {
-                    index: HvmParam::STORE_PFN,
-                    value: 0x1FFFD,
-                },
-            ],
-        }),
+        RecordBody::HvmParams(HvmParams::from_pairs([
+            (HvmParam::IOREQ_PFN, 0x1FFFE),
+            (HvmParam::BUFIOREQ_PFN, 0x1FFFF),
+            (HvmParam::STORE_PFN, 0x1FFFD),
+        ])),
         RecordBody::HvmContext(Cow::Owned(hvm_blob())),
     ]
 }
@@ -444,10 +432,7 @@ fn writer_refuses_what_the_spec_forbids() {
     w.record(&RecordBody::HvmContext(Cow::Owned(hvm_blob())))
         .unwrap();
     let e = w
-        .record(&RecordBody::HvmParams(HvmParams {
-            reserved: 0,
-            params: vec![],
-        }))
+        .record(&RecordBody::HvmParams(HvmParams::from_pairs([])))
         .unwrap_err();
     assert!(
         matches!(
@@ -548,15 +533,8 @@ fn arb_body() -> impl Strategy<Value = RecordBody<'static>> {
                 })
             }
         ),
-        prop::collection::vec((any::<u64>(), any::<u64>()), 0..5).prop_map(|v| {
-            RecordBody::HvmParams(HvmParams {
-                reserved: 0,
-                params: v
-                    .into_iter()
-                    .map(|(index, value)| HvmParam { index, value })
-                    .collect(),
-            })
-        }),
+        prop::collection::vec((any::<u64>(), any::<u64>()), 0..5)
+            .prop_map(|v| { RecordBody::HvmParams(HvmParams::from_pairs(v)) }),
         prop::collection::vec(any::<u8>(), 0..40)
             .prop_map(|d| RecordBody::HvmContext(Cow::Owned(d))),
         prop::collection::vec(any::<u8>(), 0..40)

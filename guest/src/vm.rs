@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     kvm_clock_data, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_pit_config,
-    kvm_regs, kvm_run, kvm_segment, kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, Xsave,
+    kvm_run, kvm_segment, kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, Xsave,
     KVM_CAP_DIRTY_LOG_RING, KVM_CAP_DIRTY_LOG_RING_ACQ_REL, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
     KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MAX_CPUID_ENTRIES,
     KVM_MP_STATE_RUNNABLE, KVM_PIT_SPEAKER_DUMMY,
@@ -699,27 +699,7 @@ impl Vm {
         sregs.cr4 = 0x20;
         sregs.efer = 0x500;
         fd.set_sregs(&sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
-        let r = w.initial_regs(i);
-        let regs = kvm_regs {
-            rax: r.rax,
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rsp: r.rsp,
-            rbp: r.rbp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-            rip: self.program.entry,
-            rflags: 2,
-        };
+        let regs = w.initial_regs(i).to_kvm(self.program.entry, 2);
         fd.set_regs(&regs).map_err(Error::kvm("KVM_SET_REGS"))?;
         Ok(())
     }

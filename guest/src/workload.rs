@@ -186,6 +186,30 @@ impl WorkloadRegs {
             r15: r.r15,
         }
     }
+
+    /// KVM's register file with these GPRs, `rip` and `rflags`.
+    pub fn to_kvm(&self, rip: u64, rflags: u64) -> kvm_bindings::kvm_regs {
+        kvm_bindings::kvm_regs {
+            rax: self.rax,
+            rbx: self.rbx,
+            rcx: self.rcx,
+            rdx: self.rdx,
+            rsi: self.rsi,
+            rdi: self.rdi,
+            rsp: self.rsp,
+            rbp: self.rbp,
+            r8: self.r8,
+            r9: self.r9,
+            r10: self.r10,
+            r11: self.r11,
+            r12: self.r12,
+            r13: self.r13,
+            r14: self.r14,
+            r15: self.r15,
+            rip,
+            rflags,
+        }
+    }
 }
 
 /// What a vCPU's stream has produced after some steps, stopped at its doorbell.

@@ -493,28 +493,18 @@ fn capture_restore_runs_on_like_control() {
     );
 
     // Negative controls: each omission must be caught.
-    let no_final = resume_and_run(
-        &cfg,
-        &saved.pages_without_final,
-        &saved,
-        RestoreOptions::default(),
-        final_step,
-        WAIT,
-    )
-    .unwrap();
+    let resume = |pages, opts, wait| resume_and_run(&cfg, pages, &saved, opts, final_step, wait);
+    let no_final = resume(&saved.pages_without_final, RestoreOptions::default(), WAIT).unwrap();
     let d = compare(&want, &no_final);
     println!("without the final copy: {d:?}");
     assert!(d.iter().any(|s| s.contains("memory digest")), "{d:?}");
 
-    let no_lapic = resume_and_run(
-        &cfg,
+    let no_lapic = resume(
         &saved.pages,
-        &saved,
         RestoreOptions {
             skip_lapic: true,
             ..RestoreOptions::default()
         },
-        final_step,
         WAIT,
     )
     .unwrap();
@@ -522,15 +512,12 @@ fn capture_restore_runs_on_like_control() {
     println!("without the LAPIC: {d:?}");
     assert!(d.iter().any(|s| s.contains("lapic")), "{d:?}");
 
-    let no_sregs = resume_and_run(
-        &cfg,
+    let no_sregs = resume(
         &saved.pages,
-        &saved,
         RestoreOptions {
             skip_sregs: true,
             ..RestoreOptions::default()
         },
-        final_step,
         // Expected to fail: in real mode the guest runs garbage under the emulator.
         Duration::from_secs(3),
     );

@@ -408,13 +408,9 @@ fn tail_records<W: Write>(
         (HvmParam::STORE_PFN, store),
     ]);
     rep.hvm_params = params.clone();
-    w.record(&RecordBody::HvmParams(HvmParams {
-        reserved: 0,
-        params: params
-            .iter()
-            .map(|&(index, value)| HvmParam { index, value })
-            .collect(),
-    }))?;
+    w.record(&RecordBody::HvmParams(HvmParams::from_pairs(
+        params.iter().copied(),
+    )))?;
     let (blob_at, blob) = kept
         .blob
         .as_ref()

@@ -60,23 +60,11 @@ fn write_records<W: Write>(w: &mut Writer<W>) -> hvm_format::Result<()> {
         incarnation: 0,
         reserved: 0,
     }))?;
-    w.record(&RecordBody::HvmParams(HvmParams {
-        reserved: 0,
-        params: vec![
-            HvmParam {
-                index: HvmParam::IOREQ_PFN,
-                value: 0x1FFFE,
-            },
-            HvmParam {
-                index: HvmParam::BUFIOREQ_PFN,
-                value: 0x1FFFF,
-            },
-            HvmParam {
-                index: HvmParam::STORE_PFN,
-                value: 0x1FFFD,
-            },
-        ],
-    }))?;
+    w.record(&RecordBody::HvmParams(HvmParams::from_pairs([
+        (HvmParam::IOREQ_PFN, 0x1FFFE),
+        (HvmParam::BUFIOREQ_PFN, 0x1FFFF),
+        (HvmParam::STORE_PFN, 0x1FFFD),
+    ])))?;
     w.record(&RecordBody::HvmContext(Cow::Owned(hvm_blob())))?;
     Ok(())
 }

@@ -601,6 +601,19 @@ pub struct HvmParams {
     pub params: Vec<HvmParam>,
 }
 
+impl HvmParams {
+    /// HVM_PARAMS from `(index, value)` pairs, in order.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        HvmParams {
+            reserved: 0,
+            params: pairs
+                .into_iter()
+                .map(|(index, value)| HvmParam { index, value })
+                .collect(),
+        }
+    }
+}
+
 /// One `xen_cpuid_leaf_t` of X86_CPUID_POLICY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BinRead, BinWrite)]
 #[brw(little)]
