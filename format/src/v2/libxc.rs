@@ -28,6 +28,42 @@ where
 }
 
 /// Append a fixed-layout struct.
+/// Decode a fixed-size header of `size` bytes at the start of `bytes`; a
+/// short input is a truncation of `what`.
+fn decode_fixed<T>(
+    bytes: &[u8],
+    size: usize,
+    big: bool,
+    offset: u64,
+    what: &'static str,
+) -> Result<T>
+where
+    T: for<'a> BinRead<Args<'a> = ()>,
+{
+    let ctx = Context::root().field(what);
+    match bytes.get(..size) {
+        Some(b) => decode(b, big, offset, &ctx),
+        None => Err(Error::truncated(
+            offset,
+            ctx,
+            size as u64,
+            bytes.len() as u64,
+        )),
+    }
+}
+
+/// Encode a fixed-size header into its `N` bytes.
+fn encode_fixed<T, const N: usize>(v: &T, big: bool) -> [u8; N]
+where
+    T: for<'a> BinWrite<Args<'a> = ()>,
+{
+    let mut out = Vec::with_capacity(N);
+    encode(v, big, &mut out);
+    let mut a = [0u8; N];
+    a.copy_from_slice(&out);
+    a
+}
+
 fn encode<T>(v: &T, big: bool, out: &mut Vec<u8>)
 where
     T: for<'a> BinWrite<Args<'a> = ()>,
@@ -116,25 +152,12 @@ impl ImageHeader {
 
     /// Decode from exactly [`Self::SIZE`] bytes; the offset is only for errors.
     pub fn parse(bytes: &[u8], offset: u64) -> Result<Self> {
-        let ctx = Context::root().field("image header");
-        if bytes.len() < Self::SIZE {
-            return Err(Error::truncated(
-                offset,
-                ctx,
-                Self::SIZE as u64,
-                bytes.len() as u64,
-            ));
-        }
-        decode(&bytes[..Self::SIZE], true, offset, &ctx)
+        decode_fixed(bytes, Self::SIZE, true, offset, "image header")
     }
 
     /// Encode (24 bytes).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut v = Vec::with_capacity(Self::SIZE);
-        encode(self, true, &mut v);
-        let mut a = [0u8; Self::SIZE];
-        a.copy_from_slice(&v);
-        a
+        encode_fixed(self, true)
     }
 
     /// The structural facts a reader cannot work without: marker, id, a
@@ -246,25 +269,12 @@ impl DomainHeader {
 
     /// Decode from at least [`Self::SIZE`] bytes.
     pub fn parse(bytes: &[u8], offset: u64) -> Result<Self> {
-        let ctx = Context::root().field("domain header");
-        if bytes.len() < Self::SIZE {
-            return Err(Error::truncated(
-                offset,
-                ctx,
-                Self::SIZE as u64,
-                bytes.len() as u64,
-            ));
-        }
-        decode(&bytes[..Self::SIZE], false, offset, &ctx)
+        decode_fixed(bytes, Self::SIZE, false, offset, "domain header")
     }
 
     /// Encode (16 bytes).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut v = Vec::with_capacity(Self::SIZE);
-        encode(self, false, &mut v);
-        let mut a = [0u8; Self::SIZE];
-        a.copy_from_slice(&v);
-        a
+        encode_fixed(self, false)
     }
 }
 
