@@ -1,6 +1,6 @@
 //! Which Xen era wrote a legacy libxc stream, and with which word size.
 //!
-//! The legacy streams carry no magic and no version (docs/format.md §7), so
+//! The legacy streams carry no magic and no version (format-notes §7), so
 //! detection walks the stream under each hypothesis (64- and 32-bit words,
 //! with or without a leading word) skipping page data, and then classifies
 //! what follows the `0` terminator. Every conclusion comes with the evidence

@@ -1,7 +1,7 @@
 //! Guest memory for a replay: one anonymous mapping covering pfns
 //! `0..pages`, plus a bitmap of the pfns a batch has written.
 //!
-//! Why this shape (docs/performance.md): a fresh 4 KiB fault per page costs more than
+//! Why this shape (perf-notes): a fresh 4 KiB fault per page costs more than
 //! the copy itself, so the arena is one `MAP_NORESERVE` mapping advised for
 //! transparent huge pages, and it can be reused from one replay to the next
 //! without being zeroed: a pfn never written in *this* replay reads as the
