@@ -591,6 +591,90 @@ mod tests {
         assert!(!m.reset(1001));
     }
 
+    /// Last copy wins, also across the settling that keeps the table small
+    /// (three settles at this size), against a map of what was written last.
+    #[test]
+    fn page_table_keeps_the_last_copy_across_settles() {
+        let mut t = PageTable::new();
+        let mut model = std::collections::BTreeMap::new();
+        let mut x = 99u64;
+        for at in 0..(5 * SETTLE_MIN) as u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let pfn = x % 50_000;
+            t.record(pfn, at);
+            model.insert(pfn, at);
+        }
+        assert!(t.settled > 0, "the table settled while recording");
+        assert!(t.locs.len() < 3 * SETTLE_MIN, "superseded copies were dropped");
+        assert_eq!(t.restored(), model.len() as u64);
+        for (pfn, at) in &model {
+            assert_eq!(t.find(*pfn), Some(*at), "pfn {pfn}");
+        }
+        assert_eq!(t.find(50_001), None);
+        assert!(t.zero_if_restored(*model.keys().next().unwrap()));
+        assert!(!t.zero_if_restored(50_001));
+    }
+
+    /// VMAs of this process's mapping `[lo, hi)` and whether each is advised
+    /// for huge pages (`hg` in smaps' VmFlags).
+    fn huge_flags(lo: usize, hi: usize) -> Vec<(usize, usize, bool)> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut out = Vec::new();
+        let mut cur: Option<(usize, usize)> = None;
+        for l in smaps.lines() {
+            if let Some((range, _)) = l.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) =
+                        (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                    {
+                        cur = Some((a, b));
+                        continue;
+                    }
+                }
+            }
+            if let (Some(flags), Some((a, b))) = (l.strip_prefix("VmFlags:"), cur) {
+                if a >= lo && b <= hi {
+                    out.push((a, b, flags.split_whitespace().any(|f| f == "hg")));
+                }
+            }
+        }
+        out
+    }
+
+    /// Huge pages only where a 2 MiB range is at least half restored: 64
+    /// scattered pages must cost 64 small pages, not 64 huge ones.
+    #[test]
+    fn materialise_advises_huge_pages_only_on_dense_ranges() {
+        let per = RANGE_PAGES as usize;
+        // Range 0: 300 of 512 pages (dense); ranges 1..=64: one page each.
+        let dense: Vec<u64> = (0..300).collect();
+        let sparse: Vec<u64> = (1..=64).map(|r| r * RANGE_PAGES + 7).collect();
+        let pfns: Vec<u64> = dense.iter().chain(&sparse).copied().collect();
+        let mut bytes = vec![0u8; pfns.len() * PAGE_SIZE];
+        let mut t = PageTable::new();
+        for (k, &pfn) in pfns.iter().enumerate() {
+            bytes[k * PAGE_SIZE] = pfn as u8 | 1;
+            t.record(pfn, (k * PAGE_SIZE) as u64);
+        }
+        let fm = FinalMemory::new(t, PageBytes::Input(&bytes));
+        let mem = fm.materialise(None).unwrap();
+        for &pfn in &pfns {
+            assert_eq!(mem.read(pfn)[0], pfn as u8 | 1);
+        }
+        let m = mem.map.as_ref().unwrap();
+        let lo = m.as_ptr() as usize;
+        let hi = lo + m.len();
+        let vmas = huge_flags(lo, hi);
+        let huge: Vec<(usize, usize)> = vmas
+            .iter()
+            .filter(|v| v.2)
+            .map(|v| (v.0 - lo, v.1 - lo))
+            .collect();
+        assert_eq!(huge, vec![(0, per * PAGE_SIZE)], "{vmas:x?}");
+    }
+
     #[test]
     fn oversized_guest_is_refused_before_mapping() {
         assert!(matches!(
