@@ -252,3 +252,34 @@ impl Manifest {
         PathBuf::from(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_stops_at_the_limit_before_parsing() {
+        let m = Manifest::new(
+            4095,
+            &crate::digest::DigestBuilder::new().finish().unwrap(),
+            &[[7u8; 16]],
+            &[],
+        );
+        let json = m.to_json();
+        let n = json.len() as u64;
+        assert_eq!(Manifest::read_limited(json.as_bytes(), n).unwrap(), m);
+        assert!(matches!(
+            Manifest::read_limited(json.as_bytes(), n - 1),
+            Err(ManifestError::TooLarge)
+        ));
+        // An endless input is cut at the limit, not read to its end.
+        assert!(matches!(
+            Manifest::read_limited(std::io::repeat(b' '), 1 << 20),
+            Err(ManifestError::TooLarge)
+        ));
+        assert!(matches!(
+            Manifest::read_limited(&b"{\xff}"[..], 100),
+            Err(ManifestError::Utf8 { offset: 1 })
+        ));
+    }
+}

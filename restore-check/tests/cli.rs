@@ -157,3 +157,14 @@ fn v2_images_are_named_and_pointed_elsewhere() {
         assert!(text.contains("current Xen: not checked"), "{text}");
     }
 }
+
+/// A side input is bounded like the image: `--expect /dev/zero` is refused
+/// after the manifest limit, not read until memory runs out.
+#[test]
+fn an_endless_manifest_is_refused_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = write(&dir, "clean.img", &Img::simple(4, Img::ram(4)).build());
+    let (code, _, err) = run(&[clean.as_os_str(), "--expect".as_ref(), "/dev/zero".as_ref()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("larger than 268435456 bytes"), "{err}");
+}
