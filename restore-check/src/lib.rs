@@ -37,6 +37,7 @@ use std::path::Path;
 
 use hvm_format::image::{self, ImageInfo, OpenOptions};
 use hvm_format::rules::{CheckOptions, Finding};
+use hvm_format::mapped::GuardedMap;
 use hvm_format::{Error, ErrorKind, WordSize};
 
 use memory::{PageStore, Spool};
@@ -115,6 +116,12 @@ pub enum CheckError {
     /// Guest memory could not be mapped.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The file shrank while it was read (another process truncated it).
+    #[error(
+        "reading the image: the file shrank while it was read; the bytes from offset {offset} on were gone{}",
+        len.map_or(String::new(), |l| format!(" (it is now {l} bytes)"))
+    )]
+    Shrunk { offset: u64, len: Option<u64> },
     /// Page bytes could not be kept (spool of standard input).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -257,16 +264,19 @@ impl Checker {
         if !meta.is_file() {
             return self.check_read(file, opts);
         }
-        if meta.len() == 0 {
-            return self.check_slice(&[], opts);
+        // A file that shrinks while mapped reads as zeros from the cut on
+        // (not SIGBUS): the report built from them is discarded for an error
+        // naming the offset.
+        let map = GuardedMap::map(&file).map_err(CheckError::Io)?;
+        map.advise_sequential();
+        let report = self.check_slice(map.bytes(), opts);
+        if let Some(offset) = map.shrunk_at() {
+            return Err(CheckError::Shrunk {
+                offset,
+                len: file.metadata().ok().map(|m| m.len()),
+            });
         }
-        // SAFETY: the map is read-only and private to this process; if
-        // another process truncates the file meanwhile, reads past the new
-        // end fault (SIGBUS) — the same hazard every mmap-based reader
-        // accepts; nothing here writes through or outlives the map.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(CheckError::Io)?;
-        let _ = map.advise(memmap2::Advice::Sequential);
-        self.check_slice(&map, opts)
+        report
     }
 
     fn replayer<'a>(
