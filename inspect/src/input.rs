@@ -13,8 +13,8 @@ use std::io::{self, Read};
 use hvm_format::image::{
     is_v2, open_any_read, open_slice, read_any_tail, slice_tail, ImageInfo, OpenOptions, Tail,
 };
-use hvm_format::stream::{Element, Item};
 use hvm_format::mapped::GuardedMap;
+use hvm_format::stream::{Element, Item};
 use hvm_format::{Error, ErrorKind};
 
 /// Errors that stop a subcommand before it has a report.

@@ -59,9 +59,14 @@ struct Peak {
 }
 
 fn status_field(status: &str, name: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok())
+    status.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Run `cmd` to completion, sampling its memory; its wall time and peaks.
@@ -103,7 +108,11 @@ fn inspect_binary(checker: &Path) -> PathBuf {
     let path = dir.join("hvm-inspect");
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile = if dir.ends_with("debug") { "dev" } else { "release" };
+        let profile = if dir.ends_with("debug") {
+            "dev"
+        } else {
+            "release"
+        };
         let ok = Command::new(cargo)
             .args(["build", "-p", "hvm-inspect", "--bin", "hvm-inspect"])
             .args(["--profile", profile])
@@ -146,7 +155,11 @@ fn main() {
     let cases: [(&str, &Path, Vec<&str>); 3] = [
         ("hvm-inspect digest", &inspect, vec!["digest", img]),
         ("hvm-restore-check", &checker, vec![img]),
-        ("hvm-restore-check --digest", &checker, vec!["--digest", img]),
+        (
+            "hvm-restore-check --digest",
+            &checker,
+            vec!["--digest", img],
+        ),
     ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
     let mut peaks = vec![Peak::default(); cases.len()];

@@ -36,8 +36,8 @@ use std::io::Read;
 use std::path::Path;
 
 use hvm_format::image::{self, ImageInfo, OpenOptions};
-use hvm_format::rules::{CheckOptions, Finding};
 use hvm_format::mapped::GuardedMap;
+use hvm_format::rules::{CheckOptions, Finding};
 use hvm_format::{Error, ErrorKind, WordSize};
 
 use memory::{PageStore, Spool};

@@ -150,7 +150,9 @@ impl PageTable {
 
     fn find_settled(&self, pfn: u64) -> Option<u64> {
         let l = &self.locs[..self.settled];
-        l.binary_search_by_key(&pfn, |l| l.pfn).ok().map(|i| l[i].at)
+        l.binary_search_by_key(&pfn, |l| l.pfn)
+            .ok()
+            .map(|i| l[i].at)
     }
 
     /// Zero a restored page (the restorer clears the ioreq, store and
@@ -333,7 +335,11 @@ impl<'a> FinalMemory<'a> {
 
     /// Materialise real guest RAM (reusing `arena` when it is large enough).
     pub fn materialise(&self, arena: Option<GuestMemory>) -> Result<GuestMemory, MemoryError> {
-        let span = self.table.locs.last().map_or(0, |l| l.pfn.saturating_add(1));
+        let span = self
+            .table
+            .locs
+            .last()
+            .map_or(0, |l| l.pfn.saturating_add(1));
         let mut mem = match arena {
             Some(mut m) => {
                 if m.reset(span) {
@@ -451,7 +457,10 @@ impl GuestMemory {
         if first >= end {
             return;
         }
-        let (at, len) = (first as usize * PAGE_SIZE, (end - first) as usize * PAGE_SIZE);
+        let (at, len) = (
+            first as usize * PAGE_SIZE,
+            (end - first) as usize * PAGE_SIZE,
+        );
         let _ = m.advise_range(Advice::HugePage, at, len);
     }
 
@@ -607,7 +616,10 @@ mod tests {
             model.insert(pfn, at);
         }
         assert!(t.settled > 0, "the table settled while recording");
-        assert!(t.locs.len() < 3 * SETTLE_MIN, "superseded copies were dropped");
+        assert!(
+            t.locs.len() < 3 * SETTLE_MIN,
+            "superseded copies were dropped"
+        );
         assert_eq!(t.restored(), model.len() as u64);
         for (pfn, at) in &model {
             assert_eq!(t.find(*pfn), Some(*at), "pfn {pfn}");
