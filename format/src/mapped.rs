@@ -176,6 +176,25 @@ impl GuardedMap {
         (f != NO_FAULT).then_some(f)
     }
 
+    /// An error naming the offset if part of the map could not be read;
+    /// `file` is the mapped file, whose length now tells a truncation from
+    /// a device that failed to read (both raise SIGBUS).
+    pub fn check(&self, file: &File) -> io::Result<()> {
+        let Some(offset) = self.shrunk_at() else {
+            return Ok(());
+        };
+        let why = match file.metadata() {
+            Ok(m) if m.len() < self.bytes().len() as u64 => {
+                format!("the file shrank to {} bytes while it was read", m.len())
+            }
+            _ => "the device failed to read it".to_string(),
+        };
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the bytes from offset {offset} on could not be read: {why}"),
+        ))
+    }
+
     /// Advise the kernel (errors ignored: advice is optional).
     pub fn advise_sequential(&self) {
         if let Some(m) = &self.map {
@@ -220,10 +239,16 @@ mod tests {
         // An earlier page past the cut lowers the reported offset.
         assert_eq!(std::hint::black_box(m.bytes())[200 * 1024], 0);
         assert_eq!(m.shrunk_at(), Some(200 * 1024));
+        let e = m.check(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("offset 204800") && e.contains("shrank to 102400 bytes"),
+            "{e}"
+        );
         drop(m);
         // The slot is free again: a fresh map of the short file is clean.
         let m2 = GuardedMap::map(&f).unwrap();
         assert_eq!(m2.bytes().len(), 100 * 1024);
         assert_eq!(m2.shrunk_at(), None);
+        assert!(m2.check(&f).is_ok());
     }
 }

@@ -213,20 +213,12 @@ impl Mapped {
     /// (another process truncated it), so nothing computed from the zeros
     /// that replaced its end is reported.
     pub fn check(&self) -> Result<(), InspectError> {
-        let Some(offset) = self.map.shrunk_at() else {
-            return Ok(());
-        };
-        let now = self
-            .file
-            .metadata()
-            .map_or(String::new(), |m| format!(" (it is now {} bytes)", m.len()));
-        Err(InspectError::Io {
-            path: self.name.clone(),
-            source: io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the file shrank while it was read; the bytes from offset {offset} on were gone{now}"),
-            ),
-        })
+        self.map
+            .check(&self.file)
+            .map_err(|source| InspectError::Io {
+                path: self.name.clone(),
+                source,
+            })
     }
 
     /// The name as given.

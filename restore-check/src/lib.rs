@@ -116,12 +116,6 @@ pub enum CheckError {
     /// Guest memory could not be mapped.
     #[error(transparent)]
     Memory(#[from] MemoryError),
-    /// The file shrank while it was read (another process truncated it).
-    #[error(
-        "reading the image: the file shrank while it was read; the bytes from offset {offset} on were gone{}",
-        len.map_or(String::new(), |l| format!(" (it is now {l} bytes)"))
-    )]
-    Shrunk { offset: u64, len: Option<u64> },
     /// Page bytes could not be kept (spool of standard input).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -270,12 +264,7 @@ impl Checker {
         let map = GuardedMap::map(&file).map_err(CheckError::Io)?;
         map.advise_sequential();
         let report = self.check_slice(map.bytes(), opts);
-        if let Some(offset) = map.shrunk_at() {
-            return Err(CheckError::Shrunk {
-                offset,
-                len: file.metadata().ok().map(|m| m.len()),
-            });
-        }
+        map.check(&file).map_err(CheckError::Io)?;
         report
     }
 
