@@ -383,10 +383,13 @@ impl RestoredPages for FinalMemory<'_> {
     }
 }
 
-/// Sparse guest memory indexed by pfn.
+/// Sparse guest memory indexed by pfn: real RAM, for `--resume`. A check
+/// builds it with [`FinalMemory::materialise`] only when asked
+/// ([`crate::Options::keep_memory`]); it spans the restored pfns, not
+/// `max_pfn`.
 pub struct GuestMemory {
     map: Option<MmapMut>,
-    /// Pfns `0..pages` are addressable in this replay.
+    /// Pfns `0..pages` are addressable in this materialisation.
     pages: u64,
     /// Pfns the arena can hold (≥ `pages`; kept across [`reset`](Self::reset)).
     capacity: u64,
@@ -405,7 +408,8 @@ impl std::fmt::Debug for GuestMemory {
 }
 
 impl GuestMemory {
-    /// Memory for pfns `0..pages`, all reading as zero.
+    /// Memory for pfns `0..pages`, all reading as zero (no huge-page advice:
+    /// see [`advise_huge`](Self::advise_huge)).
     pub fn new(pages: u64) -> Result<Self, MemoryError> {
         if pages > MAX_GUEST_PAGES {
             return Err(MemoryError::TooLarge { pages });
