@@ -29,12 +29,21 @@ enum Chunk {
 /// A set of pfns whose memory follows the input, not the pfn values: dense
 /// runs cost a bit per pfn (128 KiB per 4 GiB of guest), while scattered
 /// pfns, which a hostile image can spread over the whole 2^60 space, cost a
-/// few dozen bytes each, never a bitmap per stray pfn.
+/// few dozen bytes each, never a bitmap per stray pfn. A
+/// [`bounded`](Self::bounded) set also caps the number of chunks, so its
+/// memory is fixed whatever the input.
 #[derive(Debug, Default, Clone)]
 pub struct PfnSet {
     chunks: HashMap<u64, Chunk>,
     len: u64,
+    max_chunks: Option<usize>,
+    forgotten: u64,
 }
+
+/// Chunks a [`PassTracker`] remembers per pass: 8192 chunks of 4096 pfns, a
+/// dense pass over 128 GiB of guest, in at most ~5 MiB (512-byte bitmaps
+/// plus the map), whatever the number of XTAB or stray entries.
+pub const PASS_CHUNKS: usize = 8192;
 
 impl PfnSet {
     /// An empty set.
@@ -42,12 +51,36 @@ impl PfnSet {
         Self::default()
     }
 
-    /// Insert; true if it was not present.
+    /// An empty set that holds pfns of at most `max_chunks` chunks of 4096
+    /// pfns; pfns of further chunks are not remembered (counted by
+    /// [`forgotten`](Self::forgotten)).
+    pub fn bounded(max_chunks: usize) -> Self {
+        PfnSet {
+            max_chunks: Some(max_chunks),
+            ..Self::default()
+        }
+    }
+
+    /// Insertions refused because the set was full.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// Insert; true if it was not present (false also when a bounded set is
+    /// full and the pfn's chunk is new: then it is not remembered).
     pub fn insert(&mut self, pfn: u64) -> bool {
         let off = (pfn % CHUNK_PFNS) as u16;
+        let key = pfn / CHUNK_PFNS;
+        if self
+            .max_chunks
+            .is_some_and(|m| self.chunks.len() >= m && !self.chunks.contains_key(&key))
+        {
+            self.forgotten += 1;
+            return false;
+        }
         let c = self
             .chunks
-            .entry(pfn / CHUNK_PFNS)
+            .entry(key)
             .or_insert_with(|| Chunk::Few(Vec::new()));
         let fresh = match c {
             Chunk::Few(v) if v.contains(&off) => false,
@@ -94,7 +127,7 @@ impl PfnSet {
         self.len == 0
     }
 
-    /// Remove every member.
+    /// Remove every member (the count of forgotten ones stays).
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.len = 0;
@@ -119,7 +152,14 @@ pub struct Pass {
 }
 
 /// Infers pass boundaries from a sequence of batches.
-#[derive(Debug, Default)]
+///
+/// Memory is fixed: the pfns seen in the current pass are a
+/// [`PfnSet::bounded`] of [`PASS_CHUNKS`] chunks, so XTAB and stray entries
+/// spread over the pfn space cannot grow it. Past that bound (a pass over
+/// more than 128 GiB, or entries scattered over more than 8192 chunks), a
+/// repeat of a pfn that was not remembered does not start a pass; the
+/// permute-order fallback still does for guests up to 16 GiB.
+#[derive(Debug)]
 pub struct PassTracker {
     /// Completed and current passes (the verify pass excluded).
     pub passes: Vec<Pass>,
@@ -128,6 +168,18 @@ pub struct PassTracker {
     seen: PfnSet,
     last_pos: Option<u64>,
     permute: Option<(u64, u32)>,
+}
+
+impl Default for PassTracker {
+    fn default() -> Self {
+        PassTracker {
+            passes: Vec::new(),
+            verify: None,
+            seen: PfnSet::bounded(PASS_CHUNKS),
+            last_pos: None,
+            permute: None,
+        }
+    }
 }
 
 impl PassTracker {
@@ -144,6 +196,11 @@ impl PassTracker {
             permute,
             ..Default::default()
         }
+    }
+
+    /// Pfns not remembered because the per-pass set was full.
+    pub fn forgotten(&self) -> u64 {
+        self.seen.forgotten()
     }
 
     fn position(&self, pfn: u64) -> Option<u64> {
@@ -423,6 +480,36 @@ mod tests {
             assert!(s.contains(*p));
             assert!(!s.contains(p ^ (1 << 62)) || model.contains(&(p ^ (1 << 62))));
         }
+    }
+
+    /// XTAB entries scattered one per chunk over the pfn space: the tracker's
+    /// memory stays at its bound, and ordinary passes are still found.
+    #[test]
+    fn pass_tracker_memory_is_bounded_by_scattered_xtab_entries() {
+        let mut w = Writer::new(Vec::new(), WordSize::W64);
+        w.max_pfn(2047).unwrap();
+        let batches = (2 * PASS_CHUNKS).div_ceil(1024) as u64;
+        for b in 0..batches {
+            let es: Vec<PfnEntry> = (0..1024u64)
+                .map(|k| PfnEntry::xtab((b * 1024 + k) * CHUNK_PFNS))
+                .collect();
+            w.batch(&es, &[]).unwrap();
+        }
+        w.end().unwrap();
+        w.vcpu_count(0).unwrap();
+        w.hvm_blob(&[]).unwrap();
+        let img = w.finish().unwrap();
+        let mut t = PassTracker::new(Some(2047));
+        let mut r = SliceReader::new(&img, WordSize::W64, 0);
+        while let Some(item) = r.next().unwrap() {
+            if let Item::Batch(b) = item {
+                t.batch(&b);
+            }
+        }
+        assert_eq!(t.seen.chunks.len(), PASS_CHUNKS);
+        assert_eq!(t.forgotten(), batches * 1024 - PASS_CHUNKS as u64);
+        assert_eq!(t.passes.len(), 1);
+        assert_eq!(t.passes[0].typed, batches * 1024);
     }
 
     #[test]

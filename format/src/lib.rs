@@ -34,6 +34,7 @@ pub mod index;
 pub mod layout;
 pub mod legacy;
 pub mod manifest;
+pub mod mapped;
 pub mod pfn;
 pub mod rules;
 pub mod stream;

@@ -17,6 +17,13 @@ use crate::digest::{from_hex, hex, vcpu_digest, MemoryDigest, RANGE_PAGES};
 /// Manifest format version (of this JSON, not of the image).
 pub const MANIFEST_VERSION: u32 = 1;
 
+/// The largest manifest read: 256 MiB. A manifest is a side input like the
+/// image, so its size is bounded before it is read (`/dev/zero` is not a
+/// manifest); range digests take ~100 bytes per 2 MiB of guest, page
+/// digests ~110 bytes per page, so this covers page digests of a guest of
+/// about 9 GiB and range digests of any guest.
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+
 /// Digest of one 2 MiB range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeDigest {
@@ -79,6 +86,15 @@ pub enum ManifestError {
     /// A version this checker does not know.
     #[error("manifest version {found}, this checker understands {MANIFEST_VERSION}")]
     Version { found: u32 },
+    /// Reading the manifest failed.
+    #[error("reading the manifest: {0}")]
+    Io(#[from] std::io::Error),
+    /// Larger than [`MAX_MANIFEST_BYTES`] (checked before parsing).
+    #[error("the manifest is larger than {MAX_MANIFEST_BYTES} bytes, the most this checker reads")]
+    TooLarge,
+    /// Not UTF-8 text.
+    #[error("not a manifest: the bytes are not UTF-8 (byte {offset})")]
+    Utf8 { offset: usize },
     /// A digest that is not 64 hex digits.
     #[error("{field}: expected 64 hex digits, found {value:?}")]
     Hex { field: String, value: String },
@@ -92,6 +108,31 @@ fn parse_hex(field: impl FnOnce() -> String, v: &str) -> Result<[u8; 32], Manife
 }
 
 impl Manifest {
+    /// Read, parse and validate a manifest from `r` (a file, a pipe, a
+    /// device), reading at most [`MAX_MANIFEST_BYTES`] + 1 bytes.
+    pub fn read_from(r: impl std::io::Read) -> Result<Self, ManifestError> {
+        Self::read_limited(r, MAX_MANIFEST_BYTES)
+    }
+
+    /// [`read_from`](Self::read_from) with the limit `max` bytes.
+    pub fn read_limited(r: impl std::io::Read, max: u64) -> Result<Self, ManifestError> {
+        use std::io::Read as _;
+        let mut buf = Vec::new();
+        r.take(max.saturating_add(1)).read_to_end(&mut buf)?;
+        if buf.len() as u64 > max {
+            return Err(ManifestError::TooLarge);
+        }
+        let text = String::from_utf8(buf).map_err(|e| ManifestError::Utf8 {
+            offset: e.utf8_error().valid_up_to(),
+        })?;
+        Self::from_json(&text)
+    }
+
+    /// [`read_from`](Self::read_from) the file at `path`.
+    pub fn read_path(path: &Path) -> Result<Self, ManifestError> {
+        Self::read_from(std::fs::File::open(path)?)
+    }
+
     /// Parse and validate manifest JSON.
     pub fn from_json(text: &str) -> Result<Self, ManifestError> {
         let m: Manifest = serde_json::from_str(text)?;
@@ -209,5 +250,36 @@ impl Manifest {
         let mut s = image.as_os_str().to_owned();
         s.push(".manifest.json");
         PathBuf::from(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_stops_at_the_limit_before_parsing() {
+        let m = Manifest::new(
+            4095,
+            &crate::digest::DigestBuilder::new().finish().unwrap(),
+            &[[7u8; 16]],
+            &[],
+        );
+        let json = m.to_json();
+        let n = json.len() as u64;
+        assert_eq!(Manifest::read_limited(json.as_bytes(), n).unwrap(), m);
+        assert!(matches!(
+            Manifest::read_limited(json.as_bytes(), n - 1),
+            Err(ManifestError::TooLarge)
+        ));
+        // An endless input is cut at the limit, not read to its end.
+        assert!(matches!(
+            Manifest::read_limited(std::io::repeat(b' '), 1 << 20),
+            Err(ManifestError::TooLarge)
+        ));
+        assert!(matches!(
+            Manifest::read_limited(&b"{\xff}"[..], 100),
+            Err(ManifestError::Utf8 { offset: 1 })
+        ));
     }
 }

@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use hvm_format::image::{
     is_v2, open_any_read, open_slice, read_any_tail, slice_tail, ImageInfo, OpenOptions, Tail,
 };
+use hvm_format::mapped::GuardedMap;
 use hvm_format::stream::{Element, Item};
 use hvm_format::{Error, ErrorKind};
 
@@ -155,16 +156,10 @@ impl Input {
             path: name.clone(),
             source,
         };
-        let len = file.metadata().map_err(io)?.len();
-        let map = if len == 0 {
-            None
-        } else {
-            // SAFETY: the mapping is read-only; a file truncated underneath
-            // us would fault, which is the accepted risk of every mmap-based
-            // reader. Standard input was copied to a private unnamed file.
-            Some(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
-        };
-        Ok(Mapped { name, map })
+        // A file truncated underneath reads as zeros from the cut instead
+        // of raising SIGBUS; `Mapped::check` turns that into an error.
+        let map = GuardedMap::map(&file).map_err(io)?;
+        Ok(Mapped { name, map, file })
     }
 }
 
@@ -202,13 +197,28 @@ impl Spooled {
 #[derive(Debug)]
 pub struct Mapped {
     name: String,
-    map: Option<memmap2::Mmap>,
+    map: GuardedMap,
+    file: File,
 }
 
 impl Mapped {
-    /// The bytes.
+    /// The bytes. If the file shrinks while mapped, they read as zeros from
+    /// the cut on: call [`check`](Self::check) before trusting anything
+    /// computed from them.
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.map.bytes()
+    }
+
+    /// An I/O error naming the offset if the file shrank while it was read
+    /// (another process truncated it), so nothing computed from the zeros
+    /// that replaced its end is reported.
+    pub fn check(&self) -> Result<(), InspectError> {
+        self.map
+            .check(&self.file)
+            .map_err(|source| InspectError::Io {
+                path: self.name.clone(),
+                source,
+            })
     }
 
     /// The name as given.

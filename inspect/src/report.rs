@@ -436,6 +436,7 @@ fn v2_findings(
         }
         verdict.findings.push(f);
     }
+    m.check()?;
     verdict.findings.sort_by_key(|f| f.offset);
     verdict.valid = verdict.errors == 0;
     Ok(())
@@ -1197,6 +1198,7 @@ pub(crate) fn index_mapped(
         vcpus: Vec::new(),
         hvm: None,
     })?;
+    m.check()?; // zeros after a truncation are not the image's error
     if let Some(e) = walked.error {
         return Err(InspectError::image(m.name(), e));
     }
@@ -1253,6 +1255,7 @@ pub fn digest(
         },
         workers,
     );
+    m.check()?;
     Ok(DigestReport {
         file: m.name().to_string(),
         definition: "hvm_format::digest v1: SHA-256 over (range index LE64 || SHA-256 over (pfn LE64 || page) per 2 MiB range)",

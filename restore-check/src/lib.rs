@@ -1,7 +1,7 @@
 //! # hvm-restore-check
 //!
 //! Prove, offline, that a Xen HVM save image restores to the guest it came
-//! from: replay it with the 2007 restorer's semantics into guest memory,
+//! from: replay it with the 2007 restorer's semantics,
 //! apply the restorer's rules and current Xen's HVM load rules
 //! ([`hvm_format::rules`]), compare the verify pass page by page, and with a
 //! manifest from `hvm-save` compare memory, 2 MiB ranges and vCPUs.
@@ -9,12 +9,17 @@
 //! Layers, outermost first:
 //!
 //! * [`Checker`] / [`check_path`], [`check_slice`], [`check_read`]: open an
-//!   image (mmap'd file, or any `Read` such as standard input in bounded
-//!   memory apart from guest memory) and produce a [`Report`].
+//!   image (mmap'd file, or any `Read` such as standard input, whose pages
+//!   are spooled to a temporary file up to [`Options::spool_limit`]) and
+//!   produce a [`Report`]. Guest memory is never materialised for the check
+//!   itself: the final copy of each pfn is a location in the input, so a
+//!   1 GiB image is checked in a few MiB besides the page cache. Only
+//!   [`Options::keep_memory`] (what `--resume` needs) builds guest RAM.
 //! * [`report`]: the report, its verdict and exit code, text rendering;
 //!   `serde` gives the JSON.
-//! * [`replay::Replayer`]: items in, guest memory and findings out.
-//! * [`memory::GuestMemory`]: the sparse, reusable guest memory arena.
+//! * [`replay::Replayer`]: items in, the final memory and findings out.
+//! * [`memory`]: the page table over the input, and the sparse, reusable
+//!   guest memory arena it materialises into.
 //! * [`manifest`]: the saver's manifest and the comparison with it.
 //! * `resume` (Linux): load the image into a fresh KVM VM and compare its
 //!   run with an uninterrupted control run.
@@ -31,11 +36,14 @@ use std::io::Read;
 use std::path::Path;
 
 use hvm_format::image::{self, ImageInfo, OpenOptions};
+use hvm_format::mapped::GuardedMap;
 use hvm_format::rules::{CheckOptions, Finding};
 use hvm_format::{Error, ErrorKind, WordSize};
 
+use memory::{PageStore, Spool};
+
 pub use manifest::{ExpectReport, Manifest};
-pub use memory::{GuestMemory, MemoryError};
+pub use memory::{GuestMemory, MemoryError, RestoredPages, StoreError, DEFAULT_SPOOL_LIMIT};
 pub use replay::{Replayed, Replayer};
 pub use report::Report;
 
@@ -58,6 +66,15 @@ pub struct Options {
     pub digest: bool,
     /// Threads for hashing memory.
     pub workers: usize,
+    /// Materialise the restored guest memory into the report
+    /// ([`Report::guest_memory`], [`Report::take_memory`]): what `--resume`
+    /// and library callers that read pages afterwards need. The check never
+    /// needs it; without it, memory does not grow with the guest. The
+    /// command line sets it only for `--resume`.
+    pub keep_memory: bool,
+    /// Page data of standard input spooled to a temporary file before the
+    /// check stops with an error ([`DEFAULT_SPOOL_LIMIT`]).
+    pub spool_limit: u64,
 }
 
 impl Default for Options {
@@ -70,6 +87,8 @@ impl Default for Options {
             expect: None,
             digest: false,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            keep_memory: true,
+            spool_limit: DEFAULT_SPOOL_LIMIT,
         }
     }
 }
@@ -97,10 +116,13 @@ pub enum CheckError {
     /// Guest memory could not be mapped.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// Page bytes could not be kept (spool of standard input).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Reusable checker: keeps its guest-memory arena from one image to the next
-/// (a second replay of the same size touches no fresh memory).
+/// (a second materialisation of the same size touches no fresh memory).
 #[derive(Debug, Default)]
 pub struct Checker {
     arena: Option<GuestMemory>,
@@ -138,7 +160,7 @@ impl Checker {
             Ok(x) => x,
             Err(e) => return Ok(Report::unopened(&e, opts)),
         };
-        let mut rp = self.replayer(&info, opts);
+        let mut rp = self.replayer(&info, opts, PageStore::Input(data));
         let mut failed = false;
         loop {
             match reader.next() {
@@ -157,11 +179,12 @@ impl Checker {
                 Err(e) => rp.structure_error(&e),
             }
         }
-        Ok(Report::build(info, rp.finish(), opts))
+        self.report(info, rp, opts)
     }
 
-    /// Check an image from any reader (standard input): memory apart from
-    /// the guest is one batch plus the detection prefix.
+    /// Check an image from any reader (standard input): memory is one batch
+    /// plus the detection prefix plus the page table; page bytes go to a
+    /// spool of at most [`Options::spool_limit`] bytes.
     pub fn check_read<R: Read>(&mut self, mut r: R, opts: &Options) -> Result<Report, CheckError> {
         let mut prefix = Vec::new();
         (&mut r)
@@ -184,7 +207,8 @@ impl Checker {
             Err(e) if is_io(&e) => return Err(CheckError::Read(e)),
             Err(e) => return Ok(Report::unopened(&e, opts)),
         };
-        let mut rp = self.replayer(&info, opts);
+        let spool = Spool::new(opts.spool_limit)?;
+        let mut rp = self.replayer(&info, opts, PageStore::Spool(spool));
         let mut failed = false;
         loop {
             match reader.next() {
@@ -205,7 +229,22 @@ impl Checker {
                 Err(e) => rp.structure_error(&e),
             }
         }
-        Ok(Report::build(info, rp.finish(), opts))
+        self.report(info, rp, opts)
+    }
+
+    fn report(
+        &mut self,
+        info: ImageInfo,
+        rp: Replayer<'_>,
+        opts: &Options,
+    ) -> Result<Report, CheckError> {
+        let replayed = rp.finish()?;
+        let arena = if opts.keep_memory {
+            self.arena.take()
+        } else {
+            None
+        };
+        Ok(Report::build(info, replayed, opts, arena)?)
     }
 
     /// Check the image at `path`; `-` is standard input. Regular files are
@@ -219,24 +258,27 @@ impl Checker {
         if !meta.is_file() {
             return self.check_read(file, opts);
         }
-        if meta.len() == 0 {
-            return self.check_slice(&[], opts);
-        }
-        // SAFETY: the map is read-only and private to this process; if
-        // another process truncates the file meanwhile, reads past the new
-        // end fault (SIGBUS) — the same hazard every mmap-based reader
-        // accepts; nothing here writes through or outlives the map.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(CheckError::Io)?;
-        let _ = map.advise(memmap2::Advice::Sequential);
-        self.check_slice(&map, opts)
+        // A file that shrinks while mapped reads as zeros from the cut on
+        // (not SIGBUS): the report built from them is discarded for an error
+        // naming the offset.
+        let map = GuardedMap::map(&file).map_err(CheckError::Io)?;
+        map.advise_sequential();
+        let report = self.check_slice(map.bytes(), opts);
+        map.check(&file).map_err(CheckError::Io)?;
+        report
     }
 
-    fn replayer(&mut self, info: &ImageInfo, opts: &Options) -> Replayer {
+    fn replayer<'a>(
+        &mut self,
+        info: &ImageInfo,
+        opts: &Options,
+        store: PageStore<'a>,
+    ) -> Replayer<'a> {
         Replayer::new(
             info.word(),
             opts.check_options(),
             info.config_memory_mib(),
-            self.arena.take(),
+            store,
         )
     }
 }

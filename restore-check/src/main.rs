@@ -79,14 +79,16 @@ struct Cli {
     /// With --resume: limit for each run, seconds.
     #[arg(long, default_value_t = 30, requires = "resume")]
     timeout: u64,
+    /// Page data of standard input spooled to a temporary file at most
+    /// (bytes; default 16 GiB). A file is mapped, never spooled.
+    #[arg(long, value_name = "BYTES", default_value_t = hvm_restore_check::DEFAULT_SPOOL_LIMIT)]
+    spool_limit: u64,
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let expect = match &cli.expect {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading the manifest {}", p.display()))?;
-            Some(Manifest::from_json(&text).with_context(|| format!("manifest {}", p.display()))?)
+            Some(Manifest::read_path(p).with_context(|| format!("manifest {}", p.display()))?)
         }
         None => None,
     };
@@ -97,6 +99,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         xen_word: cli.xen_word.into(),
         expect,
         digest: cli.digest,
+        // Guest RAM only for --resume: the check reads pages from the image.
+        keep_memory: cli.resume,
+        spool_limit: cli.spool_limit,
         ..Options::default()
     };
     let mut report = Checker::new()

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use hvm_format::digest::{from_hex, hex, MemoryDigest, RANGE_PAGES};
 
-use crate::memory::GuestMemory;
+use crate::memory::RestoredPages;
 
 pub use hvm_format::manifest::{
     Manifest, ManifestError, PageDigest, RangeDigest, VcpuDigest, MANIFEST_VERSION,
@@ -83,7 +83,7 @@ pub struct ExpectReport {
 /// digests in record order, `hvm_blob` the blob's digest.
 pub fn compare(
     manifest: &Manifest,
-    memory: &GuestMemory,
+    memory: &impl RestoredPages,
     replayed: &MemoryDigest,
     vcpus: &[[u8; 32]],
     hvm_blob: Option<[u8; 32]>,

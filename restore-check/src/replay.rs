@@ -1,8 +1,10 @@
-//! The replay: stream items in, guest memory and findings out, with the
+//! The replay: stream items in, the final memory and findings out, with the
 //! seed restorer's semantics (format-notes §2.1):
 //!
 //! * normal batches copy each page into guest memory; a later copy of a pfn
-//!   wins;
+//!   wins. Guest memory is not materialised: the [`PageTable`] records where
+//!   each copy's bytes are (the input, or the spool of a pipe), so memory
+//!   follows the number of page copies, not the guest's size;
 //! * after the `-1` marker, pages are compared with what was restored (a
 //!   pfn never restored reads as the zero page the restorer populated), and
 //!   every mismatching pfn is reported: a page the dirty log missed;
@@ -20,7 +22,9 @@ use hvm_format::rules::{CheckOptions, Finding, StreamChecker, Verdict};
 use hvm_format::stream::{Batch, Item};
 use hvm_format::{Error, WordSize};
 
-use crate::memory::{GuestMemory, MemoryError};
+use hvm_format::PAGE_SIZE;
+
+use crate::memory::{FinalMemory, PageStore, PageTable, StoreError};
 
 /// Verify-pass mismatches described in full before the rest are only listed
 /// by pfn.
@@ -71,10 +75,14 @@ pub struct VerifyReport {
     pub mismatches: Vec<VerifyMismatch>,
 }
 
-/// Replays one image's items into guest memory.
-pub struct Replayer {
+/// Replays one image's items into a page table.
+pub struct Replayer<'a> {
     checker: StreamChecker,
-    memory: Option<GuestMemory>,
+    store: PageStore<'a>,
+    table: PageTable,
+    /// Pfns `0..pages` are restorable (`None`: no `max_pfn` yet).
+    pages: Option<u64>,
+    buf: Box<[u8; PAGE_SIZE]>,
     passes: PassTracker,
     stats: ReplayStats,
     verify: VerifyReport,
@@ -85,11 +93,11 @@ pub struct Replayer {
 }
 
 /// Everything a finished replay knows.
-pub struct Replayed {
+pub struct Replayed<'a> {
     /// The rule verdict (2007 restorer and current Xen).
     pub verdict: Verdict,
     /// Guest memory as restored (`None`: the stream ended before `max_pfn`).
-    pub memory: Option<GuestMemory>,
+    pub memory: Option<FinalMemory<'a>>,
     /// Counters.
     pub stats: ReplayStats,
     /// Inferred pre-copy passes.
@@ -108,18 +116,21 @@ pub struct Replayed {
     pub max_pfn: Option<u64>,
 }
 
-impl Replayer {
-    /// A replayer for a stream of word size `word`; `arena` is guest memory
-    /// to reuse if it is large enough.
+impl<'a> Replayer<'a> {
+    /// A replayer for a stream of word size `word` whose page bytes are kept
+    /// in `store`.
     pub fn new(
         word: WordSize,
         opts: CheckOptions,
         config_memory_mib: Option<u64>,
-        arena: Option<GuestMemory>,
+        store: PageStore<'a>,
     ) -> Self {
         Replayer {
             checker: StreamChecker::new(word, opts, config_memory_mib),
-            memory: arena,
+            store,
+            table: PageTable::new(),
+            pages: None,
+            buf: Box::new([0; PAGE_SIZE]),
             passes: PassTracker::default(),
             stats: ReplayStats::default(),
             verify: VerifyReport::default(),
@@ -135,30 +146,26 @@ impl Replayer {
         self.checker.structure_error(e);
     }
 
-    /// Prepare guest memory once the configured size is known.
-    fn map_memory(&mut self) -> Result<(), MemoryError> {
+    /// The restorable pfns once the configured size is known: what the
+    /// restorer's memory map covers, nothing allocated for it.
+    fn set_pages(&mut self) {
         let pages = self
             .checker
             .layout()
             .map_or(0, |l| l.max_pfn.saturating_add(1));
-        let reused = self.memory.as_mut().is_some_and(|m| m.reset(pages));
-        if !reused {
-            self.memory = None; // drop the old arena before mapping the new one
-            self.memory = Some(GuestMemory::new(pages)?);
-        }
-        Ok(())
+        self.pages = Some(pages);
     }
 
     /// Replay one item.
-    pub fn item(&mut self, item: &Item<'_>) -> Result<(), MemoryError> {
+    pub fn item(&mut self, item: &Item<'_>) -> Result<(), StoreError> {
         self.checker.item(item);
         match item {
             Item::MaxPfn { value, .. } => {
                 self.max_pfn = Some(*value);
                 self.passes = PassTracker::new(Some(*value));
-                self.map_memory()?;
+                self.set_pages();
             }
-            Item::Batch(b) => self.batch(b),
+            Item::Batch(b) => self.batch(b)?,
             Item::End { .. } => self.zero_magic_pages(),
             Item::Vcpu(v) => self.vcpus.push(vcpu_digest(v.bytes)),
             Item::HvmBlob(h) => self.hvm_blob = Some(vcpu_digest(h.bytes)),
@@ -167,37 +174,45 @@ impl Replayer {
         Ok(())
     }
 
-    fn batch(&mut self, b: &Batch<'_>) {
+    fn batch(&mut self, b: &Batch<'_>) -> Result<(), StoreError> {
         self.passes.batch(b);
         self.stats.batches += 1;
         self.stats.typed_entries += (b.count() - b.page_count()) as u64;
-        let Some(mem) = self.memory.as_mut() else {
-            return; // unreachable: the grammar puts max_pfn first
+        let Some(pages) = self.pages else {
+            return Ok(()); // unreachable: the grammar puts max_pfn first
         };
         if !b.verify {
-            for (e, page, _) in b.pages() {
-                if mem.write(e.pfn().0, page) {
+            for (e, page, offset) in b.pages() {
+                let pfn = e.pfn().0;
+                if pfn < pages && page.len() == PAGE_SIZE {
+                    let at = self.store.keep(pfn, offset, page)?;
+                    self.table.record(pfn, at);
                     self.stats.pages_copied += 1;
                 } else {
                     self.stats.pages_outside += 1;
                 }
             }
-            return;
+            return Ok(());
         }
         self.verify.present = true;
         for (k, (e, page, offset)) in b.pages().enumerate() {
             let pfn = e.pfn().0;
-            if pfn >= mem.pages() {
+            if pfn >= pages {
                 self.stats.pages_outside += 1;
                 continue;
             }
             self.verify.pages_compared += 1;
-            let have = mem.read(pfn);
+            let restored = self.table.find(pfn);
+            let have: &[u8] = match restored {
+                Some(_) if self.table.is_zeroed(pfn) => &[0; PAGE_SIZE],
+                Some(at) => self.store.fetch(pfn, at, &mut self.buf)?,
+                None => &[0; PAGE_SIZE],
+            };
             if have == page {
                 continue;
             }
             let first = have.iter().zip(page).position(|(a, b)| a != b).unwrap_or(0);
-            let restored = mem.is_written(pfn);
+            let restored = restored.is_some();
             self.verify.mismatching_pfns.push(pfn);
             if self.verify.mismatches.len() < VERIFY_DETAIL_CAP {
                 self.verify.mismatches.push(VerifyMismatch {
@@ -226,15 +241,16 @@ impl Replayer {
                 ));
             }
         }
+        Ok(())
     }
 
     fn zero_magic_pages(&mut self) {
-        let (Some(layout), Some(mem)) = (self.checker.layout(), self.memory.as_mut()) else {
+        let (Some(layout), Some(_)) = (self.checker.layout(), self.pages) else {
             return;
         };
         let s = layout.shared_page_nr;
         for pfn in [s, s.wrapping_sub(1), s.wrapping_sub(2)] {
-            if mem.zero_if_written(pfn) {
+            if self.table.zero_if_restored(pfn) {
                 self.stats.magic_pages_zeroed.push(pfn);
             }
         }
@@ -246,13 +262,17 @@ impl Replayer {
     }
 
     /// Finish: the verdict and the restored memory.
-    pub fn finish(mut self) -> Replayed {
+    pub fn finish(mut self) -> Result<Replayed<'a>, StoreError> {
         self.verify.mismatching_pfns.sort_unstable();
         self.verify.mismatching_pfns.dedup();
-        self.stats.pfns_restored = self.memory.as_ref().map_or(0, |m| m.written_count());
-        Replayed {
+        self.stats.pfns_restored = self.table.restored();
+        let memory = match self.pages {
+            Some(_) => Some(FinalMemory::new(self.table, self.store.finish()?)),
+            None => None,
+        };
+        Ok(Replayed {
             verdict: self.checker.finish(),
-            memory: self.memory,
+            memory,
             stats: self.stats,
             passes: self.passes.passes,
             verify_pass: self.passes.verify,
@@ -261,11 +281,6 @@ impl Replayer {
             vcpus: self.vcpus,
             hvm_blob: self.hvm_blob,
             max_pfn: self.max_pfn,
-        }
-    }
-
-    /// Take back guest memory without finishing (after an error).
-    pub fn into_memory(self) -> Option<GuestMemory> {
-        self.memory
+        })
     }
 }

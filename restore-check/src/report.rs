@@ -13,7 +13,7 @@ use hvm_format::rules::{Finding, Severity};
 use hvm_format::{Error, WordSize};
 
 use crate::manifest::{compare, ExpectReport, PfnDifference};
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, MemoryError};
 use crate::replay::{ReplayStats, Replayed, VerifyReport};
 use crate::Options;
 
@@ -129,7 +129,14 @@ impl Report {
         }
     }
 
-    pub(crate) fn build(info: hvm_format::image::ImageInfo, r: Replayed, opts: &Options) -> Self {
+    /// The report of a finished replay; materialises guest memory (into
+    /// `arena` when it is large enough) only with [`Options::keep_memory`].
+    pub(crate) fn build(
+        info: hvm_format::image::ImageInfo,
+        r: Replayed<'_>,
+        opts: &Options,
+        arena: Option<GuestMemory>,
+    ) -> Result<Self, MemoryError> {
         let mut findings = r.verdict.findings;
         findings.extend(r.verify_findings);
         findings.sort_by_key(|f| f.offset);
@@ -144,19 +151,21 @@ impl Report {
             (Some(man), Some(mem), Some(d)) => Some(compare(man, mem, d, &r.vcpus, r.hvm_blob)),
             (Some(man), _, _) => {
                 // Nothing was replayed: compare against empty memory.
-                let empty = crate::memory::GuestMemory::new(0).ok();
-                empty.map(|mem| {
-                    let d = mem.digest(1);
-                    compare(man, &mem, &d, &r.vcpus, r.hvm_blob)
-                })
+                let empty = GuestMemory::new(0)?;
+                let d = empty.digest(1);
+                Some(compare(man, &empty, &d, &r.vcpus, r.hvm_blob))
             }
+            _ => None,
+        };
+        let guest = match (&r.memory, opts.keep_memory) {
+            (Some(m), true) => Some(m.materialise(arena)?),
             _ => None,
         };
         let (mem_pages, mem_source) = match r.verdict.memory_pages {
             Some((p, s)) => (Some(p), Some(s)),
             None => (None, None),
         };
-        Report {
+        Ok(Report {
             restorable,
             matches_manifest: expect.as_ref().map(|e| e.matches),
             image: ImageSummary {
@@ -190,8 +199,8 @@ impl Report {
             vcpu_sha256: r.vcpus.iter().map(hex).collect(),
             hvm_blob_sha256: r.hvm_blob.map(|d| hex(&d)),
             expect,
-            guest: r.memory,
-        }
+            guest,
+        })
     }
 
     /// Restorable, and matching the manifest when one was given.
@@ -208,7 +217,8 @@ impl Report {
         }
     }
 
-    /// The restored guest memory (until taken).
+    /// The restored guest memory (until taken; only with
+    /// [`Options::keep_memory`]).
     pub fn guest_memory(&self) -> Option<&GuestMemory> {
         self.guest.as_ref()
     }

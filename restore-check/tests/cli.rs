@@ -157,3 +157,43 @@ fn v2_images_are_named_and_pointed_elsewhere() {
         assert!(text.contains("current Xen: not checked"), "{text}");
     }
 }
+
+/// A side input is bounded like the image: `--expect /dev/zero` is refused
+/// after the manifest limit, not read until memory runs out.
+#[test]
+fn an_endless_manifest_is_refused_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = write(&dir, "clean.img", &Img::simple(4, Img::ram(4)).build());
+    let (code, _, err) = run(&[clean.as_os_str(), "--expect".as_ref(), "/dev/zero".as_ref()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("larger than 268435456 bytes"), "{err}");
+}
+
+/// The command line checks without materialising guest memory: a 64 MiB
+/// guest's image is checked in far less than 64 MiB (peak RSS by
+/// `/usr/bin/time`; without `--digest` the image's pages are not even read,
+/// so the page cache does not count either).
+#[test]
+fn the_check_does_not_hold_guest_memory() {
+    let time = std::path::Path::new("/usr/bin/time");
+    if !time.exists() {
+        println!("SKIPPED: /usr/bin/time not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = write(&dir, "g.img", &Img::simple(64, Img::ram(64)).build());
+    let o = Command::new(time)
+        .args(["-f", "maxrss=%M"])
+        .arg(env!("CARGO_BIN_EXE_hvm-restore-check"))
+        .arg(&img)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let kib: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss in {err}"));
+    assert!(kib < 40 << 10, "peak RSS {kib} KiB for a 64 MiB guest");
+}

@@ -323,3 +323,83 @@ fn reused_arena_does_not_leak_the_previous_guest() {
     assert_eq!(reused.replay.pfns_restored, fresh.replay.pfns_restored);
     assert_eq!(reused.guest_memory().unwrap().read(1), &[0u8; 4096][..]);
 }
+
+fn index_only(o: Options) -> Options {
+    Options {
+        keep_memory: false,
+        ..o
+    }
+}
+
+/// The check without guest memory reports exactly what the materialising
+/// one does, for every golden image and for live images with repeats and a
+/// verify pass that catches a missed page, from a slice and from a pipe.
+#[test]
+fn index_only_check_reports_what_the_materialised_one_does() {
+    let mut images: Vec<Vec<u8>> = specs().iter().map(|s| generate(s).bytes).collect();
+    let (mut live, _) = missed_dirty_image(&[], &[0x200, 0x2f3]);
+    let mut v: Vec<(u64, Vec<u8>)> = live.final_memory().into_iter().collect();
+    v.iter_mut().find(|(p, _)| *p == 0x2f3).unwrap().1[9] ^= 1;
+    live.verify = Some(v);
+    images.push(live.build());
+    for bytes in &images {
+        let full = check_slice(bytes, &digest_opts()).unwrap();
+        let lean = check_slice(bytes, &index_only(digest_opts())).unwrap();
+        let piped = check_read(std::io::Cursor::new(bytes), &index_only(digest_opts())).unwrap();
+        assert!(lean.guest_memory().is_none() && piped.guest_memory().is_none());
+        let json = |r: &hvm_restore_check::Report| serde_json::to_string(r).unwrap();
+        assert_eq!(json(&full), json(&lean));
+        assert_eq!(json(&full), json(&piped));
+    }
+    let last = check_read(
+        std::io::Cursor::new(images.last().unwrap()),
+        &index_only(digest_opts()),
+    )
+    .unwrap();
+    assert_eq!(last.verify.mismatching_pfns, vec![0x2f3]);
+    assert_eq!(last.verify.mismatches[0].first_difference, 9);
+    assert!(last.verify.mismatches[0].restored);
+}
+
+/// Nothing is sized by `max_pfn`: a 16 TiB guest (beyond the 1 TiB the
+/// checker can materialise) with a few pages is checked, and its memory
+/// digest is that of the same pages in a small guest.
+#[test]
+fn a_huge_max_pfn_costs_nothing_until_pages_arrive() {
+    let pfns = [1u64, 2, 0x1000, 0x2000];
+    let mut huge = Img::simple(4, pfns);
+    huge.max_pfn = (1 << 32) - 1;
+    let small = Img::simple(64, pfns);
+    let opts = index_only(Options {
+        memory_mib: Some(16 << 20),
+        ..digest_opts()
+    });
+    let h = check_slice(&huge.build(), &opts).unwrap();
+    let s = check_slice(&small.build(), &digest_opts()).unwrap();
+    assert_eq!(h.replay.pfns_restored, 4);
+    assert_eq!(h.memory_sha256, s.memory_sha256);
+    assert!(h.memory_sha256.is_some());
+}
+
+/// A pipe's pages are spooled up to the stated limit, then the check stops
+/// with an error that names it.
+#[test]
+fn the_spool_of_a_pipe_stops_at_its_limit() {
+    let img = Img::simple(4, (0x10..0x20).collect::<Vec<_>>()).build();
+    let at = |pages: u64| Options {
+        spool_limit: pages * 4096,
+        ..digest_opts()
+    };
+    assert!(check_read(std::io::Cursor::new(&img), &at(16)).is_ok());
+    let e = check_read(std::io::Cursor::new(&img), &at(15)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            hvm_restore_check::CheckError::Store(hvm_restore_check::StoreError::SpoolLimit {
+                limit: 61440
+            })
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--spool-limit"), "{e}");
+}
