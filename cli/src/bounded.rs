@@ -167,6 +167,14 @@ impl<F: AsRawFd + Write> Write for Bounded<F> {
         }
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        if self.kind == Kind::Other {
+            return self.inner.write_vectored(bufs);
+        }
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+        self.write(first)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         if self.kind == Kind::Other {
             return self.inner.flush();
