@@ -171,7 +171,10 @@ impl<F: AsRawFd + Write> Write for Bounded<F> {
         if self.kind == Kind::Other {
             return self.inner.write_vectored(bufs);
         }
-        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
         self.write(first)
     }
 

@@ -223,7 +223,8 @@ impl Outputs {
                 } else {
                     path.to_path_buf()
                 };
-                let m = std::fs::metadata(&target).map_err(|e| OutputError::io("checking", path, e))?;
+                let m =
+                    std::fs::metadata(&target).map_err(|e| OutputError::io("checking", path, e))?;
                 if !m.file_type().is_file() {
                     return Err(OutputError::NotRegular {
                         path: path.to_path_buf(),
@@ -327,7 +328,11 @@ fn temp_pid(rest: &[u8]) -> Option<i32> {
     if !digits(pid) || !(tail.is_empty() || digits(tail)) {
         return None;
     }
-    std::str::from_utf8(pid).ok()?.parse().ok().filter(|&p| p > 0)
+    std::str::from_utf8(pid)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
 }
 
 /// True unless `pid` is certainly gone.
@@ -460,10 +465,9 @@ impl AtomicFile {
 
     fn sync(&mut self) -> Result<(), OutputError> {
         let shown = self.shown.clone();
-        let f = self
-            .file
-            .as_mut()
-            .ok_or_else(|| OutputError::io("writing", &shown, io::Error::other("already committed")))?;
+        let f = self.file.as_mut().ok_or_else(|| {
+            OutputError::io("writing", &shown, io::Error::other("already committed"))
+        })?;
         f.flush()
             .and_then(|_| f.sync_all())
             .map_err(|e| OutputError::io("writing", &shown, e))
@@ -635,7 +639,11 @@ mod tests {
         o.input("input", &input);
         for p in [input.clone(), link, dir.path().join(".").join("in")] {
             let e = o.create("output", &p, true).unwrap_err();
-            assert!(matches!(e, OutputError::Same { .. }), "{}: {e}", p.display());
+            assert!(
+                matches!(e, OutputError::Same { .. }),
+                "{}: {e}",
+                p.display()
+            );
         }
         // Two outputs that do not exist yet, spelt differently.
         let a = dir.path().join("new");
@@ -643,7 +651,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let _img = o.create("image", &a, false).unwrap();
         let e = o.create("manifest", &b, false).unwrap_err();
-        assert!(matches!(e, OutputError::Same { ref role, .. } if role == "image"), "{e}");
+        assert!(
+            matches!(e, OutputError::Same { ref role, .. } if role == "image"),
+            "{e}"
+        );
         assert_eq!(std::fs::read(&input).unwrap(), b"precious");
     }
 
@@ -661,23 +672,51 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
-        let e = Outputs::new().create("output", &dangling, true).unwrap_err();
+        let e = Outputs::new()
+            .create("output", &dangling, true)
+            .unwrap_err();
         assert!(matches!(e, OutputError::Dangling { .. }), "{e}");
     }
 
     #[test]
     fn non_regular_targets_are_refused_even_with_force() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Outputs::new().create("output", dir.path(), true).unwrap_err();
-        assert!(matches!(e, OutputError::NotRegular { .. } | OutputError::NoName { .. }), "{e}");
+        let e = Outputs::new()
+            .create("output", dir.path(), true)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                OutputError::NotRegular { .. } | OutputError::NoName { .. }
+            ),
+            "{e}"
+        );
         let sub = dir.path().join("d");
         std::fs::create_dir(&sub).unwrap();
         let e = Outputs::new().create("output", &sub, true).unwrap_err();
-        assert!(matches!(e, OutputError::NotRegular { kind: "a directory", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                OutputError::NotRegular {
+                    kind: "a directory",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = Outputs::new()
             .create("output", Path::new("/dev/null"), true)
             .unwrap_err();
-        assert!(matches!(e, OutputError::NotRegular { kind: "a character device", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                OutputError::NotRegular {
+                    kind: "a character device",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let missing = dir.path().join("missing/x");
         let e = Outputs::new().create("output", &missing, true).unwrap_err();
         assert!(e.to_string().contains("missing/x"), "{e}");
@@ -694,7 +733,9 @@ mod tests {
             dir.path().join(format!(".img.hvm-tmp.{dead}")),
             dir.path().join(format!(".img.hvm-save.{dead}.0")),
         ];
-        let live = dir.path().join(format!(".img.hvm-tmp.{}", std::process::id()));
+        let live = dir
+            .path()
+            .join(format!(".img.hvm-tmp.{}", std::process::id()));
         let other = dir.path().join(format!(".other.hvm-tmp.{dead}"));
         for p in stale.iter().chain([&live, &other]) {
             std::fs::write(p, b"partial").unwrap();
@@ -708,7 +749,10 @@ mod tests {
         assert_eq!(removed, want);
         assert!(live.exists() && other.exists());
         drop(f);
-        assert!(live.exists(), "a live run's temporary is not ours to remove");
+        assert!(
+            live.exists(),
+            "a live run's temporary is not ours to remove"
+        );
     }
 
     #[test]

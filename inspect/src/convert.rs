@@ -611,10 +611,9 @@ impl Recording {
                 let named = match self.dest {
                     // Already "writing OUT: …".
                     Destination::File(_) => std::io::Error::new(e.kind(), e.to_string()),
-                    Destination::Stdout(_) => std::io::Error::new(
-                        e.kind(),
-                        format!("writing to standard output: {e}"),
-                    ),
+                    Destination::Stdout(_) => {
+                        std::io::Error::new(e.kind(), format!("writing to standard output: {e}"))
+                    }
                 };
                 self.error = Some(named);
             }
@@ -647,10 +646,24 @@ impl Write for Recording {
     }
 }
 
+/// Convert `input` into the file `out` (`-`: standard output), replacing
+/// it as `--force` would: atomically, never the input itself, and only if
+/// the conversion succeeds. [`convert_to`] leaves the checks to the caller.
+pub fn convert(
+    input: Input,
+    out: &Path,
+    target: Target,
+    opts: OpenOptions,
+) -> Result<ConvertReport, InspectError> {
+    let name = input.name().to_string();
+    let dest = Destination::open(&mut Outputs::new(), &name, out, true)?;
+    convert_to(input, out, dest, target, opts)
+}
+
 /// Convert `input` into `dest` (named `out` in the report) with `target`
 /// framing. A file destination gets its name only if the conversion
 /// succeeds; on failure its temporary is removed and nothing else.
-pub fn convert(
+pub fn convert_to(
     input: Input,
     out: &Path,
     dest: Destination,
@@ -671,9 +684,12 @@ pub fn convert(
     }?;
     match sink.dest {
         Destination::File(f) => f.commit()?,
-        Destination::Stdout(mut s) => s
-            .flush()
-            .map_err(|e| InspectError::Write(std::io::Error::new(e.kind(), format!("writing to standard output: {e}"))))?,
+        Destination::Stdout(mut s) => s.flush().map_err(|e| {
+            InspectError::Write(std::io::Error::new(
+                e.kind(),
+                format!("writing to standard output: {e}"),
+            ))
+        })?,
     }
     Ok(r)
 }

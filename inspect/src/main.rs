@@ -195,9 +195,8 @@ fn emit(g: &Global, out: String) -> Result<(), InspectError> {
     if g.quiet {
         return Ok(());
     }
-    hvm_cli::stdout::write(out.as_bytes()).map_err(|f| {
-        InspectError::Write(std::io::Error::new(f.0.kind(), f.to_string()))
-    })
+    hvm_cli::stdout::write(out.as_bytes())
+        .map_err(|f| InspectError::Write(std::io::Error::new(f.0.kind(), f.to_string())))
 }
 
 fn run(cli: Cli) -> Result<u8, InspectError> {
@@ -313,7 +312,9 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                     p.set_position(n)
                 }
             };
-            let workers = workers.map_or_else(report::digest_workers, usize::from).max(1);
+            let workers = workers
+                .map_or_else(report::digest_workers, usize::from)
+                .max(1);
             let d = report::digest(input, opts, workers, &cb)?;
             if let Some(p) = pb {
                 p.finish_and_clear();
@@ -357,7 +358,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
             to,
             image,
         } => {
-            use hvm_inspect::convert::{convert, render, Destination};
+            use hvm_inspect::convert::{convert_to, render, Destination};
             hvm_cli::signal::remove_temporaries_on_signal();
             let input = Input::open(&image)?;
             let mut outputs = hvm_cli::Outputs::new();
@@ -369,7 +370,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 ));
             }
             let to_stdout = matches!(dest, Destination::Stdout(_));
-            let r = convert(input, &output, dest, to, opts)?;
+            let r = convert_to(input, &output, dest, to, opts)?;
             let report = if g.json {
                 json::render("convert", &r)
             } else {

@@ -43,7 +43,11 @@ fn convert(input: &Path, out: &Path, extra: &[&str]) -> Output {
 /// EPIPE, deterministically.
 pub fn closed_pipe(dir: &Path) -> std::fs::File {
     let fifo = dir.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     // Opened read-write, the FIFO has a reader while the writer opens.
     let reader = std::fs::OpenOptions::new()
         .read(true)
@@ -95,8 +99,18 @@ fn the_input_is_refused_as_output_under_any_name() {
     std::fs::hard_link(&good, &hard).unwrap();
     for out in [good.clone(), link, hard, dir.path().join("./good.img")] {
         let o = convert(&good, &out, &["--force"]);
-        assert_eq!(o.status.code(), Some(2), "{}: {}", out.display(), stderr(&o));
-        assert!(stderr(&o).contains("same file as the input"), "{}", stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}: {}",
+            out.display(),
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains("same file as the input"),
+            "{}",
+            stderr(&o)
+        );
     }
     assert_eq!(std::fs::read(&good).unwrap(), before);
     // Standard output appended to the input.
@@ -170,7 +184,10 @@ fn devices_and_directories_are_refused_and_dash_is_stdout() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(o.stdout.starts_with(b"\xff\xff\xff\xff\xff\xff\xff\xff"), "a v2 image");
+    assert!(
+        o.stdout.starts_with(b"\xff\xff\xff\xff\xff\xff\xff\xff"),
+        "a v2 image"
+    );
     assert!(stderr(&o).contains("good.img"), "{}", stderr(&o));
     assert!(!dir.path().join("-").exists());
 }
@@ -246,7 +263,10 @@ fn a_full_disk_names_the_output_and_keeps_nothing() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("old.xl") && err.contains("No space"), "{err}");
-    assert!(!err.contains("good.img"), "names the output, not the input: {err}");
+    assert!(
+        !err.contains("good.img"),
+        "names the output, not the input: {err}"
+    );
     assert_eq!(listing, ["old.xl"], "no temporary left");
 }
 

@@ -17,7 +17,11 @@ fn bin() -> Command {
 /// EPIPE, deterministically.
 fn closed_pipe(dir: &Path) -> std::fs::File {
     let fifo = dir.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let reader = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -54,7 +58,11 @@ fn full_stdout_exits_2_with_one_line_and_a_closed_one_quietly() {
             .output()
             .unwrap();
         assert_eq!(o.status.signal(), Some(13), "{:?}", o.status);
-        assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::fs::remove_file(dir.path().join("fifo")).unwrap();
     }
 }

@@ -206,7 +206,9 @@ fn parse_f64(s: &str) -> Result<f64, String> {
 fn parse_rate(s: &str) -> Result<f64, String> {
     let v = parse_f64(s)?;
     if !(0.0..=MAX_RATE).contains(&v) {
-        return Err(format!("{v} page writes per second is outside 0..={MAX_RATE:e}"));
+        return Err(format!(
+            "{v} page writes per second is outside 0..={MAX_RATE:e}"
+        ));
     }
     Ok(v)
 }

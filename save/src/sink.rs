@@ -48,11 +48,7 @@ impl Sink {
 
     /// A TCP connection to `addr` (`HOST:PORT`), each address tried for at
     /// most `timeout`; writes bounded as for [`stdout`](Self::stdout).
-    pub fn tcp(
-        addr: &str,
-        cancel: Option<Arc<AtomicBool>>,
-        timeout: Duration,
-    ) -> io::Result<Self> {
+    pub fn tcp(addr: &str, cancel: Option<Arc<AtomicBool>>, timeout: Duration) -> io::Result<Self> {
         let mut last = None;
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, timeout) {
@@ -60,9 +56,8 @@ impl Sink {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "no address to connect to")
-        }))
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to connect to")))
     }
 
     /// The image is complete: make it durable and visible.

@@ -111,7 +111,11 @@ fn devices_directories_and_missing_directories_are_refused_up_front() {
     } else {
         eprintln!("skipped the mknod case: not root");
     }
-    assert!(names(p).iter().all(|n| n == "d" || n == "node"), "{:?}", names(p));
+    assert!(
+        names(p).iter().all(|n| n == "d" || n == "node"),
+        "{:?}",
+        names(p)
+    );
 }
 
 #[test]
@@ -195,7 +199,16 @@ fn a_peer_that_stops_reading_times_out_and_the_guest_runs_on() {
     });
     let start = Instant::now();
     let o = bin()
-        .args(["--sim", "--memory", "256", "-q", "--io-timeout", "1", "--to", &addr])
+        .args([
+            "--sim",
+            "--memory",
+            "256",
+            "-q",
+            "--io-timeout",
+            "1",
+            "--to",
+            &addr,
+        ])
         .output()
         .unwrap();
     let took = start.elapsed();
@@ -245,7 +258,12 @@ fn hangup_ends_a_save_blocked_on_a_pipe() {
         kill(sig, child.id());
         let st = child.wait().unwrap();
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         drop(out);
         assert_eq!(st.code(), Some(2), "{sig}: {err}");
         assert!(err.contains("signal"), "{sig}: {err}");
