@@ -298,3 +298,23 @@ fn reports_on_a_full_or_closed_stdout() {
     assert_eq!(o.status.signal(), Some(13), "{:?} {}", o.status, stderr(&o));
     assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }
+
+#[test]
+fn digest_workers_are_bounded() {
+    let good = golden("seed64-nonlive.img");
+    for w in ["0", "100000"] {
+        let o = bin()
+            .args(["digest", "--workers", w])
+            .arg(&good)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{w}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    let o = bin()
+        .args(["digest", "--workers", "3"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

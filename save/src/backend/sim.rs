@@ -206,7 +206,10 @@ impl SimDomain {
         mem.try_reserve_exact(bytes).map_err(|_| {
             DomainError::refused(
                 "sim",
-                format!("cannot allocate {} MiB of guest memory on this host", cfg.memory_mib),
+                format!(
+                    "cannot allocate {} MiB of guest memory on this host",
+                    cfg.memory_mib
+                ),
             )
         })?;
         mem.resize(bytes, 0);
