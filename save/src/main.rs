@@ -128,7 +128,8 @@ struct Args {
     #[arg(long, default_value_t = 0x5eed_2007)]
     seed: u64,
 
-    /// Output file, or - for stdout.
+    /// Output file, or - for stdout (a pipe that stops reading fails the
+    /// save after --io-timeout).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
     /// Send to HOST:PORT over TCP instead. A failed or cancelled save
@@ -167,7 +168,8 @@ struct Args {
     #[arg(long)]
     leave_paused: bool,
 
-    /// Manifest path (default: beside the image as IMAGE.manifest.json).
+    /// Manifest path (default: beside the image as IMAGE.manifest.json);
+    /// committed with the image, an existing one replaced only with --force.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
     /// Do not write a manifest.
@@ -178,7 +180,8 @@ struct Args {
     /// 2 MiB range (about 90 bytes of JSON per page).
     #[arg(long, conflicts_with = "no_manifest")]
     page_digests: bool,
-    /// Write one JSON line per pass and the summary here.
+    /// Write one JSON line per pass and the summary here; committed with
+    /// the image (nothing is kept if the save fails).
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
     /// No progress display and no summary line.
