@@ -63,11 +63,13 @@ fn install(handler: extern "C" fn(libc::c_int)) {
     for sig in SIGNALS {
         // SAFETY: a zeroed sigaction with a valid handler and an empty mask;
         // the handlers only touch atomics and call async-signal-safe
-        // functions (unlink, signal, raise). No SA_RESTART: a blocked call
-        // returns EINTR so the run notices.
+        // functions (unlink, signal, raise). SA_RESTART as signal(2) had:
+        // the bounded writes wait in poll(2), which a signal interrupts
+        // anyway, and other blocking calls keep their old behaviour.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = handler as usize;
+            sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, ptr::null_mut());
         }
