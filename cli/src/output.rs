@@ -383,6 +383,8 @@ pub struct AtomicFile {
     file: Option<File>,
     force: bool,
     existed: bool,
+    /// After an exchange: `tmp` names the file `dest` replaced.
+    holds_old: bool,
 }
 
 impl AtomicFile {
@@ -425,6 +427,7 @@ impl AtomicFile {
                         file: Some(file),
                         force,
                         existed,
+                        holds_old: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
@@ -476,7 +479,19 @@ impl AtomicFile {
     /// Give the synced temporary its name.
     fn publish(&mut self) -> io::Result<()> {
         self.file.take();
-        if self.force {
+        if self.force && self.existed {
+            // Swap the names: the temporary now holds the old file, so a
+            // failure of a later output of the run can swap them back, and
+            // success (the drop) removes it.
+            match exchange(&self.tmp, &self.dest) {
+                Ok(()) => {
+                    self.holds_old = true;
+                    return Ok(());
+                }
+                Err(e) if !unsupported(&e) => return Err(e),
+                Err(_) => std::fs::rename(&self.tmp, &self.dest)?,
+            }
+        } else if self.force {
             std::fs::rename(&self.tmp, &self.dest)?;
         } else {
             std::fs::hard_link(&self.tmp, &self.dest).map_err(|e| {
@@ -499,17 +514,66 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Take back a [`publish`](Self::publish) because another output of
+    /// the run failed: true if the target is as it was before the run.
+    fn undo(&mut self) -> bool {
+        if self.holds_old {
+            // The new file goes back under the temporary name; the drop
+            // removes it.
+            return exchange(&self.tmp, &self.dest).is_ok();
+        }
+        if self.existed {
+            return false;
+        }
+        std::fs::remove_file(&self.dest).is_ok()
+    }
+
     /// fsync, then give the file its name (and fsync the directory).
     pub fn commit(self) -> Result<(), OutputError> {
         commit_all(vec![self])
     }
 }
 
+/// Swap the names `a` and `b` atomically (renameat2 RENAME_EXCHANGE).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths relative to the working
+    // directory; the call only renames.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The filesystem or kernel cannot exchange names, or the target went
+/// away during the run: fall back to rename (whose own error then counts).
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::ENOENT)
+    )
+}
+
 /// Commit several outputs of one run together: every file is synced first
 /// (where a full disk shows), then renamed in the order given — put the
 /// image last, after its manifest and stats. If a rename fails, the outputs
-/// already renamed that did not exist before are removed again; the error
-/// says which replaced files were kept.
+/// already renamed are taken back (new ones removed, replaced ones swapped
+/// back where the filesystem can exchange names); the error says what, if
+/// anything, could not be taken back.
 pub fn commit_all(mut files: Vec<AtomicFile>) -> Result<(), OutputError> {
     for f in files.iter_mut() {
         f.sync()?;
@@ -517,18 +581,16 @@ pub fn commit_all(mut files: Vec<AtomicFile>) -> Result<(), OutputError> {
     for i in 0..files.len() {
         if let Err(e) = files[i].publish() {
             let mut kept = Vec::new();
-            for g in &files[..i] {
-                if g.existed {
+            for g in files[..i].iter_mut() {
+                if !g.undo() {
                     kept.push(g.shown.display().to_string());
-                } else {
-                    let _ = std::fs::remove_file(&g.dest);
                 }
             }
             let kept = if kept.is_empty() {
                 "nothing was written".to_string()
             } else {
                 format!(
-                    "{} already replaced by the new one; nothing else was written",
+                    "{} could not be taken back (now the new version); nothing else was written",
                     kept.join(", ")
                 )
             };
@@ -763,6 +825,33 @@ mod tests {
         assert_eq!(temp_pid(b"0"), None);
         assert_eq!(temp_pid(b"99999999999"), None);
         assert_eq!(temp_pid(b""), None);
+    }
+
+    #[test]
+    fn a_failed_commit_swaps_replaced_files_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("m"), b"old manifest").unwrap();
+        std::fs::write(b.join("i"), b"old image").unwrap();
+        let mut o = Outputs::new();
+        let mut m = o.create("manifest", &a.join("m"), true).unwrap();
+        let mut i = o.create("image", &b.join("i"), true).unwrap();
+        m.write_all(b"new manifest").unwrap();
+        i.write_all(b"new image").unwrap();
+        // The image's directory vanishes: its rename must fail.
+        std::fs::remove_dir_all(&b).unwrap();
+        let e = commit_all(vec![m, i]).unwrap_err();
+        assert!(e.to_string().contains("nothing was written"), "{e}");
+        assert_eq!(std::fs::read(a.join("m")).unwrap(), b"old manifest");
+        assert_eq!(count(&a), 1, "no temporary, no backup left");
+        // And a successful replacement leaves no old copy behind.
+        let mut m = Outputs::new().create("manifest", &a.join("m"), true).unwrap();
+        m.write_all(b"newer").unwrap();
+        m.commit().unwrap();
+        assert_eq!(std::fs::read(a.join("m")).unwrap(), b"newer");
+        assert_eq!(count(&a), 1);
     }
 
     #[test]
