@@ -6,9 +6,9 @@
 //! and SIGTERM only set a flag, and the write restarts. [`Bounded`] waits in
 //! poll(2) in slices of at most 100 ms, checks the cancel flag between
 //! them, fails with `TimedOut` after `timeout` without progress, and then
-//! writes only what cannot block: a socket with `MSG_DONTWAIT`, a pipe at
-//! most one page (poll reports a pipe writable when a page-sized slot is
-//! free). Regular files and terminals are written as they are.
+//! writes only what cannot block: a socket with `MSG_DONTWAIT`, a pipe in
+//! `O_NONBLOCK` mode (set while the writer lives, the old flags restored
+//! when it is dropped). Regular files and terminals are written as they are.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -45,40 +45,62 @@ impl Kind {
     }
 }
 
-/// The most a pipe write may carry and still not block after poll.
-const PIPE_CHUNK: usize = 4096;
 /// The longest a write waits before looking at the cancel flag again.
 const SLICE: Duration = Duration::from_millis(100);
 
 /// A writer over a pipe or socket bounded by a cancel flag and a timeout.
 #[derive(Debug)]
-pub struct Bounded<F> {
+pub struct Bounded<F: AsRawFd> {
     inner: F,
     kind: Kind,
     cancel: Option<Arc<AtomicBool>>,
     timeout: Duration,
+    /// A pipe's file status flags before `O_NONBLOCK` was added.
+    restore: Option<libc::c_int>,
+}
+
+impl<F: AsRawFd> Drop for Bounded<F> {
+    fn drop(&mut self) {
+        if let Some(flags) = self.restore {
+            // SAFETY: F_SETFL on the descriptor `inner` still owns.
+            unsafe {
+                libc::fcntl(self.inner.as_raw_fd(), libc::F_SETFL, flags);
+            }
+        }
+    }
 }
 
 impl<F: AsRawFd + Write> Bounded<F> {
     /// Wrap `inner`; `timeout` is the longest a write may make no progress.
     pub fn new(inner: F, cancel: Option<Arc<AtomicBool>>, timeout: Duration) -> Self {
-        let kind = Kind::of(inner.as_raw_fd());
+        let fd = inner.as_raw_fd();
+        let mut kind = Kind::of(fd);
+        let mut restore = None;
+        if kind == Kind::Pipe {
+            // SAFETY: F_GETFL/F_SETFL on an open descriptor.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            if flags >= 0
+                // SAFETY: as above.
+                && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } == 0
+            {
+                restore = Some(flags);
+            } else {
+                // Cannot be made non-blocking: written as it is.
+                kind = Kind::Other;
+            }
+        }
         Bounded {
             inner,
             kind,
             cancel,
             timeout,
+            restore,
         }
     }
 
     /// The wrapped writer.
     pub fn get_ref(&self) -> &F {
         &self.inner
-    }
-
-    /// The wrapped writer.
-    pub fn into_inner(self) -> F {
-        self.inner
     }
 
     /// What the descriptor was found to be.
@@ -153,7 +175,7 @@ impl<F: AsRawFd + Write> Write for Bounded<F> {
                         buf.len(),
                         libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                     ),
-                    _ => libc::write(fd, buf.as_ptr().cast(), buf.len().min(PIPE_CHUNK)),
+                    _ => libc::write(fd, buf.as_ptr().cast(), buf.len()),
                 }
             };
             if n >= 0 {
@@ -223,6 +245,81 @@ mod tests {
         t.join().unwrap();
         assert!(e.to_string().contains("signal"), "{e}");
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    fn flags(fd: RawFd) -> libc::c_int {
+        // SAFETY: F_GETFL on an open descriptor.
+        unsafe { libc::fcntl(fd, libc::F_GETFL) }
+    }
+
+    /// A pipe end borrowed, so the test sees its flags after the writer.
+    struct Borrowed<'a>(&'a std::process::ChildStdin);
+
+    impl AsRawFd for Borrowed<'_> {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+    }
+
+    impl Write for Borrowed<'_> {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.write(b)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pipe_nobody_reads_times_out_and_keeps_its_flags() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let si = child.stdin.take().unwrap();
+        let before = flags(si.as_raw_fd());
+        let mut w = Bounded::new(Borrowed(&si), None, Duration::from_millis(300));
+        assert_eq!(w.kind(), Kind::Pipe);
+        assert_ne!(flags(si.as_raw_fd()) & libc::O_NONBLOCK, 0);
+        let start = Instant::now();
+        let e = w.write_all(&vec![0u8; 16 << 20]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        drop(w);
+        assert_eq!(flags(si.as_raw_fd()), before, "flags restored");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_reading_pipe_gets_every_byte() {
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let si = child.stdin.take().unwrap();
+        let mut so = child.stdout.take().unwrap();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7) as u8).collect();
+        let want = data.clone();
+        let r = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            io::Read::read_to_end(&mut so, &mut got).unwrap();
+            got
+        });
+        let mut w = Bounded::new(si, None, Duration::from_secs(10));
+        assert_eq!(w.kind(), Kind::Pipe);
+        w.write_all(&data).unwrap();
+        let fd = w.get_ref().as_raw_fd();
+        assert_ne!(
+            flags(fd) & libc::O_NONBLOCK,
+            0,
+            "non-blocking while writing"
+        );
+        drop(w);
+        assert_eq!(r.join().unwrap(), want);
+        child.wait().unwrap();
     }
 
     #[test]

@@ -847,7 +847,9 @@ mod tests {
         assert_eq!(std::fs::read(a.join("m")).unwrap(), b"old manifest");
         assert_eq!(count(&a), 1, "no temporary, no backup left");
         // And a successful replacement leaves no old copy behind.
-        let mut m = Outputs::new().create("manifest", &a.join("m"), true).unwrap();
+        let mut m = Outputs::new()
+            .create("manifest", &a.join("m"), true)
+            .unwrap();
         m.write_all(b"newer").unwrap();
         m.commit().unwrap();
         assert_eq!(std::fs::read(a.join("m")).unwrap(), b"newer");
