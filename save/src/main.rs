@@ -405,7 +405,9 @@ fn run(a: Args) -> anyhow::Result<()> {
         (Some(f), _) => Sink::File(f),
         (None, Some(addr)) => Sink::tcp(addr, Some(cancel.clone()), timeout)
             .with_context(|| format!("connecting to {addr}"))?,
-        (None, None) => Sink::stdout(Some(cancel.clone()), timeout),
+        (None, None) => {
+            Sink::stdout(Some(cancel.clone()), timeout).context("opening standard output")?
+        }
     };
     let mut policy: Box<dyn Policy> = match a.policy {
         PolicyArg::Seed => Box::new(SeedPolicy::default()),

@@ -28,8 +28,9 @@ pub use hvm_cli::output::{commit_all, AtomicFile, OutputError};
 pub enum Sink {
     /// `-o FILE`.
     File(AtomicFile),
-    /// `-o -`.
-    Stdout(Bounded<io::Stdout>),
+    /// `-o -`: a duplicate of descriptor 1 (unbuffered), and, when it is a
+    /// regular file, where the image started in it.
+    Stdout(Bounded<std::fs::File>, Option<u64>),
     /// `--to HOST:PORT`.
     Tcp(Bounded<TcpStream>),
 }
@@ -41,9 +42,21 @@ impl Sink {
     }
 
     /// Standard output (a pipe or a file the shell opened); a write makes
-    /// no progress for at most `timeout`, and `cancel` ends it.
-    pub fn stdout(cancel: Option<Arc<AtomicBool>>, timeout: Duration) -> Self {
-        Sink::Stdout(Bounded::new(io::stdout(), cancel, timeout))
+    /// no progress for at most `timeout`, and `cancel` ends it. A regular
+    /// file is cut back to where the image started if the save fails.
+    pub fn stdout(cancel: Option<Arc<AtomicBool>>, timeout: Duration) -> io::Result<Self> {
+        use std::io::Seek;
+        use std::os::fd::AsFd;
+        let mut f = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        // SAFETY: F_GETFL on the descriptor just duplicated.
+        let append = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) } & libc::O_APPEND != 0;
+        let start = match f.metadata() {
+            // `>>`: the image starts at the end, wherever the offset is.
+            Ok(m) if m.is_file() && append => Some(m.len()),
+            Ok(m) if m.is_file() => f.stream_position().ok(),
+            _ => None,
+        };
+        Ok(Sink::Stdout(Bounded::new(f, cancel, timeout), start))
     }
 
     /// A TCP connection to `addr` (`HOST:PORT`), each address tried for at
@@ -79,7 +92,7 @@ impl Sink {
                 with.push(f);
                 return commit_all(with);
             }
-            Sink::Stdout(mut s) => s.flush().map_err(stream)?,
+            Sink::Stdout(mut s, _) => s.flush().map_err(stream)?,
             Sink::Tcp(mut t) => {
                 t.flush().map_err(stream)?;
                 t.get_ref()
@@ -90,11 +103,17 @@ impl Sink {
         commit_all(with)
     }
 
-    /// The save failed: remove the partial file; reset the connection so
-    /// the receiver cannot take the partial stream for a finished one.
+    /// The save failed: remove the partial file (or cut standard output,
+    /// when it is a file, back to where the image started); reset the
+    /// connection so the receiver cannot take the partial stream for a
+    /// finished one.
     pub fn abort(self) {
-        if let Sink::Tcp(t) = &self {
-            reset_on_close(t.get_ref());
+        match &self {
+            Sink::Tcp(t) => reset_on_close(t.get_ref()),
+            Sink::Stdout(s, Some(start)) => {
+                let _ = s.get_ref().set_len(*start);
+            }
+            _ => {}
         }
         drop(self);
     }
@@ -122,21 +141,21 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::File(f) => f.write(buf),
-            Sink::Stdout(s) => s.write(buf),
+            Sink::Stdout(s, _) => s.write(buf),
             Sink::Tcp(t) => t.write(buf),
         }
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Sink::File(f) => f.write_vectored(bufs),
-            Sink::Stdout(s) => s.write_vectored(bufs),
+            Sink::Stdout(s, _) => s.write_vectored(bufs),
             Sink::Tcp(t) => t.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::File(f) => f.flush(),
-            Sink::Stdout(s) => s.flush(),
+            Sink::Stdout(s, _) => s.flush(),
             Sink::Tcp(t) => t.flush(),
         }
     }

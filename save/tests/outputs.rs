@@ -330,3 +330,35 @@ fn hostile_simulator_values_are_refused_at_once() {
     assert!(stderr(&o).contains("65536 MiB"), "{}", stderr(&o));
     assert!(!dir.path().join("y.img").exists());
 }
+
+#[test]
+fn a_failed_save_to_stdout_in_a_file_is_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs (not root)");
+        return;
+    }
+    let f = mnt.join("out");
+    std::fs::write(&f, b"keep\n").unwrap();
+    let o = bin()
+        .args(["--sim", "--memory", "8", "-q", "-o", "-"])
+        .stdout(std::fs::OpenOptions::new().append(true).open(&f).unwrap())
+        .output()
+        .unwrap();
+    let after = std::fs::read(&f).unwrap();
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("No space"), "{}", stderr(&o));
+    assert_eq!(
+        after, b"keep\n",
+        "what was there before, nothing of the image"
+    );
+}
