@@ -3,7 +3,9 @@
 //! A file is written under a temporary name beside its target
 //! (`.NAME.hvm-tmp.PID`, mode 0600 from creation: images hold guest
 //! secrets), fsync'd, and only then given its name — by a hard link that
-//! fails if the name exists, or a rename with `--force` — and the directory
+//! fails if the name exists, or with `--force` by swapping names with the
+//! old file (RENAME_EXCHANGE, so a failure later in the same commit can swap
+//! it back; a plain rename where the filesystem cannot) — and the directory
 //! is fsync'd. A file that is not complete never carries the target's name,
 //! and a failure removes the temporary and nothing else.
 //!
