@@ -13,7 +13,6 @@
 //! is listed in the report; what has no v2 equivalent is an error.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -31,6 +30,8 @@ use hvm_format::v2::xl::XlHeader;
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{Context, Error, ErrorKind};
 use serde::Serialize;
+
+use hvm_cli::output::{AtomicFile, Outputs};
 
 use crate::input::{Input, InspectError};
 
@@ -567,11 +568,105 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Convert `input` into `out` with `target` framing. The output file is
-/// created once the input has opened, and removed if the conversion fails.
+/// Where a conversion writes: a file through [`hvm_cli::output`] (atomic,
+/// 0600, checked against the input), or standard output (`-o -`).
+#[derive(Debug)]
+pub enum Destination {
+    /// `-o FILE`: named only once the conversion succeeded.
+    File(AtomicFile),
+    /// `-o -`.
+    Stdout(std::io::Stdout),
+}
+
+impl Destination {
+    /// Check `out` against the input `input` and the rules of
+    /// [`hvm_cli::output`], and start writing it. `outputs` collects the
+    /// stale temporaries removed, for the caller to report.
+    pub fn open(
+        outputs: &mut Outputs,
+        input: &str,
+        out: &Path,
+        force: bool,
+    ) -> Result<Self, InspectError> {
+        outputs.input("input", Path::new(input));
+        if out.as_os_str() == "-" {
+            outputs.stdout("output")?;
+            return Ok(Destination::Stdout(std::io::stdout()));
+        }
+        Ok(Destination::File(outputs.create("output", out, force)?))
+    }
+}
+
+/// A destination that remembers its first write error, so a failed
+/// conversion names the output that failed, not the input it was reading.
+struct Recording {
+    dest: Destination,
+    error: Option<std::io::Error>,
+}
+
+impl Recording {
+    fn note<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        r.map_err(|e| {
+            if self.error.is_none() {
+                let named = match self.dest {
+                    // Already "writing OUT: …".
+                    Destination::File(_) => std::io::Error::new(e.kind(), e.to_string()),
+                    Destination::Stdout(_) => {
+                        std::io::Error::new(e.kind(), format!("writing to standard output: {e}"))
+                    }
+                };
+                self.error = Some(named);
+            }
+            e
+        })
+    }
+}
+
+impl Write for Recording {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let r = match &mut self.dest {
+            Destination::File(f) => f.write(b),
+            Destination::Stdout(s) => s.write(b),
+        };
+        self.note(r)
+    }
+    fn write_vectored(&mut self, b: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let r = match &mut self.dest {
+            Destination::File(f) => f.write_vectored(b),
+            Destination::Stdout(s) => s.write_vectored(b),
+        };
+        self.note(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = match &mut self.dest {
+            Destination::File(f) => f.flush(),
+            Destination::Stdout(s) => s.flush(),
+        };
+        self.note(r)
+    }
+}
+
+/// Convert `input` into the file `out` (`-`: standard output), replacing
+/// it as `--force` would: atomically, never the input itself, and only if
+/// the conversion succeeds. [`convert_to`] leaves the checks to the caller.
 pub fn convert(
     input: Input,
     out: &Path,
+    target: Target,
+    opts: OpenOptions,
+) -> Result<ConvertReport, InspectError> {
+    let name = input.name().to_string();
+    let dest = Destination::open(&mut Outputs::new(), &name, out, true)?;
+    convert_to(input, out, dest, target, opts)
+}
+
+/// Convert `input` into `dest` (named `out` in the report) with `target`
+/// framing. A file destination gets its name only if the conversion
+/// succeeds; on failure its temporary is removed and nothing else.
+pub fn convert_to(
+    input: Input,
+    out: &Path,
+    dest: Destination,
     target: Target,
     opts: OpenOptions,
 ) -> Result<ConvertReport, InspectError> {
@@ -580,19 +675,23 @@ pub fn convert(
         len: input.len(),
         ..opts
     };
-    let mut file = None;
-    let r = convert_any(&name, out, input.into_read(), opts, target, || {
-        File::create(out)
-            .map(|f| &*file.insert(f))
-            .map_err(|source| InspectError::Io {
-                path: out.display().to_string(),
-                source,
-            })
-    });
-    if r.is_err() && file.is_some() {
-        let _ = std::fs::remove_file(out);
+    let mut sink = Recording { dest, error: None };
+    let s = &mut sink;
+    let r = convert_any(&name, out, input.into_read(), opts, target, move || Ok(s));
+    let r = match (r, sink.error.take()) {
+        (Err(_), Some(e)) => Err(InspectError::Write(e)),
+        (r, _) => r,
+    }?;
+    match sink.dest {
+        Destination::File(f) => f.commit()?,
+        Destination::Stdout(mut s) => s.flush().map_err(|e| {
+            InspectError::Write(std::io::Error::new(
+                e.kind(),
+                format!("writing to standard output: {e}"),
+            ))
+        })?,
     }
-    r
+    Ok(r)
 }
 
 /// [`convert`] from any reader into the sink `open` gives once the input

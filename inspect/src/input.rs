@@ -39,6 +39,12 @@ pub enum InspectError {
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),
+    /// An output was refused or could not be committed (it names itself).
+    #[error(transparent)]
+    Output(#[from] hvm_cli::OutputError),
+    /// Writing an output failed (the message names the output).
+    #[error("{0}")]
+    Write(io::Error),
 }
 
 impl InspectError {

@@ -93,9 +93,9 @@ enum Cmd {
     /// one definition in hvm_format::digest.
     Digest {
         /// Hashing threads, each pinned to its own core (default: one per
-        /// core).
-        #[arg(long)]
-        workers: Option<usize>,
+        /// core; at most 1024).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
         /// The image, or - for standard input.
         image: String,
     },
@@ -112,10 +112,20 @@ enum Cmd {
     /// as HVM_PARAMS, device model state as EMULATOR_CONTEXT); lists every
     /// translation. A v2 image is re-framed, its records copied unchanged.
     /// Exit 1 if something cannot be translated.
+    ///
+    /// The output is written atomically with mode 0600 and named only when
+    /// the conversion succeeded: a failed or interrupted convert leaves
+    /// nothing behind. It never replaces an existing file without --force,
+    /// nor the input (under any name or link), nor a device, directory or
+    /// FIFO; a symbolic link is followed and kept.
     Convert {
-        /// Output file.
+        /// Output file, or - for standard output (the report then goes to
+        /// standard error).
         #[arg(short, long)]
         output: std::path::PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
         /// Framing: libxc (bare image), libxl (stream with emulator
         /// record) or xl (`xl save` file).
         #[arg(long, default_value = "xl")]
@@ -178,13 +188,15 @@ fn report_error(e: &InspectError) {
     let _ = writeln!(std::io::stderr(), "hvm-inspect: {e}");
 }
 
-fn emit(g: &Global, out: String) {
+/// Print a report. A write error is an error ([`main`] ends quietly by
+/// SIGPIPE for a closed pipe, with status 2 otherwise): never exit 0 with
+/// the report lost.
+fn emit(g: &Global, out: String) -> Result<(), InspectError> {
     if g.quiet {
-        return;
+        return Ok(());
     }
-    let mut so = std::io::stdout().lock();
-    // A closed pipe (`| head`) is not an error worth reporting.
-    let _ = so.write_all(out.as_bytes()).and_then(|_| so.flush());
+    hvm_cli::stdout::write(out.as_bytes())
+        .map_err(|f| InspectError::Write(std::io::Error::new(f.0.kind(), f.to_string())))
 }
 
 fn run(cli: Cli) -> Result<u8, InspectError> {
@@ -223,7 +235,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 } else {
                     text::summary(&s)
                 },
-            );
+            )?;
             Ok(u8::from(bad))
         }
         Cmd::Validate {
@@ -255,7 +267,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 } else {
                     text::validation(&v)
                 },
-            );
+            )?;
             Ok(u8::from(bad))
         }
         Cmd::Show { what } => {
@@ -289,7 +301,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 } else {
                     text::show(&s)
                 },
-            );
+            )?;
             Ok(u8::from(damaged))
         }
         Cmd::Digest { workers, image } => {
@@ -300,7 +312,9 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                     p.set_position(n)
                 }
             };
-            let workers = workers.unwrap_or_else(report::digest_workers).max(1);
+            let workers = workers
+                .map_or_else(report::digest_workers, usize::from)
+                .max(1);
             let d = report::digest(input, opts, workers, &cb)?;
             if let Some(p) = pb {
                 p.finish_and_clear();
@@ -312,7 +326,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 } else {
                     text::digest(&d)
                 },
-            );
+            )?;
             Ok(0)
         }
         Cmd::Diff { a, b } => {
@@ -335,20 +349,41 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 } else {
                     text::diff(&d)
                 },
-            );
+            )?;
             Ok(u8::from(!d.same))
         }
-        Cmd::Convert { output, to, image } => {
+        Cmd::Convert {
+            output,
+            force,
+            to,
+            image,
+        } => {
+            use hvm_inspect::convert::{convert_to, render, Destination};
+            hvm_cli::signal::remove_temporaries_on_signal();
             let input = Input::open(&image)?;
-            let r = hvm_inspect::convert::convert(input, &output, to, opts)?;
-            emit(
-                &g,
-                if g.json {
-                    json::render("convert", &r)
-                } else {
-                    hvm_inspect::convert::render(&r)
-                },
-            );
+            let mut outputs = hvm_cli::Outputs::new();
+            let dest = Destination::open(&mut outputs, &image, &output, force)?;
+            for p in outputs.take_stale() {
+                hvm_cli::stdout::warn(format_args!(
+                    "hvm-inspect: removed {}, left behind by a run that was killed",
+                    p.display()
+                ));
+            }
+            let to_stdout = matches!(dest, Destination::Stdout(_));
+            let r = convert_to(input, &output, dest, to, opts)?;
+            let report = if g.json {
+                json::render("convert", &r)
+            } else {
+                render(&r)
+            };
+            if to_stdout {
+                // Standard output carries the image.
+                if !g.quiet {
+                    let _ = std::io::stderr().write_all(report.as_bytes());
+                }
+            } else {
+                emit(&g, report)?;
+            }
             Ok(0)
         }
     }
@@ -368,6 +403,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(InspectError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            hvm_cli::stdout::die_of_sigpipe()
+        }
         Err(e) => {
             report_error(&e);
             ExitCode::from(e.exit_code())

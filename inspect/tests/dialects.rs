@@ -309,7 +309,16 @@ fn convert_reframes_v2_between_framings() {
             for path in [src.as_str(), "-"] {
                 let out = dir.0.join(format!("{from}.{to}"));
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_hvm-inspect"));
-                cmd.args(["convert", path, "-o", out.to_str().unwrap(), "--to", to]);
+                // The same output twice (file, then pipe): replacing it needs --force.
+                cmd.args([
+                    "convert",
+                    path,
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--to",
+                    to,
+                    "--force",
+                ]);
                 if path == "-" {
                     cmd.stdin(std::fs::File::open(&src).unwrap());
                 }

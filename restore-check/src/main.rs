@@ -112,21 +112,26 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     } else {
         None
     };
+    let mut out = String::new();
     if cli.json {
-        match &resumed {
-            Some(r) => println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"check": &report, "resume": &r.json})
-                )?
-            ),
-            None => println!("{}", serde_json::to_string_pretty(&report)?),
-        }
+        out = match &resumed {
+            Some(r) => serde_json::to_string_pretty(
+                &serde_json::json!({"check": &report, "resume": &r.json}),
+            )?,
+            None => serde_json::to_string_pretty(&report)?,
+        };
+        out.push('\n');
     } else if !cli.quiet {
-        print!("{}", report.render_text());
+        out = report.render_text();
         if let Some(r) = &resumed {
-            print!("{}", r.text);
+            out.push_str(&r.text);
         }
+    }
+    // A lost report is an error: a closed pipe ends the run quietly by
+    // SIGPIPE, anything else (a full disk) exits 2. Never `println!`, which
+    // panics.
+    if let Err(f) = hvm_cli::stdout::write(out.as_bytes()) {
+        return Ok(i32::from(hvm_cli::stdout::fail("hvm-restore-check", &f)));
     }
     Ok(report.exit_code().max(resumed.map_or(0, |r| r.exit_code)))
 }
@@ -178,10 +183,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!(
+            hvm_cli::stdout::warn(format_args!(
                 "hvm-restore-check: {}",
                 hvm_format::error::chain_message(&*e)
-            );
+            ));
             ExitCode::from(2)
         }
     }

@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 
+use hvm_cli::output::{AtomicFile, Outputs};
+use hvm_cli::stdout::warn;
 use hvm_save::backend::sim::{SimConfig, SimDomain, Workload};
 use hvm_save::manifest::Manifest;
 use hvm_save::progress::{summary_line, Progress, StatsWriter};
@@ -54,9 +54,13 @@ enum EnvelopeArg {
 /// of Xen e2a44bc7a4), live or not.
 ///
 /// Pick a source (--sim for the simulated guest), a destination (-o FILE,
-/// -o - for stdout, or --to HOST:PORT), and optionally --live. Files are
-/// written atomically with mode 0600; a failed or interrupted save leaves
-/// nothing behind and the guest running.
+/// -o - for stdout, or --to HOST:PORT), and optionally --live. Files (image,
+/// manifest, stats) are written atomically with mode 0600, committed
+/// together (manifest and stats first, the image last), and never replace an
+/// existing file without --force, an input or one another. A failed or
+/// interrupted save (INT, TERM, HUP) leaves nothing behind and the guest
+/// running; temporaries of a killed run are removed by the next run to the
+/// same file.
 #[derive(Debug, Parser)]
 #[command(name = "hvm-save", version)]
 struct Args {
@@ -86,14 +90,14 @@ struct Args {
     /// Sim: how the guest writes memory.
     #[arg(long, value_enum, default_value_t = WorkloadArg::Idle)]
     workload: WorkloadArg,
-    /// Sim: guest page writes per second.
-    #[arg(long, default_value_t = 20_000.0)]
+    /// Sim: guest page writes per second (0 to 1e8).
+    #[arg(long, default_value_t = 20_000.0, value_parser = parse_rate)]
     dirty_rate: f64,
     /// Sim: pages in the hot set (--workload hot-set).
     #[arg(long, default_value_t = 4096)]
     hot_pages: u64,
-    /// Sim: device-model (DMA) page writes per second.
-    #[arg(long, default_value_t = 0.0)]
+    /// Sim: device-model (DMA) page writes per second (0 to 1e8).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     dm_rate: f64,
     /// Sim: pages that fail to map (sent as XTAB).
     #[arg(long, default_value_t = 0)]
@@ -102,8 +106,8 @@ struct Args {
     /// 0x800-page VRAM adjustment of a live save).
     #[arg(long)]
     stdvga: bool,
-    /// Sim: modelled link bandwidth in MB/s.
-    #[arg(long, default_value_t = 1000.0)]
+    /// Sim: modelled link bandwidth in MB/s (1 to 1e6).
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_link)]
     link_mbps: f64,
     /// KVM: working set of the workload in MiB (split between vCPUs).
     #[arg(long, default_value_t = 64, value_name = "MiB")]
@@ -124,13 +128,20 @@ struct Args {
     #[arg(long, default_value_t = 0x5eed_2007)]
     seed: u64,
 
-    /// Output file, or - for stdout.
+    /// Output file, or - for stdout (a pipe that stops reading fails the
+    /// save after --io-timeout).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Send to HOST:PORT over TCP instead.
+    /// Send to HOST:PORT over TCP instead. A failed or cancelled save
+    /// resets the connection (the receiver sees "connection reset", not an
+    /// end of stream).
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "output")]
     to: Option<String>,
-    /// Replace an existing output file.
+    /// --to and -o -: give up when connecting, or a write to the receiver,
+    /// makes no progress for this long (seconds).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_timeout)]
+    io_timeout: f64,
+    /// Replace existing output files (image, manifest, stats).
     #[arg(long)]
     force: bool,
 
@@ -145,7 +156,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     max_downtime: u64,
     /// Limit the send rate, MB/s.
-    #[arg(long, value_name = "MB/s")]
+    #[arg(long, value_name = "MB/s", value_parser = parse_link)]
     max_rate: Option<f64>,
     /// Write -1 after the final round and resend everything (XCFLAGS_DEBUG).
     #[arg(long)]
@@ -157,7 +168,8 @@ struct Args {
     #[arg(long)]
     leave_paused: bool,
 
-    /// Manifest path (default: beside the image as IMAGE.manifest.json).
+    /// Manifest path (default: beside the image as IMAGE.manifest.json);
+    /// committed with the image, an existing one replaced only with --force.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
     /// Do not write a manifest.
@@ -168,7 +180,8 @@ struct Args {
     /// 2 MiB range (about 90 bytes of JSON per page).
     #[arg(long, conflicts_with = "no_manifest")]
     page_digests: bool,
-    /// Write one JSON line per pass and the summary here.
+    /// Write one JSON line per pass and the summary here; committed with
+    /// the image (nothing is kept if the save fails).
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
     /// No progress display and no summary line.
@@ -176,28 +189,89 @@ struct Args {
     quiet: bool,
 }
 
-fn install_signal_flag() -> Arc<AtomicBool> {
-    static FLAG: AtomicBool = AtomicBool::new(false);
-    extern "C" fn on_signal(_: libc::c_int) {
-        FLAG.store(true, Ordering::SeqCst);
+/// The most page writes per second the simulator models (guest or device
+/// model): 1e8 pages/s is 400 GB/s, beyond any guest; above it the model's
+/// write loop would run for hours of real time per virtual second.
+const MAX_RATE: f64 = 1e8;
+
+/// The most guest writes the simulator plays during one save, summed over
+/// at most 31 rounds of all memory: about ten seconds of real time.
+const MAX_SIM_WRITES: f64 = 2e9;
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{s}: {e}"))?;
+    if !v.is_finite() {
+        return Err(format!("{s} is not a finite number"));
     }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to a static atomic, which is
-        // async-signal-safe; `signal` is given a valid function pointer.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-        }
+    Ok(v)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if !(0.0..=MAX_RATE).contains(&v) {
+        return Err(format!(
+            "{v} page writes per second is outside 0..={MAX_RATE:e}"
+        ));
     }
-    let shared = Arc::new(AtomicBool::new(false));
-    let s = shared.clone();
-    std::thread::spawn(move || loop {
-        if FLAG.load(Ordering::SeqCst) {
-            s.store(true, Ordering::SeqCst);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    });
-    shared
+    Ok(v)
+}
+
+/// A rate in MB/s: at least 1 MB/s (below it a simulated save of a small
+/// guest lasts virtual hours) and at most 1e6 MB/s (1 TB/s).
+fn parse_link(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if !(1.0..=1e6).contains(&v) {
+        return Err(format!("{v} MB/s is outside 1..=1e6"));
+    }
+    Ok(v)
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if !(v > 0.0 && v <= 86_400.0) {
+        return Err(format!("{v} s is outside (0, 86400]"));
+    }
+    Ok(v)
+}
+
+/// Options that are valid alone but not together, or not on this host.
+fn check_sim(a: &Args) -> anyhow::Result<()> {
+    let mib = a.memory.unwrap_or(256);
+    let host = host_ram_mib();
+    if host.is_some_and(|h| mib > h) {
+        bail!(
+            "--memory {mib} MiB is more than this host's {} MiB of RAM: the simulator keeps every guest page in memory",
+            host.unwrap_or(0)
+        );
+    }
+    // Writes the guest and device model make per page sent, over at most
+    // 31 rounds of all memory: bounded, or the model spins for hours.
+    let wire = (hvm_format::PAGE_SIZE + 8) as f64;
+    let per_page = (a.dirty_rate + a.dm_rate) * wire / (a.link_mbps * 1e6);
+    let writes = per_page * 31.0 * (mib as f64 * 256.0);
+    if writes > MAX_SIM_WRITES {
+        bail!(
+            "--dirty-rate {} and --dm-rate {} over a {} MB/s link write {per_page:.0} pages per page sent: \
+             simulating that save would take hours; lower the rates or raise --link-mbps",
+            a.dirty_rate,
+            a.dm_rate,
+            a.link_mbps
+        );
+    }
+    Ok(())
+}
+
+/// Physical RAM in MiB, if the host says.
+fn host_ram_mib() -> Option<u64> {
+    let mut si = std::mem::MaybeUninit::<libc::sysinfo>::uninit();
+    // SAFETY: sysinfo fills the struct we own; read only on success.
+    if unsafe { libc::sysinfo(si.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: sysinfo succeeded.
+    let si = unsafe { si.assume_init() };
+    #[allow(clippy::unnecessary_cast)]
+    Some((si.totalram as u64).saturating_mul(si.mem_unit as u64) >> 20)
 }
 
 fn open_domain(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
@@ -220,6 +294,7 @@ fn open_domain(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
     if !a.sim {
         bail!("choose a source: --sim (or --kvm / --xen DOMID where built)");
     }
+    check_sim(a)?;
     let workload = match a.workload {
         WorkloadArg::Idle => Workload::Idle,
         WorkloadArg::Uniform => Workload::Uniform { rate: a.dirty_rate },
@@ -268,12 +343,12 @@ fn open_kvm(a: &Args) -> anyhow::Result<Box<dyn Domain>> {
     d.start()?;
     std::thread::sleep(Duration::from_millis(a.warmup_ms));
     if !a.quiet {
-        eprintln!(
+        warn(format_args!(
             "hvm-save: KVM guest ({}) running, steps {:?} after {} ms warm-up",
             d.vm().host_info().describe(),
             d.progress(),
             a.warmup_ms
-        );
+        ));
     }
     Ok(Box::new(d))
 }
@@ -284,18 +359,25 @@ fn open_kvm(_: &Args) -> anyhow::Result<Box<dyn Domain>> {
 }
 
 fn run(a: Args) -> anyhow::Result<()> {
-    let mut domain = open_domain(&a)?;
-    let (mut sink, image_path) = match (&a.output, &a.to) {
-        (Some(p), _) if p.as_os_str() == "-" => (Sink::stdout(), None),
-        (Some(p), _) => (
-            Sink::file(p, a.force).with_context(|| format!("creating {}", p.display()))?,
-            Some(p.clone()),
-        ),
-        (None, Some(addr)) => (
-            Sink::tcp(addr).with_context(|| format!("connecting to {addr}"))?,
-            None,
-        ),
+    let cancel = hvm_cli::signal::cancel_flag();
+    let timeout = Duration::from_secs_f64(a.io_timeout);
+    // Every output is checked, and its temporary created, before the guest
+    // is touched: a refusal costs nothing.
+    let mut outputs = Outputs::new();
+    let image_path = match (&a.output, &a.to) {
+        (Some(p), _) if p.as_os_str() == "-" => None,
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(_)) => None,
         (None, None) => bail!("choose a destination: -o FILE, -o - or --to HOST:PORT"),
+    };
+    let image_file = match &image_path {
+        Some(p) => Some(outputs.create("image", p, a.force)?),
+        None => {
+            if a.output.is_some() {
+                outputs.stdout("image")?;
+            }
+            None
+        }
     };
     let manifest_path = if a.no_manifest {
         None
@@ -303,6 +385,29 @@ fn run(a: Args) -> anyhow::Result<()> {
         a.manifest
             .clone()
             .or_else(|| image_path.as_deref().map(Manifest::default_path))
+    };
+    let manifest_file = match &manifest_path {
+        Some(p) => Some(outputs.create("manifest", p, a.force)?),
+        None => None,
+    };
+    let stats_file = match &a.stats {
+        Some(p) => Some(outputs.create("stats", p, a.force)?),
+        None => None,
+    };
+    for p in outputs.take_stale() {
+        warn(format_args!(
+            "hvm-save: removed {}, left behind by a run that was killed",
+            p.display()
+        ));
+    }
+    let mut domain = open_domain(&a)?;
+    let mut sink = match (image_file, &a.to) {
+        (Some(f), _) => Sink::File(f),
+        (None, Some(addr)) => Sink::tcp(addr, Some(cancel.clone()), timeout)
+            .with_context(|| format!("connecting to {addr}"))?,
+        (None, None) => {
+            Sink::stdout(Some(cancel.clone()), timeout).context("opening standard output")?
+        }
     };
     let mut policy: Box<dyn Policy> = match a.policy {
         PolicyArg::Seed => Box::new(SeedPolicy::default()),
@@ -329,16 +434,11 @@ fn run(a: Args) -> anyhow::Result<()> {
                 },
             },
         },
-        cancel: Some(install_signal_flag()),
+        cancel: Some(cancel),
         ..SaveOptions::default()
     };
     let mut progress = Progress::new(!a.quiet);
-    let mut stats = match &a.stats {
-        Some(p) => Some(StatsWriter::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        ))),
-        None => None,
-    };
+    let mut stats = stats_file.map(|f| StatsWriter::new(std::io::BufWriter::new(f)));
     let result = hvm_save::save(&mut domain, policy.as_mut(), &opts, &mut sink, &mut |e| {
         progress.observe(e);
         if let Some(s) = stats.as_mut() {
@@ -349,21 +449,29 @@ fn run(a: Args) -> anyhow::Result<()> {
         Ok(o) => o,
         Err(e) => {
             sink.abort();
-            return Err(e).context("save failed; the guest was left running and no image was kept");
+            return Err(e).context("save failed; the guest was left running and no file was kept");
         }
     };
-    sink.commit().context("finishing the image")?;
-    if let (Some(p), Some(m)) = (&manifest_path, &outcome.manifest) {
-        let mut f = Sink::file(p, true).with_context(|| format!("creating {}", p.display()))?;
-        std::io::Write::write_all(&mut f, m.to_json().as_bytes())?;
-        f.commit()
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+    // Finish the manifest and stats before anything gets its name: a full
+    // disk there keeps nothing, not an image without its manifest.
+    let mut with: Vec<AtomicFile> = Vec::new();
+    let not_kept = "the save finished but no file was kept";
     if let Some(s) = stats {
-        s.finish().context("writing the stats file")?;
+        let f = s
+            .finish()
+            .map_err(anyhow::Error::from)
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error().into()))
+            .context(not_kept)?;
+        with.push(f);
     }
+    if let (Some(mut f), Some(m)) = (manifest_file, &outcome.manifest) {
+        std::io::Write::write_all(&mut f, m.to_json().as_bytes()).context(not_kept)?;
+        with.push(f);
+    }
+    sink.commit_with(with)
+        .context("the save finished but its files could not be kept")?;
     if !a.quiet {
-        eprintln!("{}", summary_line(&outcome.summary));
+        warn(format_args!("{}", summary_line(&outcome.summary)));
     }
     Ok(())
 }
@@ -373,7 +481,10 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hvm-save: {}", hvm_format::error::chain_message(&*e));
+            warn(format_args!(
+                "hvm-save: {}",
+                hvm_format::error::chain_message(&*e)
+            ));
             ExitCode::from(2)
         }
     }

@@ -1,186 +1,139 @@
 //! Where the image goes: a file written atomically, stdout, or a TCP peer.
 //!
-//! A file is written under a temporary name in the destination's directory
-//! (mode 0600 from creation: images hold guest secrets), fsync'd, and only
-//! then given its name — by a hard link that fails if the name exists, or a
-//! rename with `force`. An image that is not complete never carries the
-//! destination's name, and a failed save leaves nothing behind.
+//! A file goes through [`hvm_cli::output`]: written under a temporary name
+//! beside its target (mode 0600 from creation: images hold guest secrets),
+//! fsync'd, and only then given its name, together with its manifest and
+//! stats. An image that is not complete never carries the target's name,
+//! and a failed save leaves nothing behind.
+//!
+//! Standard output and TCP are written through [`hvm_cli::bounded::Bounded`]:
+//! a reader that stops reading fails the save after the I/O timeout, and
+//! INT, TERM and HUP end a blocked write. A TCP save that fails or is
+//! cancelled is closed with a reset (`SO_LINGER` 0), so the receiver sees
+//! "connection reset", never a normal end of stream.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
-use std::net::TcpStream;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// A file that appears under its name only when [`commit`](Self::commit)ted.
-#[derive(Debug)]
-pub struct AtomicFile {
-    dest: PathBuf,
-    tmp: PathBuf,
-    file: Option<File>,
-    force: bool,
-}
-
-impl AtomicFile {
-    /// Start writing `dest`. Fails at once if `dest` exists and `force` is
-    /// not set, so a long save does not end in a refusal.
-    pub fn create(dest: &Path, force: bool) -> io::Result<Self> {
-        if !force && dest.symlink_metadata().is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} exists (use --force to replace it)", dest.display()),
-            ));
-        }
-        let name = dest
-            .file_name()
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} names no file", dest.display()),
-                )
-            })?
-            .to_string_lossy()
-            .into_owned();
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let pid = std::process::id();
-        let mut last = None;
-        for n in 0..100u32 {
-            let tmp = dir.join(format!(".{name}.hvm-save.{pid}.{n}"));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-            {
-                Ok(file) => {
-                    return Ok(AtomicFile {
-                        dest: dest.to_path_buf(),
-                        tmp,
-                        file: Some(file),
-                        force,
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("no temporary name")))
-    }
-
-    /// The temporary path being written.
-    pub fn temp_path(&self) -> &Path {
-        &self.tmp
-    }
-
-    fn file(&mut self) -> io::Result<&mut File> {
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("image already committed"))
-    }
-
-    /// fsync, then give the file its name (and fsync the directory).
-    pub fn commit(mut self) -> io::Result<()> {
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("image already committed"))?;
-        file.sync_all()?;
-        drop(file);
-        if self.force {
-            std::fs::rename(&self.tmp, &self.dest)?;
-        } else {
-            std::fs::hard_link(&self.tmp, &self.dest).map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "{} appeared during the save (use --force to replace it)",
-                            self.dest.display()
-                        ),
-                    )
-                } else {
-                    e
-                }
-            })?;
-            std::fs::remove_file(&self.tmp)?;
-        }
-        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        // Nothing left to clean up.
-        self.tmp = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            self.file.take();
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-impl Write for AtomicFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file()?.write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.file()?.write_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file()?.flush()
-    }
-}
+use hvm_cli::bounded::Bounded;
+pub use hvm_cli::output::{commit_all, AtomicFile, OutputError};
 
 /// Any destination of an image.
 #[derive(Debug)]
 pub enum Sink {
     /// `-o FILE`.
     File(AtomicFile),
-    /// `-o -`.
-    Stdout(io::Stdout),
+    /// `-o -`: a duplicate of descriptor 1 (unbuffered), and, when it is a
+    /// regular file, where the image started in it.
+    Stdout(Bounded<std::fs::File>, Option<u64>),
     /// `--to HOST:PORT`.
-    Tcp(TcpStream),
+    Tcp(Bounded<TcpStream>),
 }
 
 impl Sink {
-    /// An atomic file.
-    pub fn file(path: &Path, force: bool) -> io::Result<Self> {
+    /// An atomic file (refusing an existing one without `force`).
+    pub fn file(path: &Path, force: bool) -> Result<Self, OutputError> {
         AtomicFile::create(path, force).map(Sink::File)
     }
 
-    /// Standard output (a pipe or a file the shell opened).
-    pub fn stdout() -> Self {
-        Sink::Stdout(io::stdout())
+    /// Standard output (a pipe or a file the shell opened); a write makes
+    /// no progress for at most `timeout`, and `cancel` ends it. A regular
+    /// file is cut back to where the image started if the save fails.
+    pub fn stdout(cancel: Option<Arc<AtomicBool>>, timeout: Duration) -> io::Result<Self> {
+        use std::io::Seek;
+        use std::os::fd::AsFd;
+        let mut f = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        // SAFETY: F_GETFL on the descriptor just duplicated.
+        let append = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) } & libc::O_APPEND != 0;
+        let start = match f.metadata() {
+            // `>>`: the image starts at the end, wherever the offset is.
+            Ok(m) if m.is_file() && append => Some(m.len()),
+            Ok(m) if m.is_file() => f.stream_position().ok(),
+            _ => None,
+        };
+        Ok(Sink::Stdout(Bounded::new(f, cancel, timeout), start))
     }
 
-    /// A TCP connection to `addr` (`HOST:PORT`).
-    pub fn tcp(addr: &str) -> io::Result<Self> {
-        TcpStream::connect(addr).map(Sink::Tcp)
+    /// A TCP connection to `addr` (`HOST:PORT`), each address tried for at
+    /// most `timeout`; writes bounded as for [`stdout`](Self::stdout).
+    pub fn tcp(addr: &str, cancel: Option<Arc<AtomicBool>>, timeout: Duration) -> io::Result<Self> {
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => return Ok(Sink::Tcp(Bounded::new(s, cancel, timeout))),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to connect to")))
     }
 
     /// The image is complete: make it durable and visible.
-    pub fn commit(self) -> io::Result<()> {
-        match self {
-            Sink::File(f) => f.commit(),
-            Sink::Stdout(mut s) => s.flush(),
-            Sink::Tcp(mut t) => {
-                t.flush()?;
-                t.shutdown(std::net::Shutdown::Write)
-            }
-        }
+    pub fn commit(self) -> Result<(), OutputError> {
+        self.commit_with(Vec::new())
     }
 
-    /// The save failed: remove the partial file; close the connection.
+    /// [`commit`](Self::commit) together with `with` (manifest, stats),
+    /// which are renamed before the image. For a stream, `with` is
+    /// committed after the stream ended cleanly.
+    pub fn commit_with(self, mut with: Vec<AtomicFile>) -> Result<(), OutputError> {
+        let stream = |e| OutputError::Io {
+            op: "finishing",
+            path: "the image stream".into(),
+            source: e,
+        };
+        match self {
+            Sink::File(f) => {
+                with.push(f);
+                return commit_all(with);
+            }
+            Sink::Stdout(mut s, _) => s.flush().map_err(stream)?,
+            Sink::Tcp(mut t) => {
+                t.flush().map_err(stream)?;
+                t.get_ref()
+                    .shutdown(std::net::Shutdown::Write)
+                    .map_err(stream)?;
+            }
+        }
+        commit_all(with)
+    }
+
+    /// The save failed: remove the partial file (or cut standard output,
+    /// when it is a file, back to where the image started); reset the
+    /// connection so the receiver cannot take the partial stream for a
+    /// finished one.
     pub fn abort(self) {
+        match &self {
+            Sink::Tcp(t) => reset_on_close(t.get_ref()),
+            Sink::Stdout(s, Some(start)) => {
+                let _ = s.get_ref().set_len(*start);
+            }
+            _ => {}
+        }
         drop(self);
+    }
+}
+
+/// `SO_LINGER` 0: closing sends a reset, not a FIN.
+fn reset_on_close(s: &TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a linger struct of the size passed.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 
@@ -188,69 +141,22 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::File(f) => f.write(buf),
-            Sink::Stdout(s) => s.write(buf),
+            Sink::Stdout(s, _) => s.write(buf),
             Sink::Tcp(t) => t.write(buf),
         }
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Sink::File(f) => f.write_vectored(bufs),
-            Sink::Stdout(s) => s.write_vectored(bufs),
+            Sink::Stdout(s, _) => s.write_vectored(bufs),
             Sink::Tcp(t) => t.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::File(f) => f.flush(),
-            Sink::Stdout(s) => s.flush(),
+            Sink::Stdout(s, _) => s.flush(),
             Sink::Tcp(t) => t.flush(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn commit_is_0600_and_refuses_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("img");
-        let mut f = AtomicFile::create(&dest, false).unwrap();
-        f.write_all(b"abc").unwrap();
-        assert!(!dest.exists(), "not visible before commit");
-        f.commit().unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
-        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let e = AtomicFile::create(&dest, false).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        let mut f = AtomicFile::create(&dest, true).unwrap();
-        f.write_all(b"xyz").unwrap();
-        f.commit().unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), b"xyz");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn dropped_file_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("img");
-        let mut f = AtomicFile::create(&dest, false).unwrap();
-        f.write_all(b"partial").unwrap();
-        drop(f);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn name_appearing_during_save_is_not_clobbered() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("img");
-        let f = AtomicFile::create(&dest, false).unwrap();
-        std::fs::write(&dest, b"theirs").unwrap();
-        assert!(f.commit().is_err());
-        assert_eq!(std::fs::read(&dest).unwrap(), b"theirs");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

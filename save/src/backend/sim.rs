@@ -200,7 +200,19 @@ impl SimDomain {
         }
         let ram_pages = cfg.memory_mib * 256 - (VGA_HOLE_END - VGA_HOLE_START);
         let top_pfn = ram_index_to_pfn(ram_pages - 1);
-        let mut mem = vec![0u8; ram_pages as usize * PAGE_SIZE];
+        // Fallible: a size the host cannot hold is refused, not an abort.
+        let bytes = ram_pages as usize * PAGE_SIZE;
+        let mut mem = Vec::new();
+        mem.try_reserve_exact(bytes).map_err(|_| {
+            DomainError::refused(
+                "sim",
+                format!(
+                    "cannot allocate {} MiB of guest memory on this host",
+                    cfg.memory_mib
+                ),
+            )
+        })?;
+        mem.resize(bytes, 0);
         for (i, page) in mem.chunks_exact_mut(PAGE_SIZE).enumerate() {
             page[..8].copy_from_slice(&ram_index_to_pfn(i as u64).to_le_bytes());
         }
