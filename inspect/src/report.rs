@@ -9,11 +9,11 @@ use hvm_format::digest::{hex, parallel_digest, vcpu_digest};
 use hvm_format::envelope::{EnvelopeKind, QevmSection};
 use hvm_format::hvm::{size_eras, Field, HvmBlob, HvmRecord};
 use hvm_format::image::{ImageInfo, OpenOptions, Tail};
-use hvm_format::index::{IndexBuilder, Pass, PassTracker, PfnSet};
+use hvm_format::index::{IndexBuilder, PageCopy, Pass, PassTracker, PfnSet};
 use hvm_format::rules::{CheckOptions, Finding, Severity, StreamChecker, Verdict};
 use hvm_format::stream::{Element, Item};
 use hvm_format::vcpu::VcpuContext;
-use hvm_format::{Error, PAGE_SIZE};
+use hvm_format::{Context, Error, PAGE_SIZE};
 
 use crate::input::{
     walk_read, walk_slice, Input, InspectError, Mapped, Progress, Spooled, Visit, Walked,
@@ -1232,6 +1232,32 @@ pub fn digest_workers() -> usize {
         .unwrap_or(1)
 }
 
+/// The 4096 bytes of each final copy, in index order.
+///
+/// The offsets come from a walk of `data`, so each should be in range; one
+/// that is not is a broken invariant, and hashing an empty page for it would
+/// give a digest that is silently wrong. It is an error naming the pfn and
+/// the offset instead. Checked before hashing so that the workers cannot
+/// meet it.
+fn final_pages<'a>(finals: &[PageCopy], data: &'a [u8]) -> Result<Vec<&'a [u8]>, Error> {
+    finals
+        .iter()
+        .map(|c| {
+            usize::try_from(c.offset)
+                .ok()
+                .and_then(|o| data.get(o..o.checked_add(PAGE_SIZE)?))
+                .ok_or_else(|| {
+                    Error::truncated(
+                        c.offset,
+                        Context::root().index("page", c.pfn),
+                        PAGE_SIZE as u64,
+                        (data.len() as u64).saturating_sub(c.offset),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Digest the final memory and each vCPU of an image.
 pub fn digest(
     input: Input,
@@ -1243,16 +1269,10 @@ pub fn digest(
     let (_walked, v) = index_mapped(&m, opts, progress)?;
     let idx = v.index.finish();
     let data = m.bytes();
+    let pages = final_pages(&idx.finals, data).map_err(|e| InspectError::image(m.name(), e))?;
     let pfns: Vec<u64> = idx.finals.iter().map(|c| c.pfn).collect();
-    let md = parallel_digest(
-        &pfns,
-        |k| {
-            // Offsets come from a successful walk of `data`: always in range.
-            let o = idx.finals.get(k).map_or(usize::MAX, |c| c.offset as usize);
-            data.get(o..o.saturating_add(PAGE_SIZE)).unwrap_or(&[])
-        },
-        workers,
-    );
+    // `pages` has one entry per pfn, and the digest asks only for k < pfns.len().
+    let md = parallel_digest(&pfns, |k| pages[k], workers);
     Ok(DigestReport {
         file: m.name().to_string(),
         definition: "hvm_format::digest v1: SHA-256 over (range index LE64 || SHA-256 over (pfn LE64 || page) per 2 MiB range)",
@@ -1276,4 +1296,30 @@ pub fn digest(
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_page_out_of_range_is_an_error_not_an_empty_page() {
+        let data = vec![7u8; 2 * PAGE_SIZE];
+        let copy = |pfn, offset| PageCopy {
+            pfn,
+            offset,
+            pass: 0,
+        };
+        let ok = final_pages(&[copy(1, 0), copy(2, PAGE_SIZE as u64)], &data).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ok.iter().all(|p| p.len() == PAGE_SIZE));
+        // A page that starts inside the data but runs past its end.
+        let e = final_pages(&[copy(1, 0), copy(9, PAGE_SIZE as u64 + 1)], &data).unwrap_err();
+        assert_eq!(e.offset, PAGE_SIZE as u64 + 1);
+        assert_eq!(e.context.to_string(), "page 9");
+        assert!(e.is_truncation());
+        // One whose end overflows.
+        let e = final_pages(&[copy(3, u64::MAX)], &data).unwrap_err();
+        assert_eq!(e.offset, u64::MAX);
+    }
 }
