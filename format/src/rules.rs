@@ -481,13 +481,14 @@ impl StreamChecker {
                     self.push(f);
                 }
             }
-            Tail::Trailing { offset, len } => self.push(Finding::error(
+            Tail::Trailing { offset, len, more } => self.push(Finding::error(
                 "stream.trailing-bytes",
                 *offset,
                 Context::root().field("after the stream"),
                 format!(
                     "expected the end of the image or a device model record \
-                     (QemuDeviceModelRecord, DeviceModelRecord0002), found {len} more bytes"
+                     (QemuDeviceModelRecord, DeviceModelRecord0002), found {}{len} more bytes",
+                    if *more { "more than " } else { "" }
                 ),
             )),
         }

@@ -280,6 +280,22 @@ fn libxl_and_xl_hostile_inputs() {
     let mut h = XlHeader::with_json_config("{}");
     h.optional_data[0] = 200;
     assert!(h.config().is_err());
+
+    // xl refuses a config_len that the optional data cannot hold
+    // ("Savefile truncated"): so do validate and every opener, at byte 48.
+    for len in [0xFFFF_FFFFu32, 4] {
+        let mut bad = f.clone();
+        bad[48..52].copy_from_slice(&len.to_le_bytes());
+        let v = validate_xl(&bad);
+        let hit = v.iter().find(|x| x.rule == "v2.xl.config-length");
+        assert_eq!(hit.map(|x| x.offset), Some(48), "{len:#x}: {v:?}");
+        let e = hvm_format::image::open_any_read(&bad[..], Default::default())
+            .err()
+            .expect("opening refuses it");
+        assert_eq!(e.offset, 48, "{e}");
+    }
+    // The config exactly filling the optional data is fine.
+    assert!(validate_xl(&f).iter().all(|x| x.rule != "v2.xl.config-length"));
 }
 
 proptest! {
@@ -374,7 +390,8 @@ fn after_end_reads_the_device_model_record_and_counts_the_rest() {
         r.after_end().unwrap(),
         AfterEnd::Trailing {
             offset: end + 30,
-            len: 3
+            len: 3,
+            more: false
         }
     );
     assert_eq!(r.after_end().unwrap(), AfterEnd::Nothing);
@@ -388,7 +405,8 @@ fn after_end_reads_the_device_model_record_and_counts_the_rest() {
         r.after_end().unwrap(),
         AfterEnd::Trailing {
             offset: end,
-            len: 6
+            len: 6,
+            more: false
         }
     );
 

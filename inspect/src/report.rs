@@ -260,8 +260,11 @@ pub struct QemuReport {
 pub struct TrailingReport {
     /// File offset.
     pub offset: u64,
-    /// Length.
+    /// Bytes counted.
     pub length: u64,
+    /// More bytes follow the `length` counted (a pipe is counted only up
+    /// to `hvm_format::envelope::TRAILING_COUNT_LIMIT`).
+    pub more: bool,
 }
 
 fn tail_parts(tail: Option<&Tail>) -> (Option<QemuReport>, Option<TrailingReport>) {
@@ -275,11 +278,12 @@ fn tail_parts(tail: Option<&Tail>) -> (Option<QemuReport>, Option<TrailingReport
             }),
             None,
         ),
-        Some(Tail::Trailing { offset, len }) => (
+        Some(Tail::Trailing { offset, len, more }) => (
             None,
             Some(TrailingReport {
                 offset: *offset,
                 length: *len,
+                more: *more,
             }),
         ),
         _ => (None, None),

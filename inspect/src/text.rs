@@ -382,7 +382,12 @@ pub fn summary(s: &Summary) -> String {
         kv(
             &mut o,
             "trailing bytes",
-            &format!("{} at {:#x}", t.length, t.offset),
+            &format!(
+                "{}{} at {:#x}",
+                if t.more { "more than " } else { "" },
+                t.length,
+                t.offset
+            ),
         );
     }
     if let Some(e) = &s.stream_error {

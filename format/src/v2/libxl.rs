@@ -284,6 +284,7 @@ impl<'a> LibxlRecord<'a> {
             Ok((
                 EmulatorId::from_raw(u32::from_le_bytes([a[0], a[1], a[2], a[3]])),
                 u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                // `len >= 8` checked above: the data is the rest, maybe empty.
                 body.get(8..).unwrap_or_default(),
             ))
         };

@@ -394,6 +394,7 @@ fn check_page_data(rec: &RawRecord<'_>, out: &mut Vec<Finding>) {
     let (mut bad_res, mut bad_type) = (None, None);
     let (mut n_res, mut n_type) = (0u64, 0u64);
     for (i, c) in body
+        // `count <= (len - 8) / 8` checked above: the range is in the body.
         .get(8..8 + 8 * count as usize)
         .unwrap_or_default()
         .chunks_exact(8)
@@ -487,6 +488,7 @@ impl Order {
 /// walk had to stop before END.
 pub(crate) fn libxc_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Finding>) -> bool {
     let at = base + *pos as u64;
+    // Nothing left is reported by the header parse as a truncation at `at`.
     let rest = data.get(*pos..).unwrap_or_default();
     let image = match ImageHeader::parse(rest, at) {
         Ok(h) => h,
@@ -499,6 +501,8 @@ pub(crate) fn libxc_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
         return false;
     }
     let dat = at + ImageHeader::SIZE as u64;
+    // The image header parsed, so `rest` holds it; a short rest is the
+    // domain header parse's truncation at `dat`.
     let domain = match DomainHeader::parse(rest.get(ImageHeader::SIZE..).unwrap_or_default(), dat) {
         Ok(h) => h,
         Err(e) => {
@@ -542,6 +546,7 @@ pub fn validate_libxc(data: &[u8]) -> Vec<Finding> {
 pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Finding>) {
     let at = base + *pos as u64;
     let ctx = Context::root().field("libxl header");
+    // Nothing left is reported by the header parse as a truncation at `at`.
     let hdr = match LibxlHeader::parse(data.get(*pos..).unwrap_or_default(), at) {
         Ok(h) => h,
         Err(e) => return out.push(framing(e)),
@@ -675,6 +680,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
                 emulator(out);
             }
             LibxlRecordType::EMULATOR_XENSTORE_DATA if emulator(out) && len > 8 => {
+                // Guarded by `len > 8`: never empty.
                 let data = rec.body.get(8..).unwrap_or_default();
                 if data.last() != Some(&0) {
                     out.push(Finding::error(
@@ -746,6 +752,16 @@ pub fn validate_xl(data: &[u8]) -> Vec<Finding> {
                 "expected only bits 0 (JSON) and 1 (STREAMv2), found {:#x}; xl refuses the file",
                 hdr.mandatory_flags
             ),
+        ));
+    }
+    // xl reads `config_len` and the config out of the optional data and
+    // refuses the file ("Savefile truncated") when they do not fit.
+    if let Err(e) = hdr.checked_config() {
+        out.push(Finding::error(
+            "v2.xl.config-length",
+            e.offset,
+            e.context.clone(),
+            format!("{}; xl refuses the file", e.kind),
         ));
     }
     let mut pos = hdr.encoded_len() as usize;
