@@ -487,8 +487,12 @@ impl StreamChecker {
                 Context::root().field("after the stream"),
                 format!(
                     "expected the end of the image or a device model record \
-                     (QemuDeviceModelRecord, DeviceModelRecord0002), found {}{len} more bytes",
-                    if *more { "more than " } else { "" }
+                     (QemuDeviceModelRecord, DeviceModelRecord0002), found {}",
+                    if *more {
+                        format!("more than {len} bytes")
+                    } else {
+                        format!("{len} more bytes")
+                    }
                 ),
             )),
         }

@@ -295,7 +295,9 @@ fn libxl_and_xl_hostile_inputs() {
         assert_eq!(e.offset, 48, "{e}");
     }
     // The config exactly filling the optional data is fine.
-    assert!(validate_xl(&f).iter().all(|x| x.rule != "v2.xl.config-length"));
+    assert!(validate_xl(&f)
+        .iter()
+        .all(|x| x.rule != "v2.xl.config-length"));
 }
 
 proptest! {

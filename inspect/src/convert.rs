@@ -133,6 +133,8 @@ struct Kept {
     toolstack_at: Option<u64>,
     device_model: Option<Vec<u8>>,
     compressed: bool,
+    /// Typed entries other than XTAB (L1TAB…XALLOC) dropped.
+    typed_dropped: u64,
 }
 
 fn bad(at: u64, what: &'static str, expected: &str, found: String) -> Error {
@@ -147,16 +149,38 @@ fn pages<R: Read, W: Write>(
     kept: &mut Kept,
 ) -> hvm_format::Result<()> {
     let mut entries: Vec<PageDataEntry> = Vec::with_capacity(1024);
+    let mut batch_no = 0u64;
     while let Some(e) = reader.next_element()? {
         match e {
             Element::Item(Item::MaxPfn { value, .. }) => kept.max_pfn = Some(value),
             Element::Item(Item::Batch(b)) => {
                 entries.clear();
-                for e in b.entries() {
-                    if e.kind() == PfnType::XTab {
-                        rep.xtab_dropped += 1;
-                    } else {
-                        entries.push(PageDataEntry::from_legacy(e));
+                batch_no += 1;
+                for (i, e) in b.entries().enumerate() {
+                    match e.kind() {
+                        PfnType::Normal if e.pfn().0 < 1 << 28 => {
+                            entries.push(PageDataEntry::from_legacy(e))
+                        }
+                        // PAGE_DATA keeps 28 pfn bits of a legacy entry:
+                        // a larger pfn would land on another page. Refused
+                        // here, at the input's entry.
+                        PfnType::Normal => {
+                            return Err(Error::invalid(
+                                b.entry_offset(i),
+                                Context::root()
+                                    .index("batch", batch_no - 1)
+                                    .index("entry", i as u64)
+                                    .field("pfn"),
+                                "an HVM pfn below 2^28",
+                                format!("{}", e.pfn()),
+                            ))
+                        }
+                        PfnType::XTab => rep.xtab_dropped += 1,
+                        // The 2007 restorer skipped every typed entry (no
+                        // data follows one) and validate accepts them; in
+                        // v2 a typed HVM entry means something else or is
+                        // refused, so it is dropped like XTAB, and said.
+                        _ => kept.typed_dropped += 1,
                     }
                 }
                 if entries.is_empty() {
@@ -256,6 +280,12 @@ fn pages<R: Read, W: Write>(
                 }
             }
         }
+    }
+    if kept.typed_dropped > 0 {
+        rep.translations.push(format!(
+            "{} typed entries (L1TAB…XALLOC, no data) dropped: the 2007 restorer skipped them",
+            kept.typed_dropped
+        ));
     }
     if kept.compressed {
         return Err(bad(

@@ -44,6 +44,10 @@ struct Global {
     /// the detected one.
     #[arg(long, global = true, value_parser = parse_word)]
     word: Option<WordSize>,
+    /// Most bytes of standard input (or a FIFO) that `digest` and `diff`
+    /// copy to a temporary file for random access [default: 1 GiB].
+    #[arg(long, global = true, value_name = "BYTES")]
+    spool_limit: Option<u64>,
 }
 
 fn parse_word(s: &str) -> Result<WordSize, String> {
@@ -187,6 +191,38 @@ fn emit(g: &Global, out: String) {
     let _ = so.write_all(out.as_bytes()).and_then(|_| so.flush());
 }
 
+/// One verdict: `show` and `digest` of an image that `validate` calls
+/// INVALID exit 1 as `validate` does, and say so on stderr (the report
+/// itself is unchanged).
+fn invalid(g: &Global, image: &str, v: &report::VerdictReport) -> bool {
+    if v.valid {
+        return false;
+    }
+    if !g.quiet {
+        let first = v
+            .findings
+            .iter()
+            .find(|f| f.severity == hvm_format::rules::Severity::Error);
+        let first = first.map_or(String::new(), |f| {
+            format!("; first: {} at byte {}", f.rule, f.offset)
+        });
+        eprintln!(
+            "hvm-inspect: {image}: INVALID ({} errors{first}); see `hvm-inspect validate`",
+            v.errors
+        );
+    }
+    true
+}
+
+/// Open an image named on the command line with the global options.
+fn open_input(g: &Global, name: &str) -> Result<Input, InspectError> {
+    let i = Input::open(name)?;
+    Ok(match g.spool_limit {
+        Some(n) => i.with_spool_limit(n),
+        None => i,
+    })
+}
+
 fn run(cli: Cli) -> Result<u8, InspectError> {
     let g = cli.global;
     let opts = OpenOptions {
@@ -204,7 +240,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
     };
     match cmd {
         Cmd::Summary { image } => {
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
@@ -231,7 +267,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
             memory_mib,
             image,
         } => {
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
@@ -265,14 +301,14 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 ShowCmd::Pages { image } => (image, ShowWhat::Pages, "show pages"),
                 ShowCmd::Page { pfn, image } => (image, ShowWhat::Page(pfn), "show page"),
             };
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
                     p.set_position(n)
                 }
             };
-            let s = report::show(input, w, opts, &cb)?;
+            let (s, verdict) = report::show(input, w, opts, &cb)?;
             if let Some(p) = pb {
                 p.finish_and_clear();
             }
@@ -290,10 +326,10 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                     text::show(&s)
                 },
             );
-            Ok(u8::from(damaged))
+            Ok(u8::from(damaged || invalid(&g, &image, &verdict)))
         }
         Cmd::Digest { workers, image } => {
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
@@ -301,7 +337,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 }
             };
             let workers = workers.unwrap_or_else(report::digest_workers).max(1);
-            let d = report::digest(input, opts, workers, &cb)?;
+            let (d, verdict) = report::digest(input, opts, workers, &cb)?;
             if let Some(p) = pb {
                 p.finish_and_clear();
             }
@@ -313,10 +349,10 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                     text::digest(&d)
                 },
             );
-            Ok(0)
+            Ok(u8::from(invalid(&g, &image, &verdict)))
         }
         Cmd::Diff { a, b } => {
-            let (ia, ib) = (Input::open(&a), Input::open(&b));
+            let (ia, ib) = (open_input(&g, &a), open_input(&g, &b));
             let (ia, ib) = (ia.map_err(diff_error)?, ib.map_err(diff_error)?);
             let pb = progress_bar(&g, ia.len().max(ib.len()));
             let cb = |n: u64| {
@@ -339,7 +375,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
             Ok(u8::from(!d.same))
         }
         Cmd::Convert { output, to, image } => {
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let r = hvm_inspect::convert::convert(input, &output, to, opts)?;
             emit(
                 &g,

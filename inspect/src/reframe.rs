@@ -301,7 +301,23 @@ fn after<R: Read>(src: &mut Source<R>) -> Result<Extras> {
                 | Some(LibxlItem::Record {
                     record: LibxlRecord::End,
                     ..
-                }) => break,
+                }) => {
+                    // validate calls bytes after END an error: so does
+                    // convert, at their input offset.
+                    if let Some((offset, len, more)) = r.trailing()? {
+                        return Err(Error::invalid(
+                            offset,
+                            Context::root().field("after END"),
+                            "the end of the image",
+                            if more {
+                                format!("more than {len} bytes")
+                            } else {
+                                format!("{len} more bytes")
+                            },
+                        ));
+                    }
+                    break;
+                }
                 Some(LibxlItem::Record { record, .. }) => {
                     check_carried(&record, at)?;
                     records.push(record.into_owned());

@@ -15,9 +15,7 @@ use hvm_format::stream::{Element, Item};
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{Context, Error, PAGE_SIZE};
 
-use crate::input::{
-    walk_read, walk_slice, Input, InspectError, Mapped, Progress, Spooled, Visit, Walked,
-};
+use crate::input::{walk_read, walk_slice, Input, InspectError, Progress, Spooled, Visit, Walked};
 
 /// A format error as reported: where, in what, and what is wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -394,6 +392,50 @@ impl Checker {
             _ => {}
         }
         self.inner.item(item);
+    }
+}
+
+/// A visitor with the rules' checker beside it, so that a subcommand that
+/// reads part of an image reaches the verdict `validate` reaches: `digest`
+/// or `show` of an image that `validate` calls INVALID fails too.
+struct Checked<V> {
+    inner: V,
+    checker: Checker,
+    reached_blob: bool,
+}
+
+impl<V> Checked<V> {
+    fn new(info: &ImageInfo, inner: V) -> Self {
+        Checked {
+            inner,
+            checker: checker_for(info, CheckOptions::default()),
+            reached_blob: false,
+        }
+    }
+
+    fn check(&mut self, item: &Item<'_>) {
+        self.checker.item(item);
+        self.reached_blob |= matches!(item, Item::HvmBlob(_));
+    }
+
+    /// The inner visitor and the verdict of `validate` (without --strict).
+    fn finish(self, walked: &Walked) -> (V, VerdictReport) {
+        let verdict = finish_checker(self.checker, walked, self.reached_blob);
+        (self.inner, verdict)
+    }
+}
+
+impl<V: Visit> Visit for Checked<V> {
+    fn item(&mut self, item: &Item<'_>) {
+        self.check(item);
+        self.inner.item(item);
+    }
+
+    fn element(&mut self, e: &Element<'_>) {
+        if let Element::Item(i) = e {
+            self.check(i);
+        }
+        self.inner.element(e);
     }
 }
 
@@ -1071,20 +1113,26 @@ pub fn show(
     what: ShowWhat,
     opts: OpenOptions,
     progress: Progress<'_>,
-) -> Result<Show, InspectError> {
+) -> Result<(Show, VerdictReport), InspectError> {
     let name = input.name().to_string();
     // A regular file's length lets oversized fields fail at once.
     let opts = OpenOptions {
         len: input.len(),
         ..opts
     };
-    let (walked, v) = walk_read(&name, input.into_read(), opts, progress, |info| ShowVisit {
-        what: Some(what),
-        word: Some(info.word()),
-        ..Default::default()
+    let (walked, c) = walk_read(&name, input.into_read(), opts, progress, |info| {
+        Checked::new(
+            info,
+            ShowVisit {
+                what: Some(what),
+                word: Some(info.word()),
+                ..Default::default()
+            },
+        )
     })?;
+    let (v, verdict) = c.finish(&walked);
     let error = walked.error.as_ref().map(ErrorReport::from);
-    Ok(match what {
+    let show = match what {
         ShowWhat::Hvm => {
             let (offset, length) = match &v.hvm {
                 Some((o, b)) => (Some(*o), Some(b.len() as u64)),
@@ -1129,7 +1177,8 @@ pub fn show(
                 error,
             })
         }
-    })
+    };
+    Ok((show, verdict))
 }
 
 // ------------------------------------------------------------------- digest
@@ -1189,25 +1238,8 @@ impl Visit for IndexVisit {
     }
 }
 
-/// Index a mapped image; a damaged stream is an error here (a digest of
-/// part of an image would be a lie).
-pub(crate) fn index_mapped(
-    m: &Mapped,
-    opts: OpenOptions,
-    progress: Progress<'_>,
-) -> Result<(Walked, IndexVisit), InspectError> {
-    let (walked, v) = walk_slice(m.name(), m.bytes(), opts, progress, |_| IndexVisit {
-        index: IndexBuilder::new(),
-        vcpus: Vec::new(),
-        hvm: None,
-    })?;
-    if let Some(e) = walked.error {
-        return Err(InspectError::image(m.name(), e));
-    }
-    Ok((walked, v))
-}
-
-/// [`index_mapped`] over a file read with read(2), for `diff`.
+/// Index an image in a file read with read(2), for `diff`; a damaged
+/// stream is an error here (a comparison of part of an image would be a lie).
 pub(crate) fn index_file(
     f: &Spooled,
     opts: OpenOptions,
@@ -1262,22 +1294,36 @@ fn final_pages<'a>(finals: &[PageCopy], data: &'a [u8]) -> Result<Vec<&'a [u8]>,
         .collect()
 }
 
-/// Digest the final memory and each vCPU of an image.
+/// Digest the final memory and each vCPU of an image, and the verdict of
+/// `validate` on it (a digest of an image Xen would refuse is no answer).
 pub fn digest(
     input: Input,
     opts: OpenOptions,
     workers: usize,
     progress: Progress<'_>,
-) -> Result<DigestReport, InspectError> {
+) -> Result<(DigestReport, VerdictReport), InspectError> {
     let m = input.map()?;
-    let (_walked, v) = index_mapped(&m, opts, progress)?;
+    let (walked, c) = walk_slice(m.name(), m.bytes(), opts, progress, |info| {
+        Checked::new(
+            info,
+            IndexVisit {
+                index: IndexBuilder::new(),
+                vcpus: Vec::new(),
+                hvm: None,
+            },
+        )
+    })?;
+    let (v, verdict) = c.finish(&walked);
+    if let Some(e) = walked.error {
+        return Err(InspectError::image(m.name(), e));
+    }
     let idx = v.index.finish();
     let data = m.bytes();
     let pages = final_pages(&idx.finals, data).map_err(|e| InspectError::image(m.name(), e))?;
     let pfns: Vec<u64> = idx.finals.iter().map(|c| c.pfn).collect();
     // `pages` has one entry per pfn, and the digest asks only for k < pfns.len().
     let md = parallel_digest(&pfns, |k| pages[k], workers);
-    Ok(DigestReport {
+    let report = DigestReport {
         file: m.name().to_string(),
         definition: "hvm_format::digest v1: SHA-256 over (range index LE64 || SHA-256 over (pfn LE64 || page) per 2 MiB range)",
         memory_sha256: hex(&md.total),
@@ -1299,7 +1345,8 @@ pub fn digest(
                 sha256: hex(&vcpu_digest(b)),
             })
             .collect(),
-    })
+    };
+    Ok((report, verdict))
 }
 
 #[cfg(test)]

@@ -130,7 +130,11 @@ fn an_unparsable_xend_config_is_refused_at_open() {
     // xend could not restore these: nesting past the parser's limit, an
     // unterminated string, invalid UTF-8 in an atom.
     let deep = [b"(".repeat(300), b")".repeat(300)].concat();
-    for config in [&deep[..], b"(domain (name \"x))", b"(domain (name \xff\xfe))"] {
+    for config in [
+        &deep[..],
+        b"(domain (name \"x))",
+        b"(domain (name \xff\xfe))",
+    ] {
         let mut f = with_len(config.len() as i32, config);
         f.extend_from_slice(&[0u8; 64]);
         let h = parse_xend_header(&f).unwrap();
