@@ -445,7 +445,7 @@ fn validate_applies_the_v2_verifier_rules_to_v2_input() {
 #[test]
 fn convert_agrees_with_validate_on_typed_entries_and_names_input_offsets() {
     let dir = Dir::new("typed");
-    let img = image(Dialect::Legacy, WordSize::W64, false);
+    let img = image(Dialect::Seed, WordSize::W64, false);
     let xtab = 0xF000_0010u64.to_le_bytes();
     let at = img.windows(8).position(|w| w == xtab).unwrap();
     let mut l1 = img.clone();
