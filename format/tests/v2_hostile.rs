@@ -428,3 +428,27 @@ fn after_end_reads_the_device_model_record_and_counts_the_rest() {
     assert_eq!(e.offset, end + 21, "{e}");
     assert_eq!(e.context.to_string(), "device model record › length");
 }
+
+/// Findings are capped per rule, as in the legacy checker: 100 000 empty
+/// optional records would otherwise be 100 000 findings.
+#[test]
+fn v2_findings_are_capped_per_rule_with_a_count_of_the_rest() {
+    use hvm_format::rules::PER_RULE_CAP;
+    let mut s = good_stream();
+    // Drop END (an empty record of type 0, the last 8 bytes), add 100 000
+    // records of an unknown type, then END again.
+    let end = s.split_off(s.len() - 8);
+    for _ in 0..100_000 {
+        rec(&mut s, 0x7FFF_0000, 0, &[]);
+    }
+    s.extend_from_slice(&end);
+    let f = hvm_format::v2::check_libxc(&s);
+    let rule = f.kept().last().expect("findings").rule;
+    let same = f.kept().iter().filter(|x| x.rule == rule).count();
+    assert_eq!(same, PER_RULE_CAP, "{rule}");
+    let sup = f.suppressed();
+    let n = sup.iter().find(|(r, _)| r == rule).map(|(_, n)| *n);
+    assert_eq!(n, Some(100_000 - PER_RULE_CAP as u64), "{sup:?}");
+    assert_eq!(f.total(), f.kept().len() as u64 + n.unwrap());
+    assert!(validate_libxc(&s).len() < 10 * PER_RULE_CAP);
+}

@@ -459,22 +459,24 @@ fn v2_findings(
 ) -> Result<(), InspectError> {
     let m = Input::open(name)?.map()?;
     let data = m.bytes();
-    let found = if info.xl.is_some() {
-        hvm_format::v2::validate_xl(data)
+    let (found, at) = if info.xl.is_some() {
+        (hvm_format::v2::check_xl(data), 0)
     } else {
         let at = info.stream_offset as usize;
+        // The stream offset is inside the file the walk just read.
         let rest = data.get(at..).unwrap_or_default();
-        let mut f = if rest.starts_with(b"LibxlFmt") {
-            hvm_format::v2::validate_libxl(rest)
+        let f = if rest.starts_with(b"LibxlFmt") {
+            hvm_format::v2::check_libxl(rest)
         } else {
-            hvm_format::v2::validate_libxc(rest)
+            hvm_format::v2::check_libxc(rest)
         };
-        for x in &mut f {
-            x.offset += at as u64;
-        }
-        f
+        (f, at as u64)
     };
-    for f in found {
+    for (rule, count) in found.suppressed() {
+        verdict.suppressed.push(Suppressed { rule, count });
+    }
+    for mut f in found.into_vec() {
+        f.offset += at;
         match f.severity {
             hvm_format::rules::Severity::Error => verdict.errors += 1,
             hvm_format::rules::Severity::Warning => verdict.warnings += 1,
