@@ -214,6 +214,50 @@ fn invalid(g: &Global, image: &str, v: &report::VerdictReport) -> bool {
     true
 }
 
+/// `show pages`, written as it is read: the listing of an image of any
+/// length takes constant memory.
+fn show_pages(
+    g: &Global,
+    input: Input,
+    opts: OpenOptions,
+    cb: hvm_inspect::input::Progress<'_>,
+    image: &str,
+    pb: Option<&indicatif::ProgressBar>,
+) -> Result<u8, InspectError> {
+    let mut so = std::io::stdout().lock();
+    let mut out = |s: &str| {
+        // A closed pipe (`| head`) is not an error worth reporting.
+        if !g.quiet {
+            let _ = so.write_all(s.as_bytes());
+        }
+    };
+    let name = input.name().to_string();
+    out(&if g.json {
+        json::pages_head(&name)
+    } else {
+        text::pages_head(&name)
+    });
+    let mut n = 0u64;
+    let (p, verdict) = report::show_pages_streamed(input, opts, cb, &mut |e| {
+        out(&if g.json {
+            json::page_entry(n, e)
+        } else {
+            text::page_line(e)
+        });
+        n += 1;
+    })?;
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    out(&if g.json {
+        json::pages_tail(&p, n)
+    } else {
+        text::pages_tail(&p)
+    });
+    let _ = so.flush();
+    Ok(u8::from(p.error.is_some() || invalid(g, image, &verdict)))
+}
+
 /// Open an image named on the command line with the global options.
 fn open_input(g: &Global, name: &str) -> Result<Input, InspectError> {
     let i = Input::open(name)?;
@@ -308,6 +352,9 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                     p.set_position(n)
                 }
             };
+            if w == ShowWhat::Pages {
+                return show_pages(&g, input, opts, &cb, &image, pb.as_ref());
+            }
             let (s, verdict) = report::show(input, w, opts, &cb)?;
             if let Some(p) = pb {
                 p.finish_and_clear();

@@ -993,8 +993,13 @@ pub enum Show {
     Page(ShowPage),
 }
 
+/// Where `show pages` hands each entry as it is read.
+pub type PageSink<'a> = &'a mut dyn FnMut(&PageEntry);
+
 #[derive(Default)]
-struct ShowVisit {
+struct ShowVisit<'a> {
+    /// `show pages` streams its entries here instead of keeping them.
+    each: Option<PageSink<'a>>,
     what: Option<ShowWhat>,
     word: Option<hvm_format::WordSize>,
     tracker: Option<PassTracker>,
@@ -1023,7 +1028,7 @@ fn copy_report(offset: u64, pass: Option<u32>, bytes: &[u8]) -> PageCopyReport {
     }
 }
 
-impl Visit for ShowVisit {
+impl Visit for ShowVisit<'_> {
     fn item(&mut self, item: &Item<'_>) {
         let Some(what) = self.what else { return };
         match (what, item) {
@@ -1044,7 +1049,7 @@ impl Visit for ShowVisit {
                             k += 1;
                             o
                         });
-                        self.entries.push(PageEntry {
+                        let entry = PageEntry {
                             batch: b.index,
                             entry: i,
                             pfn: e.pfn().0,
@@ -1052,7 +1057,11 @@ impl Visit for ShowVisit {
                             offset,
                             pass,
                             verify: b.verify,
-                        });
+                        };
+                        match &mut self.each {
+                            Some(f) => (*f)(&entry),
+                            None => self.entries.push(entry),
+                        }
                     }
                 } else if let ShowWhat::Page(pfn) = what {
                     for (e, data, offset) in b.pages() {
@@ -1109,12 +1118,46 @@ fn record_details(offset: u64, bytes: &[u8]) -> (Vec<RecordDetail>, u64, Option<
     (details, brief.trailer, None)
 }
 
-/// List one part of an image in full.
+/// List one part of an image in full (`show pages` kept in memory: see
+/// [`show_pages_streamed`] for a listing of any length).
 pub fn show(
     input: Input,
     what: ShowWhat,
     opts: OpenOptions,
     progress: Progress<'_>,
+) -> Result<(Show, VerdictReport), InspectError> {
+    show_with(input, what, opts, progress, None)
+}
+
+/// `show pages` with each entry handed to `each` as it is read, so that
+/// the listing of an image of any length takes constant memory; the
+/// returned report has no entries.
+pub fn show_pages_streamed(
+    input: Input,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    each: PageSink<'_>,
+) -> Result<(ShowPages, VerdictReport), InspectError> {
+    match show_with(input, ShowWhat::Pages, opts, progress, Some(each))? {
+        (Show::Pages(p), v) => Ok((p, v)),
+        // `show_with` answers `Pages` with `Show::Pages`.
+        (_, v) => Ok((
+            ShowPages {
+                file: String::new(),
+                entries: Vec::new(),
+                error: None,
+            },
+            v,
+        )),
+    }
+}
+
+fn show_with(
+    input: Input,
+    what: ShowWhat,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    each: Option<PageSink<'_>>,
 ) -> Result<(Show, VerdictReport), InspectError> {
     let name = input.name().to_string();
     // A regular file's length lets oversized fields fail at once.
@@ -1126,6 +1169,7 @@ pub fn show(
         Checked::new(
             info,
             ShowVisit {
+                each,
                 what: Some(what),
                 word: Some(info.word()),
                 ..Default::default()

@@ -7,8 +7,8 @@ use hvm_format::rules::{Finding, Severity};
 
 use crate::diff::{DiffReport, FieldDiff, PfnRanges};
 use crate::report::{
-    DigestReport, ErrorReport, PageCopyReport, Show, ShowHvm, ShowPage, ShowPages, ShowVcpu,
-    Summary, Validation, VerdictReport,
+    DigestReport, ErrorReport, PageCopyReport, PageEntry, Show, ShowHvm, ShowPage, ShowPages,
+    ShowVcpu, Summary, Validation, VerdictReport,
 };
 
 /// The width every line fits in.
@@ -483,30 +483,47 @@ fn show_vcpu(v: &ShowVcpu) -> String {
 }
 
 fn show_pages(p: &ShowPages) -> String {
+    let mut o = pages_head(&p.file);
+    for e in &p.entries {
+        o.push_str(&page_line(e));
+    }
+    o.push_str(&pages_tail(p));
+    o
+}
+
+/// `show pages` in pieces, so the listing streams: the head...
+pub fn pages_head(file: &str) -> String {
     let mut o = String::new();
-    kv(&mut o, "file", &p.file);
+    kv(&mut o, "file", file);
     let _ = writeln!(
         o,
         "{:>7} {:>5} {:>12} {:<8} {:>16} {:>6}",
         "batch", "entry", "pfn", "kind", "data offset", "pass"
     );
-    for e in &p.entries {
-        let pass = if e.verify {
-            "verify".to_string()
-        } else {
-            e.pass.map_or("-".into(), |n| n.to_string())
-        };
-        let _ = writeln!(
-            o,
-            "{:>7} {:>5} {:>12} {:<8} {:>16} {:>6}",
-            e.batch,
-            e.entry,
-            format!("{:#x}", e.pfn),
-            e.kind,
-            hex_or_none(e.offset),
-            pass
-        );
-    }
+    o
+}
+
+/// ...one line per entry...
+pub fn page_line(e: &PageEntry) -> String {
+    let pass = if e.verify {
+        "verify".to_string()
+    } else {
+        e.pass.map_or("-".into(), |n| n.to_string())
+    };
+    format!(
+        "{:>7} {:>5} {:>12} {:<8} {:>16} {:>6}\n",
+        e.batch,
+        e.entry,
+        format!("{:#x}", e.pfn),
+        e.kind,
+        hex_or_none(e.offset),
+        pass
+    )
+}
+
+/// ...and what stopped the reader, if anything.
+pub fn pages_tail(p: &ShowPages) -> String {
+    let mut o = String::new();
     if let Some(e) = &p.error {
         error_report(&mut o, "stream stops", e);
     }
