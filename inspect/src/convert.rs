@@ -532,7 +532,16 @@ fn emulator_state<R: Read>(
         ));
     }
     let _ = info;
-    Ok(Some((state.to_vec(), "QemuDeviceModelRecord")))
+    // validate lists the QEVM sections and calls a broken listing an
+    // error: so does convert, at the input's offset, rather than carry
+    // state qemu would refuse.
+    let listing = hvm_format::envelope::qevm::list_slice(state, at + 21);
+    if let Some(e) = listing.error {
+        return Err(e);
+    }
+    // The state in place: no second copy of what may be megabytes.
+    rest.drain(..21);
+    Ok(Some((rest, "QemuDeviceModelRecord")))
 }
 
 /// The signature before the device model state after a libxc END.

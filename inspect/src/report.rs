@@ -535,6 +535,9 @@ pub struct Summary {
     /// Negative chunks of the later dialects (−2…−20), in stream order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkReport>,
+    /// Chunks past the first [`MAX_LISTED`], counted, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub chunks_not_listed: u64,
     /// The magic pfns after the terminator (Apr 2007 on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub magic_pfns: Option<MagicPfnsReport>,
@@ -547,6 +550,9 @@ pub struct Summary {
     /// Migration v2 records without a legacy counterpart, in stream order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub v2_records: Vec<V2RecordReport>,
+    /// v2 records past the first [`MAX_LISTED`], counted, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub v2_records_not_listed: u64,
 }
 
 /// One negative chunk.
@@ -593,10 +599,21 @@ pub struct DeviceModelReport {
 #[derive(Debug, Default)]
 pub(crate) struct Extras {
     pub chunks: Vec<ChunkReport>,
+    pub chunks_not_listed: u64,
     pub magic_pfns: Option<MagicPfnsReport>,
     pub shared_info_frame: Option<u32>,
     pub device_model: Option<DeviceModelReport>,
     pub v2_records: Vec<V2RecordReport>,
+    pub v2_records_not_listed: u64,
+}
+
+/// Chunks and v2 records a summary lists; past this they are counted. Each
+/// takes 8 bytes of input and more than 32 of report: an image of millions
+/// of them would otherwise grow the summary beyond the input's size.
+pub const MAX_LISTED: usize = 4096;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A v2 record without a legacy counterpart.
@@ -615,11 +632,15 @@ impl Extras {
     pub(crate) fn element(&mut self, e: &Element<'_>) -> bool {
         match e {
             Element::Item(_) => return false,
+            Element::V2Record { .. } if self.v2_records.len() >= MAX_LISTED => {
+                self.v2_records_not_listed += 1
+            }
             Element::V2Record { offset, name, len } => self.v2_records.push(V2RecordReport {
                 offset: *offset,
                 name,
                 len: *len,
             }),
+            Element::Chunk(_) if self.chunks.len() >= MAX_LISTED => self.chunks_not_listed += 1,
             Element::Chunk(c) => self.chunks.push(ChunkReport {
                 offset: c.offset,
                 id: c.id,
@@ -764,10 +785,12 @@ pub fn summary(
         stream_error: walked.error.as_ref().map(ErrorReport::from),
         verdict,
         chunks: v.extras.chunks,
+        chunks_not_listed: v.extras.chunks_not_listed,
         magic_pfns: v.extras.magic_pfns,
         shared_info_frame: v.extras.shared_info_frame,
         device_model: v.extras.device_model,
         v2_records: v.extras.v2_records,
+        v2_records_not_listed: v.extras.v2_records_not_listed,
     })
 }
 

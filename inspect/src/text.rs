@@ -189,7 +189,11 @@ pub fn summary(s: &Summary) -> String {
     evidence(&mut o, &s.dialect.evidence);
     kv(&mut o, "max_pfn", &hex_or_none(s.max_pfn));
     if !s.chunks.is_empty() {
-        kv(&mut o, "chunks", &s.chunks.len().to_string());
+        kv(
+            &mut o,
+            "chunks",
+            &(s.chunks.len() as u64 + s.chunks_not_listed).to_string(),
+        );
         for c in &s.chunks {
             let value = c.value.map_or(String::new(), |v| format!(" = {v:#x}"));
             let _ = writeln!(
@@ -197,6 +201,9 @@ pub fn summary(s: &Summary) -> String {
                 "  {:>4} {:<26} at {:#x}, {} bytes{value}",
                 c.id, c.name, c.offset, c.payload_len
             );
+        }
+        if s.chunks_not_listed > 0 {
+            let _ = writeln!(o, "  … {} more, not listed", s.chunks_not_listed);
         }
     }
     if let Some(m) = &s.magic_pfns {
