@@ -176,13 +176,13 @@ impl Error {
 /// For ranges the caller has already checked against the input: a miss is a
 /// broken invariant, and it must surface as an error that says where, not
 /// as silently empty (or short) data.
-pub(crate) fn slice_at<'a>(
-    data: &'a [u8],
+pub(crate) fn slice_at(
+    data: &[u8],
     start: usize,
     end: usize,
     offset: u64,
     context: impl FnOnce() -> Context,
-) -> Result<&'a [u8]> {
+) -> Result<&[u8]> {
     data.get(start..end).ok_or_else(|| {
         Error::truncated(
             offset,
