@@ -144,14 +144,24 @@ fn every_subcommand(path: &Path) -> Vec<(&'static str, usize)> {
 }
 
 /// A seed image (64-bit) whose first batches hold only XTAB entries:
-/// `xtab_batches` × 1024 of them, 8 bytes each, no page data.
-fn xtab_heavy(xtab_batches: u64) -> Vec<u8> {
+/// `xtab_batches` × 1024 of them, 8 bytes each, no page data; then
+/// `page_batches` × 1024 pages.
+fn seed_image(xtab_batches: u64, page_batches: u64) -> Vec<u8> {
     let word = WordSize::W64;
     let mut w = Writer::new(Vec::new(), word, StreamLayout::of(Dialect::Seed));
     w.leading_word(0x1FFFF).unwrap();
     for b in 0..xtab_batches {
         let entries: Vec<PfnEntry> = (0..1024).map(|i| PfnEntry::xtab(b * 1024 + i)).collect();
         w.batch(&entries, &[]).unwrap();
+    }
+    let data = vec![0xA5u8; PAGE_SIZE];
+    for b in 0..page_batches {
+        // Above pfn 0x11 and the VGA hole, below max_pfn.
+        let entries: Vec<PfnEntry> = (0..1024)
+            .map(|i| PfnEntry::page(0x100 + b * 1024 + i))
+            .collect();
+        let pages: Vec<&[u8]> = (0..1024).map(|_| &data[..]).collect();
+        w.batch(&entries, &pages).unwrap();
     }
     let page = vec![0x5Au8; PAGE_SIZE];
     w.batch(&[PfnEntry::page(0x11)], &[&page]).unwrap();
@@ -202,7 +212,7 @@ fn peak_heap_is_at_most_16_mib_plus_twice_the_input() {
         ("current-hvm", read("seed64-current-hvm.img")),
         ("nonlive + zeros", [&nonlive[..], &zeros(8 * MIB)].concat()),
         ("xend + zeros (QEVM)", [&xend[..], &zeros(8 * MIB)].concat()),
-        ("xtab-heavy", xtab_heavy(1024)),
+        ("xtab-heavy", seed_image(1024, 0)),
         ("v2 many records", v2_many_records(400_000)),
     ];
     for cut in [3, 2] {
@@ -234,6 +244,40 @@ fn peak_heap_is_at_most_16_mib_plus_twice_the_input() {
                     bytes.len()
                 ));
             }
+        }
+    }
+    // An image with page data: summary and validate stay within 32 MiB
+    // whatever the guest's size (here 96 MiB of pages).
+    let big = seed_image(0, 24);
+    let path = dir.path().join("big.img");
+    std::fs::write(&path, &big).unwrap();
+    drop(big);
+    let p = path.to_str().unwrap();
+    let opts = OpenOptions::default();
+    for (cmd, peak) in [
+        (
+            "summary",
+            peak_of(|| drop(report::summary(Input::open(p).unwrap(), opts, &no_progress))),
+        ),
+        (
+            "validate",
+            peak_of(|| {
+                let check = CheckOptions::default();
+                drop(report::validate(
+                    Input::open(p).unwrap(),
+                    opts,
+                    check,
+                    &no_progress,
+                ))
+            }),
+        ),
+    ] {
+        report.push(format!(
+            "{:>20} {cmd:<18} peak {peak:>10} B",
+            "96 MiB of pages"
+        ));
+        if peak > 32 * MIB {
+            over.push(format!("96 MiB of pages: {cmd} peaked at {peak} > 32 MiB"));
         }
     }
     println!("{}", report.join("\n"));
