@@ -487,11 +487,29 @@ fn emulator_state<R: Read>(
     }
     let at = reader.position();
     let mut r = reader.into_inner();
+    let io = |e| Error::new(at, Context::root().field("qemu tail"), ErrorKind::Io(e));
     let mut rest = Vec::new();
-    (&mut r)
-        .take(MAX_EMULATOR_STATE + 22)
-        .read_to_end(&mut rest)
-        .map_err(|e| Error::new(at, Context::root().field("qemu tail"), ErrorKind::Io(e)))?;
+    (&mut r).take(21).read_to_end(&mut rest).map_err(io)?;
+    if rest == b"QemuDeviceModelRecord" {
+        // List the QEVM sections as they are read (validate's listing, with
+        // its caps), keeping the bytes: a broken or endless tail fails at
+        // its own offset without being read to the end first.
+        let mut tee = Tee {
+            r: (&mut r).take(MAX_EMULATOR_STATE + 1),
+            kept: Vec::new(),
+        };
+        let listing = hvm_format::envelope::qevm::list_reader(&mut tee, at + 21);
+        if let Some(e) = listing.error {
+            return Err(e);
+        }
+        tee.read_to_end(&mut Vec::new()).map_err(io)?;
+        rest.append(&mut tee.kept);
+    } else {
+        (&mut r)
+            .take(MAX_EMULATOR_STATE + 1)
+            .read_to_end(&mut rest)
+            .map_err(io)?;
+    }
     if rest.is_empty() {
         return Ok(None);
     }
@@ -532,16 +550,23 @@ fn emulator_state<R: Read>(
         ));
     }
     let _ = info;
-    // validate lists the QEVM sections and calls a broken listing an
-    // error: so does convert, at the input's offset, rather than carry
-    // state qemu would refuse.
-    let listing = hvm_format::envelope::qevm::list_slice(state, at + 21);
-    if let Some(e) = listing.error {
-        return Err(e);
-    }
     // The state in place: no second copy of what may be megabytes.
     rest.drain(..21);
     Ok(Some((rest, "QemuDeviceModelRecord")))
+}
+
+/// A reader that keeps a copy of what is read through it.
+struct Tee<R> {
+    r: R,
+    kept: Vec<u8>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.kept.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The signature before the device model state after a libxc END.
