@@ -1161,27 +1161,24 @@ pub fn show_pages_streamed(
     progress: Progress<'_>,
     each: PageSink<'_>,
 ) -> Result<(ShowPages, VerdictReport), InspectError> {
-    match show_with(input, ShowWhat::Pages, opts, progress, Some(each))? {
-        (Show::Pages(p), v) => Ok((p, v)),
-        // `show_with` answers `Pages` with `Show::Pages`.
-        (_, v) => Ok((
-            ShowPages {
-                file: String::new(),
-                entries: Vec::new(),
-                error: None,
-            },
-            v,
-        )),
-    }
+    let (file, walked, v, verdict) = walk_show(input, ShowWhat::Pages, opts, progress, Some(each))?;
+    let pages = ShowPages {
+        file,
+        entries: v.entries,
+        error: walked.error.as_ref().map(ErrorReport::from),
+    };
+    Ok((pages, verdict))
 }
 
-fn show_with(
+/// The walk behind every `show`: the name, what the walk found, the
+/// visitor's harvest and `validate`'s verdict.
+fn walk_show<'a>(
     input: Input,
     what: ShowWhat,
     opts: OpenOptions,
     progress: Progress<'_>,
-    each: Option<PageSink<'_>>,
-) -> Result<(Show, VerdictReport), InspectError> {
+    each: Option<PageSink<'a>>,
+) -> Result<(String, Walked, ShowVisit<'a>, VerdictReport), InspectError> {
     let name = input.name().to_string();
     // A regular file's length lets oversized fields fail at once.
     let opts = OpenOptions {
@@ -1200,6 +1197,17 @@ fn show_with(
         )
     })?;
     let (v, verdict) = c.finish(&walked);
+    Ok((name, walked, v, verdict))
+}
+
+fn show_with(
+    input: Input,
+    what: ShowWhat,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    each: Option<PageSink<'_>>,
+) -> Result<(Show, VerdictReport), InspectError> {
+    let (name, walked, v, verdict) = walk_show(input, what, opts, progress, each)?;
     let error = walked.error.as_ref().map(ErrorReport::from);
     let show = match what {
         ShowWhat::Hvm => {
