@@ -191,6 +191,7 @@ where
     // wake-ups rare) through an atomic cursor.
     let chunk = 4usize;
     let next = std::sync::atomic::AtomicUsize::new(0);
+    // No core list only means no pinning; the hashes are the same.
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut results: Vec<(u64, Sha256Digest, u32)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)

@@ -171,6 +171,28 @@ impl Error {
     }
 }
 
+/// `data[start..end]`, or a truncation error at `offset` naming `context`.
+///
+/// For ranges the caller has already checked against the input: a miss is a
+/// broken invariant, and it must surface as an error that says where, not
+/// as silently empty (or short) data.
+pub(crate) fn slice_at(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    offset: u64,
+    context: impl FnOnce() -> Context,
+) -> Result<&[u8]> {
+    data.get(start..end).ok_or_else(|| {
+        Error::truncated(
+            offset,
+            context(),
+            end.saturating_sub(start) as u64,
+            data.len().saturating_sub(start) as u64,
+        )
+    })
+}
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -189,6 +211,23 @@ mod tests {
             e.to_string(),
             "at byte 4242 (0x1092), batch 17 › entry 3 › pfn: expected pfn < 0x20000, found 0x30000"
         );
+    }
+
+    #[test]
+    fn slice_at_is_an_error_where_the_range_is_not_in_the_data() {
+        let d = [1u8, 2, 3, 4];
+        assert_eq!(slice_at(&d, 1, 3, 0, Context::root).unwrap(), &[2, 3]);
+        let e = slice_at(&d, 2, 9, 77, || Context::root().field("body")).unwrap_err();
+        assert_eq!((e.offset, e.context.to_string()), (77, "body".to_string()));
+        assert!(matches!(
+            e.kind,
+            ErrorKind::Truncated {
+                needed: 7,
+                available: 2
+            }
+        ));
+        // A start past the end is an error too, not an empty slice.
+        assert!(slice_at(&d, 5, 5, 0, Context::root).is_err());
     }
 
     #[test]

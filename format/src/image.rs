@@ -78,7 +78,15 @@ pub enum Tail {
     /// xend's `QemuDeviceModelRecord` and its QEVM sections.
     Qemu(QemuTail),
     /// Bytes that belong to no structure, at a file offset.
-    Trailing { offset: u64, len: u64 },
+    Trailing {
+        /// File offset of the first such byte.
+        offset: u64,
+        /// How many were counted.
+        len: u64,
+        /// More bytes follow the `len` counted: a pipe is counted only up
+        /// to [`envelope::TRAILING_COUNT_LIMIT`].
+        more: bool,
+    },
     /// libxl's `DeviceModelRecord0002` after a bare 3.x–4.5 stream read
     /// through a pipe, where the detection prefix could not see it (a stream
     /// read whole yields it as an [`Element::DeviceModel`]). The state is
@@ -147,11 +155,17 @@ fn read_headers<R: Read>(
     match sniffed.kind {
         EnvelopeKind::Xend => {
             let x = envelope::read_xend_header(r, total)?;
+            // xend parsed the config before anything else and refused the
+            // file when it could not (bad nesting, an unterminated string,
+            // invalid UTF-8): so does every reader here, at the config's
+            // offset, rather than calling such an image valid.
+            x.config()?;
             h.stream_offset = x.stream_offset;
             h.xend = Some(x);
         }
         EnvelopeKind::Xl => {
             let x = XlHeader::read(r)?;
+            x.checked_config()?;
             h.stream_offset = x.encoded_len();
             if x.is_stream_v2() {
                 return Err(unsupported_envelope(EnvelopeKind::LibxlV2));
@@ -237,6 +251,8 @@ pub fn open_slice(data: &[u8], opts: OpenOptions) -> Result<(ImageInfo, SliceRea
     let sniffed = envelope::sniff(data);
     let mut cur = data;
     let h = read_headers(&mut cur, &sniffed, data, Some(data.len() as u64))?;
+    // A stream offset at the end leaves nothing to detect; the reader then
+    // reports the truncation at that offset.
     let stream = data.get(h.stream_offset as usize..).unwrap_or_default();
     let mut detection = dialect::detect(stream);
     if let Some(w) = opts.word {
@@ -279,6 +295,7 @@ pub fn slice_tail(info: &ImageInfo, reader: &SliceReader<'_>) -> Result<Tail> {
         Tail::Trailing {
             offset: at,
             len: rest.len() as u64,
+            more: false,
         }
     })
 }
@@ -302,9 +319,13 @@ pub fn open_read<R: Read>(
     let total = opts.len.or(whole.then_some(prefix.len() as u64));
     let mut cur = Cursor::new(prefix);
     let h = {
-        let snapshot = cur.get_ref().clone();
-        read_headers(&mut cur, &sniffed, &snapshot, total)?
+        // The headers look only at the first bytes for the libvirt magic:
+        // copy those, not the whole prefix (8 MiB more of heap).
+        let p = cur.get_ref();
+        let head = p[..p.len().min(LIBVIRT_LIBXL_MAGIC.len())].to_vec();
+        read_headers(&mut cur, &sniffed, &head, total)?
     };
+    // As in `open_slice`: an empty stream is reported by the reader.
     let stream = cur
         .get_ref()
         .get(h.stream_offset as usize..)
@@ -368,11 +389,12 @@ pub fn read_tail<R: Read>(info: &ImageInfo, reader: Reader<R>) -> Result<Tail> {
     if info.detection.dialect == Dialect::Legacy && first[..got] == DM_RECORD_0002[..] {
         return read_device_model_tail(&mut r, at);
     }
-    let rest = std::io::copy(&mut r, &mut std::io::sink())
+    let (len, more) = envelope::count_rest(&mut r, got as u64)
         .map_err(|e| Error::new(at, Context::root(), ErrorKind::Io(e)))?;
     Ok(Tail::Trailing {
         offset: at,
-        len: got as u64 + rest,
+        len,
+        more,
     })
 }
 
@@ -408,7 +430,15 @@ fn read_device_model_tail<R: Read>(r: &mut R, at: u64) -> Result<Tail> {
     if have < len {
         return Err(Error::truncated(data_offset, ctx.field("state"), len, have));
     }
-    let after = std::io::copy(r, &mut std::io::sink()).map_err(|e| io(data_offset + len, e))?;
+    let (after, more) = envelope::count_rest(r, 0).map_err(|e| io(data_offset + len, e))?;
+    if more {
+        return Err(Error::invalid(
+            data_offset + len,
+            Context::root().field("after the device model record"),
+            "the end of the image",
+            format!("more than {after} bytes"),
+        ));
+    }
     if after > 0 {
         return Err(Error::new(
             data_offset + len,
@@ -476,8 +506,8 @@ impl<R: Read> V2Elements<R> {
                             *after_end = Some(Tail::None);
                             None
                         }
-                        AfterEnd::Trailing { offset, len } => {
-                            *after_end = Some(Tail::Trailing { offset, len });
+                        AfterEnd::Trailing { offset, len, more } => {
+                            *after_end = Some(Tail::Trailing { offset, len, more });
                             None
                         }
                         AfterEnd::DeviceModel {
@@ -705,7 +735,9 @@ pub fn open_any_read<R: Read>(mut r: R, opts: OpenOptions) -> Result<(ImageInfo,
     let mut cur = Cursor::new(prefix);
     let (mut xl, mut libvirt) = (None, None);
     if sniffed.kind == EnvelopeKind::Xl {
-        xl = Some(XlHeader::read(&mut cur)?);
+        let x = XlHeader::read(&mut cur)?;
+        x.checked_config()?;
+        xl = Some(x);
     } else if sniffed.kind == EnvelopeKind::LibvirtXml {
         libvirt = Some(LibvirtHeader::read(&mut cur, total)?);
     }
@@ -771,7 +803,7 @@ pub fn read_any_tail<R: Read>(info: &ImageInfo, reader: AnyReader<R>) -> Result<
             ..
         }) => {
             let at = r.offset();
-            let rest = std::io::copy(&mut r.into_inner(), &mut std::io::sink()).map_err(|e| {
+            let (rest, more) = envelope::count_rest(&mut r.into_inner(), 0).map_err(|e| {
                 Error::new(at, Context::root().field("after END"), ErrorKind::Io(e))
             })?;
             Ok(if rest == 0 {
@@ -780,6 +812,7 @@ pub fn read_any_tail<R: Read>(info: &ImageInfo, reader: AnyReader<R>) -> Result<
                 Tail::Trailing {
                     offset: at,
                     len: rest,
+                    more,
                 }
             })
         }

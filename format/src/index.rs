@@ -349,6 +349,7 @@ impl IndexBuilder {
         typed.sort_unstable();
         typed.dedup();
         typed.retain(|p| finals.binary_search_by_key(p, |c| c.pfn).is_err());
+        // No batch seen: no passes, which is the truth for such a stream.
         let tracker = self.tracker.unwrap_or_default();
         PageIndex {
             finals,

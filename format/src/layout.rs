@@ -55,9 +55,11 @@ pub fn unpermute(pfn: u64, nr: u64, order: u32) -> u64 {
 /// The magic pfns `xc_hvm_build` (@ `e2a44bc7a4`) gave a guest of `mem_mib`
 /// MiB: the top three RAM pages below 4 GiB, `(ioreq, store, bufioreq)`.
 pub fn build_magic_pfns(mem_mib: u64) -> (u64, u64, u64) {
-    let below_4g = (mem_mib << 20).min(0xF000_0000);
-    let ioreq = (below_4g >> 12) - 1;
-    (ioreq, ioreq - 1, ioreq - 2)
+    // `mem_mib` may come from the input (a max_pfn of 0 gives 0 MiB):
+    // saturate rather than wrap; such a guest has no room for the pages.
+    let below_4g = mem_mib.saturating_mul(1 << 20).min(0xF000_0000);
+    let ioreq = (below_4g >> 12).saturating_sub(1);
+    (ioreq, ioreq.saturating_sub(1), ioreq.saturating_sub(2))
 }
 
 /// What the seed restorer derives from xend's `max_nr_pfns` (`M`, the
@@ -149,6 +151,9 @@ mod tests {
     fn magic_pfns_of_a_512_mib_guest() {
         assert_eq!(build_magic_pfns(512), (0x1FFFF, 0x1FFFE, 0x1FFFD));
         assert_eq!(build_magic_pfns(8192), (0xEFFFF, 0xEFFFE, 0xEFFFD));
+        // From a max_pfn of 0 (a file of zeros): no wrap, no panic.
+        assert_eq!(build_magic_pfns(0), (0, 0, 0));
+        assert_eq!(build_magic_pfns(u64::MAX), (0xEFFFF, 0xEFFFE, 0xEFFFD));
     }
 
     #[test]

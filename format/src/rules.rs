@@ -112,7 +112,54 @@ pub const XEND_MAX_PFN_LIMIT: u64 = 16 * 1024 * 1024;
 /// `MAX_VIRT_CPUS` of the seed era.
 pub const SEED_MAX_VCPUS: u32 = 32;
 /// Findings kept per rule before the rest are only counted.
-const PER_RULE_CAP: usize = 64;
+pub const PER_RULE_CAP: usize = 64;
+
+/// Findings capped per rule: past [`PER_RULE_CAP`] of one rule the rest
+/// are only counted, so a hostile image of millions of identical faults
+/// costs a count, not a list.
+#[derive(Debug, Default)]
+pub struct Findings {
+    kept: Vec<Finding>,
+    per_rule: HashMap<&'static str, u64>,
+}
+
+impl Findings {
+    /// Keep `f` if its rule is under the cap; count it either way.
+    pub fn push(&mut self, f: Finding) {
+        let n = self.per_rule.entry(f.rule).or_insert(0);
+        *n += 1;
+        if *n as usize <= PER_RULE_CAP {
+            self.kept.push(f);
+        }
+    }
+
+    /// Findings pushed, kept or not.
+    pub fn total(&self) -> u64 {
+        self.per_rule.values().sum()
+    }
+
+    /// The findings kept, in the order found.
+    pub fn kept(&self) -> &[Finding] {
+        &self.kept
+    }
+
+    /// Findings beyond the cap, counted by rule, sorted by rule.
+    pub fn suppressed(&self) -> Vec<(String, u64)> {
+        let mut sup: Vec<(String, u64)> = self
+            .per_rule
+            .iter()
+            .filter(|(_, n)| **n as usize > PER_RULE_CAP)
+            .map(|(r, n)| (r.to_string(), n - PER_RULE_CAP as u64))
+            .collect();
+        sup.sort();
+        sup
+    }
+
+    /// The findings kept.
+    pub fn into_vec(self) -> Vec<Finding> {
+        self.kept
+    }
+}
 
 /// What the restoring side looks like.
 #[derive(Debug, Clone, Copy)]
@@ -481,13 +528,18 @@ impl StreamChecker {
                     self.push(f);
                 }
             }
-            Tail::Trailing { offset, len } => self.push(Finding::error(
+            Tail::Trailing { offset, len, more } => self.push(Finding::error(
                 "stream.trailing-bytes",
                 *offset,
                 Context::root().field("after the stream"),
                 format!(
                     "expected the end of the image or a device model record \
-                     (QemuDeviceModelRecord, DeviceModelRecord0002), found {len} more bytes"
+                     (QemuDeviceModelRecord, DeviceModelRecord0002), found {}",
+                    if *more {
+                        format!("more than {len} bytes")
+                    } else {
+                        format!("{len} more bytes")
+                    }
                 ),
             )),
         }

@@ -280,6 +280,24 @@ fn libxl_and_xl_hostile_inputs() {
     let mut h = XlHeader::with_json_config("{}");
     h.optional_data[0] = 200;
     assert!(h.config().is_err());
+
+    // xl refuses a config_len that the optional data cannot hold
+    // ("Savefile truncated"): so do validate and every opener, at byte 48.
+    for len in [0xFFFF_FFFFu32, 4] {
+        let mut bad = f.clone();
+        bad[48..52].copy_from_slice(&len.to_le_bytes());
+        let v = validate_xl(&bad);
+        let hit = v.iter().find(|x| x.rule == "v2.xl.config-length");
+        assert_eq!(hit.map(|x| x.offset), Some(48), "{len:#x}: {v:?}");
+        let e = hvm_format::image::open_any_read(&bad[..], Default::default())
+            .err()
+            .expect("opening refuses it");
+        assert_eq!(e.offset, 48, "{e}");
+    }
+    // The config exactly filling the optional data is fine.
+    assert!(validate_xl(&f)
+        .iter()
+        .all(|x| x.rule != "v2.xl.config-length"));
 }
 
 proptest! {
@@ -374,7 +392,8 @@ fn after_end_reads_the_device_model_record_and_counts_the_rest() {
         r.after_end().unwrap(),
         AfterEnd::Trailing {
             offset: end + 30,
-            len: 3
+            len: 3,
+            more: false
         }
     );
     assert_eq!(r.after_end().unwrap(), AfterEnd::Nothing);
@@ -388,7 +407,8 @@ fn after_end_reads_the_device_model_record_and_counts_the_rest() {
         r.after_end().unwrap(),
         AfterEnd::Trailing {
             offset: end,
-            len: 6
+            len: 6,
+            more: false
         }
     );
 
@@ -407,4 +427,28 @@ fn after_end_reads_the_device_model_record_and_counts_the_rest() {
     let e = r.after_end().unwrap_err();
     assert_eq!(e.offset, end + 21, "{e}");
     assert_eq!(e.context.to_string(), "device model record › length");
+}
+
+/// Findings are capped per rule, as in the legacy checker: 100 000 empty
+/// optional records would otherwise be 100 000 findings.
+#[test]
+fn v2_findings_are_capped_per_rule_with_a_count_of_the_rest() {
+    use hvm_format::rules::PER_RULE_CAP;
+    let mut s = good_stream();
+    // Drop END (an empty record of type 0, the last 8 bytes), add 100 000
+    // records of an unknown type, then END again.
+    let end = s.split_off(s.len() - 8);
+    for _ in 0..100_000 {
+        rec(&mut s, 0x7FFF_0000, 0, &[]);
+    }
+    s.extend_from_slice(&end);
+    let f = hvm_format::v2::check_libxc(&s);
+    let rule = f.kept().last().expect("findings").rule;
+    let same = f.kept().iter().filter(|x| x.rule == rule).count();
+    assert_eq!(same, PER_RULE_CAP, "{rule}");
+    let sup = f.suppressed();
+    let n = sup.iter().find(|(r, _)| r == rule).map(|(_, n)| *n);
+    assert_eq!(n, Some(100_000 - PER_RULE_CAP as u64), "{sup:?}");
+    assert_eq!(f.total(), f.kept().len() as u64 + n.unwrap());
+    assert!(validate_libxc(&s).len() < 10 * PER_RULE_CAP);
 }

@@ -134,6 +134,8 @@ struct Kept {
     toolstack_at: Option<u64>,
     device_model: Option<Vec<u8>>,
     compressed: bool,
+    /// Typed entries other than XTAB (L1TAB…XALLOC) dropped.
+    typed_dropped: u64,
 }
 
 fn bad(at: u64, what: &'static str, expected: &str, found: String) -> Error {
@@ -148,16 +150,38 @@ fn pages<R: Read, W: Write>(
     kept: &mut Kept,
 ) -> hvm_format::Result<()> {
     let mut entries: Vec<PageDataEntry> = Vec::with_capacity(1024);
+    let mut batch_no = 0u64;
     while let Some(e) = reader.next_element()? {
         match e {
             Element::Item(Item::MaxPfn { value, .. }) => kept.max_pfn = Some(value),
             Element::Item(Item::Batch(b)) => {
                 entries.clear();
-                for e in b.entries() {
-                    if e.kind() == PfnType::XTab {
-                        rep.xtab_dropped += 1;
-                    } else {
-                        entries.push(PageDataEntry::from_legacy(e));
+                batch_no += 1;
+                for (i, e) in b.entries().enumerate() {
+                    match e.kind() {
+                        PfnType::Normal if e.pfn().0 < 1 << 28 => {
+                            entries.push(PageDataEntry::from_legacy(e))
+                        }
+                        // PAGE_DATA keeps 28 pfn bits of a legacy entry:
+                        // a larger pfn would land on another page. Refused
+                        // here, at the input's entry.
+                        PfnType::Normal => {
+                            return Err(Error::invalid(
+                                b.entry_offset(i),
+                                Context::root()
+                                    .index("batch", batch_no - 1)
+                                    .index("entry", i as u64)
+                                    .field("pfn"),
+                                "an HVM pfn below 2^28",
+                                format!("{}", e.pfn()),
+                            ))
+                        }
+                        PfnType::XTab => rep.xtab_dropped += 1,
+                        // The 2007 restorer skipped every typed entry (no
+                        // data follows one) and validate accepts them; in
+                        // v2 a typed HVM entry means something else or is
+                        // refused, so it is dropped like XTAB, and said.
+                        _ => kept.typed_dropped += 1,
                     }
                 }
                 if entries.is_empty() {
@@ -257,6 +281,12 @@ fn pages<R: Read, W: Write>(
                 }
             }
         }
+    }
+    if kept.typed_dropped > 0 {
+        rep.translations.push(format!(
+            "{} typed entries (L1TAB…XALLOC, no data) dropped: the 2007 restorer skipped them",
+            kept.typed_dropped
+        ));
     }
     if kept.compressed {
         return Err(bad(
@@ -458,11 +488,29 @@ fn emulator_state<R: Read>(
     }
     let at = reader.position();
     let mut r = reader.into_inner();
+    let io = |e| Error::new(at, Context::root().field("qemu tail"), ErrorKind::Io(e));
     let mut rest = Vec::new();
-    (&mut r)
-        .take(MAX_EMULATOR_STATE + 22)
-        .read_to_end(&mut rest)
-        .map_err(|e| Error::new(at, Context::root().field("qemu tail"), ErrorKind::Io(e)))?;
+    (&mut r).take(21).read_to_end(&mut rest).map_err(io)?;
+    if rest == b"QemuDeviceModelRecord" {
+        // List the QEVM sections as they are read (validate's listing, with
+        // its caps), keeping the bytes: a broken or endless tail fails at
+        // its own offset without being read to the end first.
+        let mut tee = Tee {
+            r: (&mut r).take(MAX_EMULATOR_STATE + 1),
+            kept: Vec::new(),
+        };
+        let listing = hvm_format::envelope::qevm::list_reader(&mut tee, at + 21);
+        if let Some(e) = listing.error {
+            return Err(e);
+        }
+        tee.read_to_end(&mut Vec::new()).map_err(io)?;
+        rest.append(&mut tee.kept);
+    } else {
+        (&mut r)
+            .take(MAX_EMULATOR_STATE + 1)
+            .read_to_end(&mut rest)
+            .map_err(io)?;
+    }
     if rest.is_empty() {
         return Ok(None);
     }
@@ -503,7 +551,23 @@ fn emulator_state<R: Read>(
         ));
     }
     let _ = info;
-    Ok(Some((state.to_vec(), "QemuDeviceModelRecord")))
+    // The state in place: no second copy of what may be megabytes.
+    rest.drain(..21);
+    Ok(Some((rest, "QemuDeviceModelRecord")))
+}
+
+/// A reader that keeps a copy of what is read through it.
+struct Tee<R> {
+    r: R,
+    kept: Vec<u8>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.kept.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The signature before the device model state after a libxc END.

@@ -71,12 +71,18 @@ pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 /// A progress callback that does nothing.
 pub fn no_progress(_: u64) {}
 
+/// Most bytes of a pipe that are spooled to a temporary file (for `digest`
+/// and `diff`, which need random access) unless the caller raises it: an
+/// endless pipe must not fill the disk.
+pub const DEFAULT_SPOOL_LIMIT: u64 = 1 << 30;
+
 /// An image named on the command line: a file, or `-` for standard input.
 #[derive(Debug)]
 pub struct Input {
     name: String,
     file: Option<File>,
     len: Option<u64>,
+    spool_limit: u64,
 }
 
 impl Input {
@@ -87,6 +93,7 @@ impl Input {
                 name: name.to_string(),
                 file: None,
                 len: None,
+                spool_limit: DEFAULT_SPOOL_LIMIT,
             });
         }
         let io = |source| InspectError::Io {
@@ -102,7 +109,15 @@ impl Input {
             name: name.to_string(),
             len: meta.is_file().then_some(meta.len()),
             file: Some(file),
+            spool_limit: DEFAULT_SPOOL_LIMIT,
         })
+    }
+
+    /// Spool at most `bytes` of a pipe in [`into_file`](Self::into_file)
+    /// (default [`DEFAULT_SPOOL_LIMIT`]).
+    pub fn with_spool_limit(mut self, bytes: u64) -> Self {
+        self.spool_limit = bytes;
+        self
     }
 
     /// The name as given.
@@ -133,18 +148,34 @@ impl Input {
         }
     }
 
-    /// The image as a file that can be read at any offset (standard input
-    /// is spooled to an unnamed temporary file first).
+    /// The image as a file that can be read at any offset. Standard input
+    /// and other inputs that are not regular files (a FIFO, a character
+    /// device) are spooled to an unnamed temporary file first, at most the
+    /// spool limit: a longer input is refused rather than copied to an end
+    /// that may never come.
     pub fn into_file(self) -> Result<Spooled, InspectError> {
         let io = |source| InspectError::Io {
             path: self.name.clone(),
             source,
         };
-        let file = match self.file {
-            Some(f) => f,
-            None => {
+        let file = match (self.file, self.len) {
+            (Some(f), Some(_)) => f,
+            (f, _) => {
                 let mut t = tempfile::tempfile().map_err(io)?;
-                io::copy(&mut io::stdin().lock(), &mut t).map_err(io)?;
+                let limit = self.spool_limit;
+                let src: Box<dyn Read> = match f {
+                    Some(f) => Box::new(f),
+                    None => Box::new(io::stdin().lock()),
+                };
+                let n = io::copy(&mut src.take(limit.saturating_add(1)), &mut t).map_err(io)?;
+                if n > limit {
+                    return Err(InspectError::Usage(format!(
+                        "{}: more than {limit} bytes; a pipe is copied to a temporary file \
+                         for random access, and at most --spool-limit bytes (default \
+                         {DEFAULT_SPOOL_LIMIT}); raise it or give a regular file",
+                        self.name
+                    )));
+                }
                 t
             }
         };

@@ -59,4 +59,100 @@ pub mod json {
         s.push('\n');
         s
     }
+
+    /// Where the entries go in a rendered `show pages` report.
+    const ENTRIES: &str = "\n  \"entries\": [";
+
+    /// `show pages` as JSON in pieces, so the listing streams: the head
+    /// (up to the entries' opening bracket), each entry, then the tail.
+    /// Together they are exactly [`render`] of the whole report.
+    pub fn pages_head(file: &str) -> String {
+        let s = render(
+            "show pages",
+            &crate::report::ShowPages {
+                file: file.to_string(),
+                entries: Vec::new(),
+                error: None,
+            },
+        );
+        match s.find(ENTRIES) {
+            Some(i) => s[..i + ENTRIES.len()].to_string(),
+            None => s,
+        }
+    }
+
+    /// Entry number `index` (from 0) of [`pages_head`]'s listing.
+    pub fn page_entry(index: u64, e: &crate::report::PageEntry) -> String {
+        let one = serde_json::to_string_pretty(e).unwrap_or_default();
+        let mut s = String::from(if index == 0 { "\n" } else { ",\n" });
+        for (i, line) in one.lines().enumerate() {
+            if i > 0 {
+                s.push('\n');
+            }
+            s.push_str("    ");
+            s.push_str(line);
+        }
+        s
+    }
+
+    /// The rest after `count` entries: `p`'s fields after the entries.
+    pub fn pages_tail(p: &crate::report::ShowPages, count: u64) -> String {
+        let s = render("show pages", p);
+        let rest = match s.find(ENTRIES) {
+            // After "[" comes "]" of the empty list in `p`.
+            Some(i) => &s[i + ENTRIES.len()..],
+            None => "",
+        };
+        if count == 0 {
+            rest.to_string()
+        } else {
+            format!("\n  {rest}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::report::{ErrorReport, PageEntry, ShowPages};
+
+    /// The streamed `show pages` JSON is byte for byte the whole report's.
+    #[test]
+    fn show_pages_json_in_pieces_is_the_whole_report() {
+        let entry = |i: usize| PageEntry {
+            batch: 1,
+            entry: i,
+            pfn: 0x40 + i as u64,
+            kind: "page".into(),
+            offset: Some(4096 * i as u64),
+            pass: (i > 0).then_some(2),
+            verify: i == 2,
+        };
+        for n in [0, 1, 3] {
+            for error in [
+                None,
+                Some(ErrorReport {
+                    offset: 9,
+                    context: "batch 1".into(),
+                    message: "bad \"quote\"".into(),
+                }),
+            ] {
+                let p = ShowPages {
+                    file: "a \"entries\": [ b".into(),
+                    entries: (0..n).map(entry).collect(),
+                    error,
+                };
+                let whole = super::json::render("show pages", &p);
+                let mut pieces = super::json::pages_head(&p.file);
+                for (i, e) in p.entries.iter().enumerate() {
+                    pieces.push_str(&super::json::page_entry(i as u64, e));
+                }
+                let empty = ShowPages {
+                    entries: Vec::new(),
+                    ..p.clone()
+                };
+                pieces.push_str(&super::json::pages_tail(&empty, n as u64));
+                assert_eq!(pieces, whole, "{n} entries");
+            }
+        }
+    }
 }

@@ -44,6 +44,10 @@ struct Global {
     /// the detected one.
     #[arg(long, global = true, value_parser = parse_word)]
     word: Option<WordSize>,
+    /// Most bytes of standard input (or a FIFO) that `digest` and `diff`
+    /// copy to a temporary file for random access [default: 1 GiB].
+    #[arg(long, global = true, value_name = "BYTES")]
+    spool_limit: Option<u64>,
 }
 
 fn parse_word(s: &str) -> Result<WordSize, String> {
@@ -199,6 +203,89 @@ fn emit(g: &Global, out: String) -> Result<(), InspectError> {
         .map_err(|f| InspectError::Write(std::io::Error::new(f.0.kind(), f.to_string())))
 }
 
+/// One verdict: `show` and `digest` of an image that `validate` calls
+/// INVALID exit 1 as `validate` does, and say so on stderr (the report
+/// itself is unchanged).
+fn invalid(g: &Global, image: &str, v: &report::VerdictReport) -> bool {
+    if v.valid {
+        return false;
+    }
+    if !g.quiet {
+        let first = v
+            .findings
+            .iter()
+            .find(|f| f.severity == hvm_format::rules::Severity::Error);
+        let first = first.map_or(String::new(), |f| {
+            format!("; first: {} at byte {}", f.rule, f.offset)
+        });
+        hvm_cli::stdout::warn(format_args!(
+            "hvm-inspect: {image}: INVALID ({} errors{first}); see `hvm-inspect validate`",
+            v.errors
+        ));
+    }
+    true
+}
+
+/// `show pages`, written as it is read: the listing of an image of any
+/// length takes constant memory.
+fn show_pages(
+    g: &Global,
+    input: Input,
+    opts: OpenOptions,
+    cb: hvm_inspect::input::Progress<'_>,
+    image: &str,
+    pb: Option<&indicatif::ProgressBar>,
+) -> Result<u8, InspectError> {
+    let mut so = std::io::stdout().lock();
+    // The first write error ends the listing's output and is reported once
+    // the walk is over ([`emit`]'s rule: never exit 0 with output lost).
+    let mut failed: Option<std::io::Error> = None;
+    let mut out = |s: &str| {
+        if !g.quiet && failed.is_none() {
+            if let Err(e) = so.write_all(s.as_bytes()) {
+                failed = Some(e);
+            }
+        }
+    };
+    let name = input.name().to_string();
+    out(&if g.json {
+        json::pages_head(&name)
+    } else {
+        text::pages_head(&name)
+    });
+    let mut n = 0u64;
+    let (p, verdict) = report::show_pages_streamed(input, opts, cb, &mut |e| {
+        out(&if g.json {
+            json::page_entry(n, e)
+        } else {
+            text::page_line(e)
+        });
+        n += 1;
+    })?;
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    out(&if g.json {
+        json::pages_tail(&p, n)
+    } else {
+        text::pages_tail(&p)
+    });
+    drop(out);
+    if let Some(e) = failed.or_else(|| so.flush().err()) {
+        return Err(InspectError::Write(e));
+    }
+    Ok(u8::from(p.error.is_some() || invalid(g, image, &verdict)))
+}
+
+/// Open an image named on the command line with the global options.
+fn open_input(g: &Global, name: &str) -> Result<Input, InspectError> {
+    let i = Input::open(name)?;
+    Ok(match g.spool_limit {
+        Some(n) => i.with_spool_limit(n),
+        None => i,
+    })
+}
+
 fn run(cli: Cli) -> Result<u8, InspectError> {
     let g = cli.global;
     let opts = OpenOptions {
@@ -216,7 +303,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
     };
     match cmd {
         Cmd::Summary { image } => {
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
@@ -243,7 +330,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
             memory_mib,
             image,
         } => {
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
@@ -277,14 +364,17 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                 ShowCmd::Pages { image } => (image, ShowWhat::Pages, "show pages"),
                 ShowCmd::Page { pfn, image } => (image, ShowWhat::Page(pfn), "show page"),
             };
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
                     p.set_position(n)
                 }
             };
-            let s = report::show(input, w, opts, &cb)?;
+            if w == ShowWhat::Pages {
+                return show_pages(&g, input, opts, &cb, &image, pb.as_ref());
+            }
+            let (s, verdict) = report::show(input, w, opts, &cb)?;
             if let Some(p) = pb {
                 p.finish_and_clear();
             }
@@ -302,10 +392,10 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                     text::show(&s)
                 },
             )?;
-            Ok(u8::from(damaged))
+            Ok(u8::from(damaged || invalid(&g, &image, &verdict)))
         }
         Cmd::Digest { workers, image } => {
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let pb = progress_bar(&g, input.len());
             let cb = |n: u64| {
                 if let Some(p) = &pb {
@@ -315,7 +405,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
             let workers = workers
                 .map_or_else(report::digest_workers, usize::from)
                 .max(1);
-            let d = report::digest(input, opts, workers, &cb)?;
+            let (d, verdict) = report::digest(input, opts, workers, &cb)?;
             if let Some(p) = pb {
                 p.finish_and_clear();
             }
@@ -327,10 +417,10 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
                     text::digest(&d)
                 },
             )?;
-            Ok(0)
+            Ok(u8::from(invalid(&g, &image, &verdict)))
         }
         Cmd::Diff { a, b } => {
-            let (ia, ib) = (Input::open(&a), Input::open(&b));
+            let (ia, ib) = (open_input(&g, &a), open_input(&g, &b));
             let (ia, ib) = (ia.map_err(diff_error)?, ib.map_err(diff_error)?);
             let pb = progress_bar(&g, ia.len().max(ib.len()));
             let cb = |n: u64| {
@@ -360,7 +450,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
         } => {
             use hvm_inspect::convert::{convert_to, render, Destination};
             hvm_cli::signal::remove_temporaries_on_signal();
-            let input = Input::open(&image)?;
+            let input = open_input(&g, &image)?;
             let mut outputs = hvm_cli::Outputs::new();
             let dest = Destination::open(&mut outputs, &image, &output, force)?;
             for p in outputs.take_stale() {

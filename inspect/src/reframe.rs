@@ -83,7 +83,10 @@ pub(crate) fn reframe<R: Read, W: Write>(
     // The wrapping in front of the image.
     let mut xl = None;
     if prefix.starts_with(&XlHeader::MAGIC) {
-        xl = Some(XlHeader::read(&mut input)?);
+        let x = XlHeader::read(&mut input)?;
+        // What xl refuses is refused here too, at its input offset.
+        x.checked_config()?;
+        xl = Some(x);
     } else if start > 0 {
         let h = LibvirtHeader::read(&mut input, total)?;
         rep.translations.push(format!(
@@ -282,12 +285,12 @@ fn after<R: Read>(src: &mut Source<R>) -> Result<Extras> {
                     data: Cow::Owned(data.to_vec()),
                 });
             }
-            if let AfterEnd::Trailing { offset, len } = r.after_end()? {
+            if let AfterEnd::Trailing { offset, len, more } = r.after_end()? {
                 return Err(Error::invalid(
                     offset,
                     Context::root().field("after END"),
                     "the end of the image or a device model record",
-                    format!("{len} more bytes"),
+                    format!("{}{len} more bytes", if more { "more than " } else { "" }),
                 ));
             }
         }
@@ -298,7 +301,23 @@ fn after<R: Read>(src: &mut Source<R>) -> Result<Extras> {
                 | Some(LibxlItem::Record {
                     record: LibxlRecord::End,
                     ..
-                }) => break,
+                }) => {
+                    // validate calls bytes after END an error: so does
+                    // convert, at their input offset.
+                    if let Some((offset, len, more)) = r.trailing()? {
+                        return Err(Error::invalid(
+                            offset,
+                            Context::root().field("after END"),
+                            "the end of the image",
+                            if more {
+                                format!("more than {len} bytes")
+                            } else {
+                                format!("{len} more bytes")
+                            },
+                        ));
+                    }
+                    break;
+                }
                 Some(LibxlItem::Record { record, .. }) => {
                     check_carried(&record, at)?;
                     records.push(record.into_owned());

@@ -9,15 +9,13 @@ use hvm_format::digest::{hex, parallel_digest, vcpu_digest};
 use hvm_format::envelope::{EnvelopeKind, QevmSection};
 use hvm_format::hvm::{size_eras, Field, HvmBlob, HvmRecord};
 use hvm_format::image::{ImageInfo, OpenOptions, Tail};
-use hvm_format::index::{IndexBuilder, Pass, PassTracker, PfnSet};
+use hvm_format::index::{IndexBuilder, PageCopy, Pass, PassTracker, PfnSet};
 use hvm_format::rules::{CheckOptions, Finding, Severity, StreamChecker, Verdict};
 use hvm_format::stream::{Element, Item};
 use hvm_format::vcpu::VcpuContext;
-use hvm_format::{Error, PAGE_SIZE};
+use hvm_format::{Context, Error, PAGE_SIZE};
 
-use crate::input::{
-    walk_read, walk_slice, Input, InspectError, Mapped, Progress, Spooled, Visit, Walked,
-};
+use crate::input::{walk_read, walk_slice, Input, InspectError, Progress, Spooled, Visit, Walked};
 
 /// A format error as reported: where, in what, and what is wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -260,8 +258,11 @@ pub struct QemuReport {
 pub struct TrailingReport {
     /// File offset.
     pub offset: u64,
-    /// Length.
+    /// Bytes counted.
     pub length: u64,
+    /// More bytes follow the `length` counted (a pipe is counted only up
+    /// to `hvm_format::envelope::TRAILING_COUNT_LIMIT`).
+    pub more: bool,
 }
 
 fn tail_parts(tail: Option<&Tail>) -> (Option<QemuReport>, Option<TrailingReport>) {
@@ -275,11 +276,12 @@ fn tail_parts(tail: Option<&Tail>) -> (Option<QemuReport>, Option<TrailingReport
             }),
             None,
         ),
-        Some(Tail::Trailing { offset, len }) => (
+        Some(Tail::Trailing { offset, len, more }) => (
             None,
             Some(TrailingReport {
                 offset: *offset,
                 length: *len,
+                more: *more,
             }),
         ),
         _ => (None, None),
@@ -393,6 +395,50 @@ impl Checker {
     }
 }
 
+/// A visitor with the rules' checker beside it, so that a subcommand that
+/// reads part of an image reaches the verdict `validate` reaches: `digest`
+/// or `show` of an image that `validate` calls INVALID fails too.
+struct Checked<V> {
+    inner: V,
+    checker: Checker,
+    reached_blob: bool,
+}
+
+impl<V> Checked<V> {
+    fn new(info: &ImageInfo, inner: V) -> Self {
+        Checked {
+            inner,
+            checker: checker_for(info, CheckOptions::default()),
+            reached_blob: false,
+        }
+    }
+
+    fn check(&mut self, item: &Item<'_>) {
+        self.checker.item(item);
+        self.reached_blob |= matches!(item, Item::HvmBlob(_));
+    }
+
+    /// The inner visitor and the verdict of `validate` (without --strict).
+    fn finish(self, walked: &Walked) -> (V, VerdictReport) {
+        let verdict = finish_checker(self.checker, walked, self.reached_blob);
+        (self.inner, verdict)
+    }
+}
+
+impl<V: Visit> Visit for Checked<V> {
+    fn item(&mut self, item: &Item<'_>) {
+        self.check(item);
+        self.inner.item(item);
+    }
+
+    fn element(&mut self, e: &Element<'_>) {
+        if let Element::Item(i) = e {
+            self.check(i);
+        }
+        self.inner.element(e);
+    }
+}
+
 fn finish_checker(c: Checker, walked: &Walked, reached_blob: bool) -> VerdictReport {
     let mut c = c.inner;
     if let Some(e) = &walked.error {
@@ -413,22 +459,24 @@ fn v2_findings(
 ) -> Result<(), InspectError> {
     let m = Input::open(name)?.map()?;
     let data = m.bytes();
-    let found = if info.xl.is_some() {
-        hvm_format::v2::validate_xl(data)
+    let (found, at) = if info.xl.is_some() {
+        (hvm_format::v2::check_xl(data), 0)
     } else {
         let at = info.stream_offset as usize;
+        // The stream offset is inside the file the walk just read.
         let rest = data.get(at..).unwrap_or_default();
-        let mut f = if rest.starts_with(b"LibxlFmt") {
-            hvm_format::v2::validate_libxl(rest)
+        let f = if rest.starts_with(b"LibxlFmt") {
+            hvm_format::v2::check_libxl(rest)
         } else {
-            hvm_format::v2::validate_libxc(rest)
+            hvm_format::v2::check_libxc(rest)
         };
-        for x in &mut f {
-            x.offset += at as u64;
-        }
-        f
+        (f, at as u64)
     };
-    for f in found {
+    for (rule, count) in found.suppressed() {
+        verdict.suppressed.push(Suppressed { rule, count });
+    }
+    for mut f in found.into_vec() {
+        f.offset += at;
         match f.severity {
             hvm_format::rules::Severity::Error => verdict.errors += 1,
             hvm_format::rules::Severity::Warning => verdict.warnings += 1,
@@ -488,6 +536,9 @@ pub struct Summary {
     /// Negative chunks of the later dialects (−2…−20), in stream order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkReport>,
+    /// Chunks past the first [`MAX_LISTED`], counted, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub chunks_not_listed: u64,
     /// The magic pfns after the terminator (Apr 2007 on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub magic_pfns: Option<MagicPfnsReport>,
@@ -500,6 +551,9 @@ pub struct Summary {
     /// Migration v2 records without a legacy counterpart, in stream order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub v2_records: Vec<V2RecordReport>,
+    /// v2 records past the first [`MAX_LISTED`], counted, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub v2_records_not_listed: u64,
 }
 
 /// One negative chunk.
@@ -546,10 +600,21 @@ pub struct DeviceModelReport {
 #[derive(Debug, Default)]
 pub(crate) struct Extras {
     pub chunks: Vec<ChunkReport>,
+    pub chunks_not_listed: u64,
     pub magic_pfns: Option<MagicPfnsReport>,
     pub shared_info_frame: Option<u32>,
     pub device_model: Option<DeviceModelReport>,
     pub v2_records: Vec<V2RecordReport>,
+    pub v2_records_not_listed: u64,
+}
+
+/// Chunks and v2 records a summary lists; past this they are counted. Each
+/// takes 8 bytes of input and more than 32 of report: an image of millions
+/// of them would otherwise grow the summary beyond the input's size.
+pub const MAX_LISTED: usize = 4096;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A v2 record without a legacy counterpart.
@@ -568,11 +633,15 @@ impl Extras {
     pub(crate) fn element(&mut self, e: &Element<'_>) -> bool {
         match e {
             Element::Item(_) => return false,
+            Element::V2Record { .. } if self.v2_records.len() >= MAX_LISTED => {
+                self.v2_records_not_listed += 1
+            }
             Element::V2Record { offset, name, len } => self.v2_records.push(V2RecordReport {
                 offset: *offset,
                 name,
                 len: *len,
             }),
+            Element::Chunk(_) if self.chunks.len() >= MAX_LISTED => self.chunks_not_listed += 1,
             Element::Chunk(c) => self.chunks.push(ChunkReport {
                 offset: c.offset,
                 id: c.id,
@@ -717,10 +786,12 @@ pub fn summary(
         stream_error: walked.error.as_ref().map(ErrorReport::from),
         verdict,
         chunks: v.extras.chunks,
+        chunks_not_listed: v.extras.chunks_not_listed,
         magic_pfns: v.extras.magic_pfns,
         shared_info_frame: v.extras.shared_info_frame,
         device_model: v.extras.device_model,
         v2_records: v.extras.v2_records,
+        v2_records_not_listed: v.extras.v2_records_not_listed,
     })
 }
 
@@ -946,8 +1017,13 @@ pub enum Show {
     Page(ShowPage),
 }
 
+/// Where `show pages` hands each entry as it is read.
+pub type PageSink<'a> = &'a mut dyn FnMut(&PageEntry);
+
 #[derive(Default)]
-struct ShowVisit {
+struct ShowVisit<'a> {
+    /// `show pages` streams its entries here instead of keeping them.
+    each: Option<PageSink<'a>>,
     what: Option<ShowWhat>,
     word: Option<hvm_format::WordSize>,
     tracker: Option<PassTracker>,
@@ -976,7 +1052,7 @@ fn copy_report(offset: u64, pass: Option<u32>, bytes: &[u8]) -> PageCopyReport {
     }
 }
 
-impl Visit for ShowVisit {
+impl Visit for ShowVisit<'_> {
     fn item(&mut self, item: &Item<'_>) {
         let Some(what) = self.what else { return };
         match (what, item) {
@@ -997,7 +1073,7 @@ impl Visit for ShowVisit {
                             k += 1;
                             o
                         });
-                        self.entries.push(PageEntry {
+                        let entry = PageEntry {
                             batch: b.index,
                             entry: i,
                             pfn: e.pfn().0,
@@ -1005,7 +1081,11 @@ impl Visit for ShowVisit {
                             offset,
                             pass,
                             verify: b.verify,
-                        });
+                        };
+                        match &mut self.each {
+                            Some(f) => (*f)(&entry),
+                            None => self.entries.push(entry),
+                        }
                     }
                 } else if let ShowWhat::Page(pfn) = what {
                     for (e, data, offset) in b.pages() {
@@ -1062,26 +1142,75 @@ fn record_details(offset: u64, bytes: &[u8]) -> (Vec<RecordDetail>, u64, Option<
     (details, brief.trailer, None)
 }
 
-/// List one part of an image in full.
+/// List one part of an image in full (`show pages` kept in memory: see
+/// [`show_pages_streamed`] for a listing of any length).
 pub fn show(
     input: Input,
     what: ShowWhat,
     opts: OpenOptions,
     progress: Progress<'_>,
-) -> Result<Show, InspectError> {
+) -> Result<(Show, VerdictReport), InspectError> {
+    show_with(input, what, opts, progress, None)
+}
+
+/// `show pages` with each entry handed to `each` as it is read, so that
+/// the listing of an image of any length takes constant memory; the
+/// returned report has no entries.
+pub fn show_pages_streamed(
+    input: Input,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    each: PageSink<'_>,
+) -> Result<(ShowPages, VerdictReport), InspectError> {
+    let (file, walked, v, verdict) = walk_show(input, ShowWhat::Pages, opts, progress, Some(each))?;
+    let pages = ShowPages {
+        file,
+        entries: v.entries,
+        error: walked.error.as_ref().map(ErrorReport::from),
+    };
+    Ok((pages, verdict))
+}
+
+/// The walk behind every `show`: the name, what the walk found, the
+/// visitor's harvest and `validate`'s verdict.
+fn walk_show<'a>(
+    input: Input,
+    what: ShowWhat,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    each: Option<PageSink<'a>>,
+) -> Result<(String, Walked, ShowVisit<'a>, VerdictReport), InspectError> {
     let name = input.name().to_string();
     // A regular file's length lets oversized fields fail at once.
     let opts = OpenOptions {
         len: input.len(),
         ..opts
     };
-    let (walked, v) = walk_read(&name, input.into_read(), opts, progress, |info| ShowVisit {
-        what: Some(what),
-        word: Some(info.word()),
-        ..Default::default()
+    let (walked, c) = walk_read(&name, input.into_read(), opts, progress, |info| {
+        Checked::new(
+            info,
+            ShowVisit {
+                each,
+                what: Some(what),
+                word: Some(info.word()),
+                ..Default::default()
+            },
+        )
     })?;
+    let (v, verdict) = c.finish(&walked);
+    Ok((name, walked, v, verdict))
+}
+
+fn show_with(
+    input: Input,
+    what: ShowWhat,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+    each: Option<PageSink<'_>>,
+) -> Result<(Show, VerdictReport), InspectError> {
+    let (name, walked, v, verdict) = walk_show(input, what, opts, progress, each)?;
     let error = walked.error.as_ref().map(ErrorReport::from);
-    Ok(match what {
+    let show = match what {
         ShowWhat::Hvm => {
             let (offset, length) = match &v.hvm {
                 Some((o, b)) => (Some(*o), Some(b.len() as u64)),
@@ -1126,7 +1255,8 @@ pub fn show(
                 error,
             })
         }
-    })
+    };
+    Ok((show, verdict))
 }
 
 // ------------------------------------------------------------------- digest
@@ -1186,26 +1316,8 @@ impl Visit for IndexVisit {
     }
 }
 
-/// Index a mapped image; a damaged stream is an error here (a digest of
-/// part of an image would be a lie).
-pub(crate) fn index_mapped(
-    m: &Mapped,
-    opts: OpenOptions,
-    progress: Progress<'_>,
-) -> Result<(Walked, IndexVisit), InspectError> {
-    let (walked, v) = walk_slice(m.name(), m.bytes(), opts, progress, |_| IndexVisit {
-        index: IndexBuilder::new(),
-        vcpus: Vec::new(),
-        hvm: None,
-    })?;
-    m.check()?; // zeros after a truncation are not the image's error
-    if let Some(e) = walked.error {
-        return Err(InspectError::image(m.name(), e));
-    }
-    Ok((walked, v))
-}
-
-/// [`index_mapped`] over a file read with read(2), for `diff`.
+/// Index an image in a file read with read(2), for `diff`; a damaged
+/// stream is an error here (a comparison of part of an image would be a lie).
 pub(crate) fn index_file(
     f: &Spooled,
     opts: OpenOptions,
@@ -1234,29 +1346,64 @@ pub fn digest_workers() -> usize {
         .unwrap_or(1)
 }
 
-/// Digest the final memory and each vCPU of an image.
+/// The 4096 bytes of each final copy, in index order.
+///
+/// The offsets come from a walk of `data`, so each should be in range; one
+/// that is not is a broken invariant, and hashing an empty page for it would
+/// give a digest that is silently wrong. It is an error naming the pfn and
+/// the offset instead. Checked before hashing so that the workers cannot
+/// meet it.
+fn final_pages<'a>(finals: &[PageCopy], data: &'a [u8]) -> Result<Vec<&'a [u8]>, Error> {
+    finals
+        .iter()
+        .map(|c| {
+            usize::try_from(c.offset)
+                .ok()
+                .and_then(|o| data.get(o..o.checked_add(PAGE_SIZE)?))
+                .ok_or_else(|| {
+                    Error::truncated(
+                        c.offset,
+                        Context::root().index("page", c.pfn),
+                        PAGE_SIZE as u64,
+                        (data.len() as u64).saturating_sub(c.offset),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Digest the final memory and each vCPU of an image, and the verdict of
+/// `validate` on it (a digest of an image Xen would refuse is no answer).
 pub fn digest(
     input: Input,
     opts: OpenOptions,
     workers: usize,
     progress: Progress<'_>,
-) -> Result<DigestReport, InspectError> {
+) -> Result<(DigestReport, VerdictReport), InspectError> {
     let m = input.map()?;
-    let (_walked, v) = index_mapped(&m, opts, progress)?;
+    let (walked, c) = walk_slice(m.name(), m.bytes(), opts, progress, |info| {
+        Checked::new(
+            info,
+            IndexVisit {
+                index: IndexBuilder::new(),
+                vcpus: Vec::new(),
+                hvm: None,
+            },
+        )
+    })?;
+    let (v, verdict) = c.finish(&walked);
+    m.check()?; // zeros after a truncation are not the image's error
+    if let Some(e) = walked.error {
+        return Err(InspectError::image(m.name(), e));
+    }
     let idx = v.index.finish();
     let data = m.bytes();
+    let pages = final_pages(&idx.finals, data).map_err(|e| InspectError::image(m.name(), e))?;
     let pfns: Vec<u64> = idx.finals.iter().map(|c| c.pfn).collect();
-    let md = parallel_digest(
-        &pfns,
-        |k| {
-            // Offsets come from a successful walk of `data`: always in range.
-            let o = idx.finals.get(k).map_or(usize::MAX, |c| c.offset as usize);
-            data.get(o..o.saturating_add(PAGE_SIZE)).unwrap_or(&[])
-        },
-        workers,
-    );
+    // `pages` has one entry per pfn, and the digest asks only for k < pfns.len().
+    let md = parallel_digest(&pfns, |k| pages[k], workers);
     m.check()?;
-    Ok(DigestReport {
+    let report = DigestReport {
         file: m.name().to_string(),
         definition: "hvm_format::digest v1: SHA-256 over (range index LE64 || SHA-256 over (pfn LE64 || page) per 2 MiB range)",
         memory_sha256: hex(&md.total),
@@ -1278,5 +1425,32 @@ pub fn digest(
                 sha256: hex(&vcpu_digest(b)),
             })
             .collect(),
-    })
+    };
+    Ok((report, verdict))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_page_out_of_range_is_an_error_not_an_empty_page() {
+        let data = vec![7u8; 2 * PAGE_SIZE];
+        let copy = |pfn, offset| PageCopy {
+            pfn,
+            offset,
+            pass: 0,
+        };
+        let ok = final_pages(&[copy(1, 0), copy(2, PAGE_SIZE as u64)], &data).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ok.iter().all(|p| p.len() == PAGE_SIZE));
+        // A page that starts inside the data but runs past its end.
+        let e = final_pages(&[copy(1, 0), copy(9, PAGE_SIZE as u64 + 1)], &data).unwrap_err();
+        assert_eq!(e.offset, PAGE_SIZE as u64 + 1);
+        assert_eq!(e.context.to_string(), "page 9");
+        assert!(e.is_truncation());
+        // One whose end overflows.
+        let e = final_pages(&[copy(3, u64::MAX)], &data).unwrap_err();
+        assert_eq!(e.offset, u64::MAX);
+    }
 }

@@ -7,8 +7,8 @@ use hvm_format::rules::{Finding, Severity};
 
 use crate::diff::{DiffReport, FieldDiff, PfnRanges};
 use crate::report::{
-    DigestReport, ErrorReport, PageCopyReport, Show, ShowHvm, ShowPage, ShowPages, ShowVcpu,
-    Summary, Validation, VerdictReport,
+    DigestReport, ErrorReport, PageCopyReport, PageEntry, Show, ShowHvm, ShowPage, ShowPages,
+    ShowVcpu, Summary, Validation, VerdictReport,
 };
 
 /// The width every line fits in.
@@ -189,7 +189,11 @@ pub fn summary(s: &Summary) -> String {
     evidence(&mut o, &s.dialect.evidence);
     kv(&mut o, "max_pfn", &hex_or_none(s.max_pfn));
     if !s.chunks.is_empty() {
-        kv(&mut o, "chunks", &s.chunks.len().to_string());
+        kv(
+            &mut o,
+            "chunks",
+            &(s.chunks.len() as u64 + s.chunks_not_listed).to_string(),
+        );
         for c in &s.chunks {
             let value = c.value.map_or(String::new(), |v| format!(" = {v:#x}"));
             let _ = writeln!(
@@ -197,6 +201,9 @@ pub fn summary(s: &Summary) -> String {
                 "  {:>4} {:<26} at {:#x}, {} bytes{value}",
                 c.id, c.name, c.offset, c.payload_len
             );
+        }
+        if s.chunks_not_listed > 0 {
+            let _ = writeln!(o, "  … {} more, not listed", s.chunks_not_listed);
         }
     }
     if let Some(m) = &s.magic_pfns {
@@ -382,7 +389,12 @@ pub fn summary(s: &Summary) -> String {
         kv(
             &mut o,
             "trailing bytes",
-            &format!("{} at {:#x}", t.length, t.offset),
+            &format!(
+                "{}{} at {:#x}",
+                if t.more { "more than " } else { "" },
+                t.length,
+                t.offset
+            ),
         );
     }
     if let Some(e) = &s.stream_error {
@@ -478,30 +490,47 @@ fn show_vcpu(v: &ShowVcpu) -> String {
 }
 
 fn show_pages(p: &ShowPages) -> String {
+    let mut o = pages_head(&p.file);
+    for e in &p.entries {
+        o.push_str(&page_line(e));
+    }
+    o.push_str(&pages_tail(p));
+    o
+}
+
+/// `show pages` in pieces, so the listing streams: the head...
+pub fn pages_head(file: &str) -> String {
     let mut o = String::new();
-    kv(&mut o, "file", &p.file);
+    kv(&mut o, "file", file);
     let _ = writeln!(
         o,
         "{:>7} {:>5} {:>12} {:<8} {:>16} {:>6}",
         "batch", "entry", "pfn", "kind", "data offset", "pass"
     );
-    for e in &p.entries {
-        let pass = if e.verify {
-            "verify".to_string()
-        } else {
-            e.pass.map_or("-".into(), |n| n.to_string())
-        };
-        let _ = writeln!(
-            o,
-            "{:>7} {:>5} {:>12} {:<8} {:>16} {:>6}",
-            e.batch,
-            e.entry,
-            format!("{:#x}", e.pfn),
-            e.kind,
-            hex_or_none(e.offset),
-            pass
-        );
-    }
+    o
+}
+
+/// ...one line per entry...
+pub fn page_line(e: &PageEntry) -> String {
+    let pass = if e.verify {
+        "verify".to_string()
+    } else {
+        e.pass.map_or("-".into(), |n| n.to_string())
+    };
+    format!(
+        "{:>7} {:>5} {:>12} {:<8} {:>16} {:>6}\n",
+        e.batch,
+        e.entry,
+        format!("{:#x}", e.pfn),
+        e.kind,
+        hex_or_none(e.offset),
+        pass
+    )
+}
+
+/// ...and what stopped the reader, if anything.
+pub fn pages_tail(p: &ShowPages) -> String {
+    let mut o = String::new();
     if let Some(e) = &p.error {
         error_report(&mut o, "stream stops", e);
     }

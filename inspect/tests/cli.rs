@@ -650,3 +650,142 @@ fn show_page_dumps_the_final_copy_and_a_differing_verify_copy() {
         (Some(0), true)
     );
 }
+
+// ------------------------------------------------------- hostile inputs
+
+/// Run with `args`, `stdin` (then endless zeros when `endless`) on standard
+/// input; killed and failed if still running after `secs` seconds.
+fn run_bounded(dir: &Path, args: &[&str], stdin: &[u8], endless: bool, secs: u64) -> Output {
+    use std::time::{Duration, Instant};
+    let mut c = bin();
+    c.current_dir(dir).args(args);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn hvm-inspect");
+    let mut si = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    std::thread::spawn(move || {
+        if si.write_all(&data).is_err() || !endless {
+            return;
+        }
+        let zeros = vec![0u8; 1 << 16];
+        while si.write_all(&zeros).is_ok() {}
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: still running after {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait hvm-inspect")
+}
+
+#[test]
+fn endless_input_ends_with_a_bounded_answer() {
+    let im = Images::new();
+    let p = im.path();
+    // A character device that never ends, named as a file.
+    for args in [
+        vec!["validate", "/dev/zero"],
+        vec!["summary", "/dev/zero"],
+        vec!["show", "hvm", "/dev/zero"],
+    ] {
+        let o = run_bounded(p, &args, b"", false, 60);
+        assert_eq!(code(&o), 1, "{args:?}: {o:?}");
+    }
+    // A valid image, then endless zeros on a pipe: trailing bytes are
+    // counted up to 64 MiB.
+    let nonlive = &im.get("seed64-nonlive").bytes;
+    let o = run_bounded(p, &["validate", "-"], nonlive, true, 60);
+    assert_eq!(code(&o), 1, "{o:?}");
+    assert!(stdout(&o).contains("more than 67108864"), "{}", stdout(&o));
+    // An xend image's QEVM tail, then endless zeros: the listing stops.
+    let xend = &im.get("seed64-live-xend").bytes;
+    let o = run_bounded(p, &["--json", "validate", "-"], xend, true, 60);
+    assert_eq!(code(&o), 1, "{o:?}");
+    assert!(stdout(&o).contains("4096 sections"), "{}", stdout(&o));
+    // convert agrees, at the same input offset, without reading 256 MiB.
+    let out = p.join("xend.xl");
+    let args = ["convert", "-", "-o", out.to_str().unwrap()];
+    let o = run_bounded(p, &args, xend, false, 60);
+    assert_eq!(code(&o), 0, "the golden tail itself converts: {o:?}");
+    let o = run_bounded(p, &args, xend, true, 60);
+    assert_eq!(code(&o), 1, "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("4096 sections"), "{err}");
+    // A libxl v2 image, then endless zeros: convert refuses at END's end.
+    let v2 = p.join("v2.libxl");
+    let o = run(
+        p,
+        &[
+            "convert",
+            "seed64-live-xend.img",
+            "-o",
+            v2.to_str().unwrap(),
+            "--to",
+            "libxl",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{o:?}");
+    let v2 = std::fs::read(v2).unwrap();
+    let out = p.join("out.libxc");
+    let args = ["convert", "-", "-o", out.to_str().unwrap(), "--to", "libxc"];
+    let o = run_bounded(p, &args, &v2, true, 60);
+    assert_eq!(code(&o), 1, "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("at byte {} ", v2.len())), "{err}");
+    assert!(err.contains("more than 67108864 bytes"), "{err}");
+    // digest needs random access: a pipe is spooled only up to the limit.
+    let o = run_bounded(
+        p,
+        &["--spool-limit", "1000000", "digest", "-"],
+        b"",
+        true,
+        60,
+    );
+    assert_eq!(code(&o), 2, "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("more than 1000000 bytes"),
+        "{o:?}"
+    );
+    // Within the limit it is read as before.
+    let o = run_bounded(
+        p,
+        &["--spool-limit", "10000000", "digest", "-"],
+        nonlive,
+        false,
+        60,
+    );
+    assert_eq!(code(&o), 0, "{o:?}");
+}
+
+#[test]
+fn every_subcommand_agrees_that_a_file_of_zeros_is_invalid() {
+    let im = Images::new();
+    let zeros = im.write("zeros", &[0u8; 65536]);
+    for args in [
+        vec!["summary"],
+        vec!["validate"],
+        vec!["show", "hvm"],
+        vec!["show", "vcpu"],
+        vec!["show", "pages"],
+        vec!["digest"],
+    ] {
+        let mut a = args.clone();
+        a.push(&zeros);
+        let o = run(im.path(), &a, None);
+        assert_eq!(code(&o), 1, "{args:?}: {o:?}");
+    }
+    // show and digest name the verdict on stderr.
+    let o = run(im.path(), &["digest", &zeros], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("INVALID") && err.contains("stream.vcpu.none"),
+        "{err}"
+    );
+}

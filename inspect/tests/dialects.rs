@@ -446,3 +446,44 @@ fn validate_applies_the_v2_verifier_rules_to_v2_input() {
         .any(|f| f["rule"] == "v2.domain.reserved" && f["offset"] == at as u64);
     assert!(hit, "{v:#}");
 }
+
+/// One verdict on typed entries: the 2007 restorer skips an L1TAB entry
+/// (no data follows it), validate accepts it, and so must convert, which
+/// drops it like XTAB. A pfn PAGE_DATA cannot carry is refused at the
+/// input's entry, not at an offset into the output.
+#[test]
+fn convert_agrees_with_validate_on_typed_entries_and_names_input_offsets() {
+    let dir = Dir::new("typed");
+    let img = image(Dialect::Seed, WordSize::W64, false);
+    let xtab = 0xF000_0010u64.to_le_bytes();
+    let at = img.windows(8).position(|w| w == xtab).unwrap();
+    let mut l1 = img.clone();
+    l1[at..at + 8].copy_from_slice(&0x1000_0010u64.to_le_bytes());
+    let l1 = dir.write("l1tab.img", &l1);
+    let o = run(&["--json", "validate", &l1]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let out = dir.0.join("l1tab.libxc");
+    let o = run(&["convert", &l1, "-o", out.to_str().unwrap(), "--to", "libxc"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1 typed entries"),
+        "{o:?}"
+    );
+    // pfn 0x11 (the entry after the XTAB one) moved above 2^28.
+    let mut big = img.clone();
+    big[at + 8..at + 16].copy_from_slice(&0x1_0000_0011u64.to_le_bytes());
+    let big = dir.write("big.img", &big);
+    let out = dir.0.join("big.libxc");
+    let o = run(&[
+        "convert",
+        &big,
+        "-o",
+        out.to_str().unwrap(),
+        "--to",
+        "libxc",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("at byte {} ", at + 8)), "{err}");
+    assert!(!out.exists());
+}

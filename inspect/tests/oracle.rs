@@ -33,7 +33,7 @@ use hvm_inspect::Input;
 use hvm_tests::oracle_or_skip;
 
 fn memory_digest(path: &Path) -> (String, u64) {
-    let d = digest(
+    let (d, _verdict) = digest(
         Input::open(path.to_str().unwrap()).unwrap(),
         OpenOptions::default(),
         1,

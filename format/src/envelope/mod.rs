@@ -310,6 +310,25 @@ pub(crate) fn fill<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -
     Ok(got)
 }
 
+/// Bytes after an image that are counted before the count stops. What
+/// follows a stream may be an endless pipe: past this the reports say "more
+/// than N bytes follow" instead of reading to an end that may never come.
+pub const TRAILING_COUNT_LIMIT: u64 = 64 << 20;
+
+/// Read and count what is left of `r` after `already` bytes were read,
+/// up to [`TRAILING_COUNT_LIMIT`] in all: `(count, more)`, where `count`
+/// includes `already` and `more` says that bytes past the count exist and
+/// were not read.
+pub(crate) fn count_rest<R: Read>(r: &mut R, already: u64) -> std::io::Result<(u64, bool)> {
+    let limit = TRAILING_COUNT_LIMIT.saturating_sub(already);
+    let n = std::io::copy(&mut r.take(limit + 1), &mut std::io::sink())?;
+    Ok(if n > limit {
+        (already + limit, true)
+    } else {
+        (already + n, false)
+    })
+}
+
 /// Read and check a fixed signature at file offset `at`. A short input
 /// that is a prefix of the signature is a truncation; anything else that
 /// differs is shown escaped.
@@ -322,6 +341,7 @@ fn expect_signature<R: Read>(
 ) -> Result<()> {
     let mut buf = vec![0u8; sig.len()];
     let got = fill(r, &mut buf, at, &ctx)?;
+    // `fill` returns at most `buf.len()`.
     let found = buf.get(..got).unwrap_or_default();
     if found == sig {
         return Ok(());

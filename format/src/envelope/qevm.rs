@@ -28,6 +28,14 @@ pub const QEVM_VERSION: u32 = 1;
 pub const QEVM_HEADER_LEN: u64 = 8;
 /// id length byte + instance + version + length, without the id.
 const SECTION_FIXED_LEN: u64 = 1 + 12;
+/// Sections a listing keeps. qemu-traditional writes a few dozen; the cap
+/// keeps a tail of endless zeros (13-byte empty sections) from growing the
+/// listing without bound.
+pub const MAX_SECTIONS: usize = 4096;
+/// Bytes of sections a listing reads. qemu-traditional's device state is a
+/// few MiB (its largest section is the VGA memory); past this the tail is
+/// refused rather than read to the end of a possibly endless pipe.
+pub const MAX_QEVM_BYTES: u64 = 1 << 30;
 
 /// One section header of a QEVM file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -213,6 +221,25 @@ pub fn list_reader<R: Read>(mut r: R, base: u64) -> QevmListing {
     loop {
         let n = listing.sections.len() as u64;
         let ctx = qevm_ctx().index("section", n);
+        let read = pos - base;
+        if listing.sections.len() >= MAX_SECTIONS || read > MAX_QEVM_BYTES {
+            let mut one = [0u8; 1];
+            match fill(&mut r, &mut one) {
+                Ok(0) => return listing,
+                Ok(_) => {
+                    listing.error = Some(Error::invalid(
+                        pos,
+                        ctx,
+                        format!(
+                            "at most {MAX_SECTIONS} sections and {MAX_QEVM_BYTES} bytes of QEVM state"
+                        ),
+                        format!("{n} sections in {read} bytes, and more bytes follow (not read)"),
+                    ));
+                }
+                Err(e) => listing.error = Some(io_err(pos, ctx, e)),
+            }
+            return listing;
+        }
         match read_section(&mut r, pos, &ctx) {
             Ok(None) => return listing,
             Ok(Some(s)) => {
@@ -241,6 +268,7 @@ fn read_section<R: Read>(r: &mut R, pos: u64, ctx: &Context) -> Result<Option<Qe
     exact(r, &mut fixed, fixed_at, &ctx.field("header"))?;
     let be = |i: usize| {
         let mut w = [0u8; 4];
+        // `i` is 0, 4 or 8 in a 12-byte array: always in range.
         w.copy_from_slice(fixed.get(i..i + 4).unwrap_or(&[0; 4]));
         u32::from_be_bytes(w)
     };
@@ -253,6 +281,8 @@ fn read_section<R: Read>(r: &mut R, pos: u64, ctx: &Context) -> Result<Option<Qe
         payload_offset: fixed_at + 12,
     };
     let want = u64::from(section.length);
+    // At most 4 GiB per section: time, not memory, and bounded per section
+    // by the listing's byte cap.
     let skipped = io::copy(&mut r.take(want), &mut io::sink())
         .map_err(|e| io_err(section.payload_offset, ctx.field("payload"), e))?;
     if skipped < want {

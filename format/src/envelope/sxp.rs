@@ -124,6 +124,7 @@ impl Sxp {
     /// Child lists named `key`: `(key …)` elements after the name.
     pub fn children<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Sxp> + 'a {
         self.as_list()
+            // An atom has no children: that is the answer, not a lost error.
             .unwrap_or(&[])
             .iter()
             .skip(1)
@@ -349,6 +350,8 @@ impl Parser<'_> {
             }
             self.pos += 1;
         }
+        // Called at a byte `peek` returned, and `pos` stops at the end:
+        // the range is inside `text`.
         self.text.get(start..self.pos).unwrap_or_default().to_vec()
     }
 

@@ -126,6 +126,51 @@ fn hostile_config_lengths_are_refused_before_reading() {
 }
 
 #[test]
+fn an_unparsable_xend_config_is_refused_at_open() {
+    // xend could not restore these: nesting past the parser's limit, an
+    // unterminated string, invalid UTF-8 in an atom.
+    let deep = [b"(".repeat(300), b")".repeat(300)].concat();
+    for config in [
+        &deep[..],
+        b"(domain (name \"x))",
+        b"(domain (name \xff\xfe))",
+    ] {
+        let mut f = with_len(config.len() as i32, config);
+        f.extend_from_slice(&[0u8; 64]);
+        let h = parse_xend_header(&f).unwrap();
+        let want = h.config().unwrap_err().offset;
+        let e = crate::image::open_slice(&f, Default::default())
+            .err()
+            .expect("open_slice refuses it");
+        assert_eq!(e.offset, want, "{e}");
+        assert!(e.offset >= 20, "{e}");
+        let e = crate::image::open_read(&f[..], Default::default())
+            .err()
+            .expect("open_read refuses it");
+        assert_eq!(e.offset, want, "{e}");
+    }
+}
+
+#[test]
+fn qevm_tail_of_endless_zeros_stops_at_the_section_cap() {
+    // Zeros after the header are empty 13-byte sections, forever on a pipe.
+    let head = qevm::empty_qevm();
+    let endless = head.as_slice().chain(std::io::repeat(0).take(64 << 20));
+    let l = qevm::list_reader(endless, 100);
+    assert_eq!(l.sections.len(), qevm::MAX_SECTIONS);
+    let e = l.error.expect("stopped with an error");
+    let at = 100 + 8 + 13 * qevm::MAX_SECTIONS as u64;
+    assert_eq!(e.offset, at, "{e}");
+    assert!(e.to_string().contains("more bytes follow"), "{e}");
+    // Exactly at the cap with nothing after it is a clean end.
+    let mut exact = qevm::empty_qevm().to_vec();
+    exact.extend(std::iter::repeat_n(0u8, 13 * qevm::MAX_SECTIONS));
+    let l = qevm::list_slice(&exact, 0);
+    assert_eq!(l.sections.len(), qevm::MAX_SECTIONS);
+    assert!(l.error.is_none(), "{:?}", l.error);
+}
+
+#[test]
 fn config_parse_errors_are_file_offsets() {
     let h = parse_xend_header(&with_len(9, b"(domain (")).unwrap();
     let e = h.config().unwrap_err();

@@ -3,7 +3,7 @@
 //! Parsing borrows payloads from the input; bytes after END are kept as a
 //! trailer so that `encode(parse(x)) == x`.
 
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::error::{slice_at, Context, Error, ErrorKind, Result};
 
 use super::record::{code, type_name, HvmRecord};
 
@@ -115,6 +115,8 @@ impl<'a> HvmBlob<'a> {
         let mut pos = 0usize;
         loop {
             let index = records.len();
+            // `pos` only advances over records inside `blob`; an empty rest
+            // is reported below as the missing END descriptor at `pos`.
             let rest = blob.get(pos..).unwrap_or(&[]);
             let Some(desc) = rest.get(..DESCRIPTOR_LEN) else {
                 return Err(Error::truncated(
@@ -142,7 +144,9 @@ impl<'a> HvmBlob<'a> {
                 ));
             }
             let end = DESCRIPTOR_LEN + length as usize;
-            let payload = rest.get(DESCRIPTOR_LEN..end).unwrap_or(&[]);
+            let payload = slice_at(rest, DESCRIPTOR_LEN, end, pos as u64, || {
+                record_context(index, typecode).field("payload")
+            })?;
             records.push(RawRecord {
                 offset: pos as u64,
                 typecode,
@@ -153,6 +157,7 @@ impl<'a> HvmBlob<'a> {
             if typecode == code::END {
                 return Ok(HvmBlob {
                     records,
+                    // The END record lay inside `blob`, so `pos <= blob.len()`.
                     trailer: blob.get(pos..).unwrap_or(&[]),
                 });
             }

@@ -233,6 +233,7 @@ impl<W: Write> Writer<W> {
             }
         }
         if id == -2 {
+            // The payload matched chunk -2's layout above (4 + 8·n bytes).
             self.map_vcpus = payload
                 .get(4..)
                 .unwrap_or_default()

@@ -232,3 +232,34 @@ fn tail_refuses_fewer_contexts_than_the_vcpu_map_promised() {
     assert!(e.to_string().contains("fewer vcpu contexts"), "{e}");
     assert!(!w.is_done());
 }
+
+#[test]
+fn trailing_bytes_on_a_pipe_are_counted_only_up_to_the_limit() {
+    use crate::envelope::TRAILING_COUNT_LIMIT;
+    use crate::image::{open_read, read_tail, Tail};
+    use std::io::Read;
+    let img = image(Dialect::Legacy, WordSize::W64, false);
+    let tail_of = |extra: u64| {
+        let input = img.as_slice().chain(std::io::repeat(0).take(extra));
+        let (info, mut r) = open_read(input, Default::default()).unwrap();
+        while r.next_element().unwrap().is_some() {}
+        read_tail(&info, r).unwrap()
+    };
+    // Endless zeros after a valid image (bounded here to stay finite).
+    match tail_of(TRAILING_COUNT_LIMIT + 4096) {
+        Tail::Trailing { offset, len, more } => {
+            assert_eq!(offset, img.len() as u64);
+            assert_eq!(len, TRAILING_COUNT_LIMIT);
+            assert!(more);
+        }
+        t => panic!("{t:?}"),
+    }
+    // Up to the limit the count is exact.
+    match tail_of(TRAILING_COUNT_LIMIT) {
+        Tail::Trailing { len, more, .. } => {
+            assert_eq!(len, TRAILING_COUNT_LIMIT);
+            assert!(!more);
+        }
+        t => panic!("{t:?}"),
+    }
+}

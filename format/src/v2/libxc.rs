@@ -10,7 +10,7 @@ use std::io::Cursor;
 
 use binrw::{BinRead, BinWrite};
 
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::error::{slice_at, Context, Error, ErrorKind, Result};
 use crate::pfn::{Pfn, PfnEntry, PfnType, LTAB_MASK, PAGE_SIZE};
 
 /// Decode a fixed-layout struct whose length the caller already checked.
@@ -512,13 +512,13 @@ impl<'a> PageData<'a> {
             ));
         }
         let pfn_end = 8 + pfn_bytes as usize;
-        let entries: Vec<PageDataEntry> = body
-            .get(8..pfn_end)
-            .unwrap_or_default()
-            .chunks_exact(8)
-            .map(|c| PageDataEntry(le64(c, 0)))
-            .collect();
+        let entries: Vec<PageDataEntry> =
+            slice_at(body, 8, pfn_end, offset + 8, || ctx.field("pfn"))?
+                .chunks_exact(8)
+                .map(|c| PageDataEntry(le64(c, 0)))
+                .collect();
         let want = Self::data_pages(&entries) as u64 * PAGE_SIZE as u64;
+        // Short or missing page bytes fail the length check just below.
         let pages = body.get(pfn_end..).unwrap_or_default();
         if pages.len() as u64 != want {
             return Err(Error::invalid(
@@ -772,6 +772,7 @@ impl<'a> RecordBody<'a> {
             Ok(PvVcpu {
                 vcpu_id: le32(body, 0),
                 reserved: le32(body, 4),
+                // `at_least(8)` above: the context is the rest, maybe empty.
                 context: Cow::Borrowed(body.get(8..).unwrap_or_default()),
             })
         };
@@ -788,6 +789,7 @@ impl<'a> RecordBody<'a> {
                 B::X86PvP2mFrames(P2mFrames {
                     start: le32(body, 0),
                     end: le32(body, 4),
+                    // `at_least(8)` above: the frames are the rest.
                     frames: body
                         .get(8..)
                         .unwrap_or_default()
@@ -818,6 +820,7 @@ impl<'a> RecordBody<'a> {
                     ));
                 }
                 let mut params = Vec::with_capacity(count as usize);
+                // `want == len` above: the rest is exactly `count` pairs.
                 for c in body.get(8..).unwrap_or_default().chunks_exact(16) {
                     params.push(decode(c, false, offset, ctx)?);
                 }

@@ -284,6 +284,7 @@ impl<'a> LibxlRecord<'a> {
             Ok((
                 EmulatorId::from_raw(u32::from_le_bytes([a[0], a[1], a[2], a[3]])),
                 u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                // `len >= 8` checked above: the data is the rest, maybe empty.
                 body.get(8..).unwrap_or_default(),
             ))
         };
@@ -503,6 +504,21 @@ impl<R: Read> LibxlReader<R> {
                 }))
             }
         }
+    }
+
+    /// After END: the bytes that follow it, `(offset, counted, more)`, or
+    /// `None` when there are none (or END was not reached yet). A pipe is
+    /// counted only up to [`crate::envelope::TRAILING_COUNT_LIMIT`] bytes;
+    /// `more` says that bytes past the count exist.
+    pub fn trailing(&mut self) -> Result<Option<(u64, u64, bool)>> {
+        if !matches!(self.state, ReadState::Done) {
+            return Ok(None);
+        }
+        let at = self.src.offset;
+        let (len, more) = crate::envelope::count_rest(&mut self.src.r, 0)
+            .map_err(|e| Error::new(at, Context::root().field("after END"), ErrorKind::Io(e)))?;
+        self.src.offset += len;
+        Ok((len > 0).then_some((at, len, more)))
     }
 
     /// The underlying reader.

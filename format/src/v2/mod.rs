@@ -44,7 +44,9 @@ pub use libxl::{
     EmulatorId, LibxlHeader, LibxlItem, LibxlReader, LibxlRecord, LibxlRecordType, LibxlWriter,
 };
 pub use reader::{AfterEnd, RawRecord, Reader, Record, SliceReader, DEFAULT_MAX_BODY_LEN};
-pub use validate::{validate_libxc, validate_libxl, validate_xl};
+pub use validate::{
+    check_libxc, check_libxl, check_xl, validate_libxc, validate_libxl, validate_xl,
+};
 pub use writer::Writer;
 pub use xl::XlHeader;
 

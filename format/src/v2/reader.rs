@@ -11,7 +11,7 @@ use std::io::{ErrorKind as IoErrorKind, Read};
 
 use super::libxc::{DomainHeader, ImageHeader, RecordBody, RecordType};
 use super::padding_len;
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::error::{slice_at, Context, Error, ErrorKind, Result};
 use crate::stream::DM_RECORD_0002;
 
 /// Largest record body the `Read`-based readers accept by default (256 MiB):
@@ -179,11 +179,10 @@ impl<R: Read> Source<R> {
         }
         let total = u64::from(len) + padding_len(u64::from(len));
         self.fill(total as usize, offset + 8, &ctx.field("body"))?;
-        let (body, padding) = self
-            .buf
-            .get(..total as usize)
-            .unwrap_or_default()
-            .split_at(len as usize);
+        let (body, padding) = slice_at(&self.buf, 0, total as usize, offset + 8, || {
+            ctx.field("body")
+        })?
+        .split_at(len as usize);
         Ok(RawRecord {
             scope,
             index,
@@ -317,12 +316,13 @@ impl<R: Read> Reader<R> {
         }
         if self.after == 2 || &first[..got] != DM_RECORD_0002 {
             self.after = 2;
-            let rest = std::io::copy(&mut self.src.r, &mut std::io::sink())
+            let (len, more) = crate::envelope::count_rest(&mut self.src.r, got as u64)
                 .map_err(|e| Error::new(at, ctx, ErrorKind::Io(e)))?;
-            self.src.offset += rest;
+            self.src.offset += len - got as u64;
             return Ok(AfterEnd::Trailing {
                 offset: at,
-                len: got as u64 + rest,
+                len,
+                more,
             });
         }
         let ctx = Context::root().field("device model record");
@@ -334,7 +334,9 @@ impl<R: Read> Reader<R> {
         Ok(AfterEnd::DeviceModel {
             offset: at,
             data_offset,
-            data: self.src.buf.get(..len as usize).unwrap_or_default(),
+            data: slice_at(&self.src.buf, 0, len as usize, data_offset, || {
+                ctx.field("state")
+            })?,
         })
     }
 }
@@ -357,8 +359,11 @@ pub enum AfterEnd<'a> {
     Trailing {
         /// File offset of the first such byte.
         offset: u64,
-        /// How many.
+        /// How many were counted.
         len: u64,
+        /// More bytes follow the `len` counted: a pipe is counted only up
+        /// to [`crate::envelope::TRAILING_COUNT_LIMIT`].
+        more: bool,
     },
 }
 
@@ -387,6 +392,8 @@ impl<'a> SliceReader<'a> {
     pub fn with_offset(data: &'a [u8], base: u64) -> Result<Self> {
         let image = ImageHeader::parse(data, base)?;
         image.check_readable(base)?;
+        // Image header parsed, so `data` holds its bytes; a short rest is
+        // reported by the domain header's parse as a truncation.
         let dh = data.get(ImageHeader::SIZE..).unwrap_or_default();
         let domain = DomainHeader::parse(dh, base + ImageHeader::SIZE as u64)?;
         check_page_shift(&domain, base + ImageHeader::SIZE as u64)?;
@@ -418,6 +425,7 @@ impl<'a> SliceReader<'a> {
 
     /// Bytes not yet consumed (after END: whatever follows the image).
     pub fn remaining(&self) -> &'a [u8] {
+        // `pos` never passes the end of `data`: records are framed inside it.
         self.data.get(self.pos..).unwrap_or_default()
     }
 
@@ -455,6 +463,8 @@ pub(crate) fn frame_slice<'a>(
 ) -> Result<RawRecord<'a>> {
     let ctx = Context::root().index(scope, index);
     let offset = base + *pos as u64;
+    // A `pos` at or past the end leaves nothing: reported below as a
+    // truncated record header at `offset`.
     let rest = data.get(*pos..).unwrap_or_default();
     let Some(h) = rest.get(..8) else {
         return Err(Error::truncated(
@@ -479,7 +489,9 @@ pub(crate) fn frame_slice<'a>(
             },
         ));
     }
-    let whole = rest.get(8..8 + total as usize).unwrap_or_default();
+    let whole = slice_at(rest, 8, 8 + total as usize, offset + 8, || {
+        ctx.field("body")
+    })?;
     let (body, padding) = whole.split_at(len as usize);
     *pos += 8 + total as usize;
     Ok(RawRecord {

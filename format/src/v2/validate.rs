@@ -17,7 +17,7 @@ use super::reader::{frame_slice, RawRecord};
 use super::xl::XlHeader;
 use crate::error::{Context, Error};
 use crate::pfn::PAGE_SIZE;
-use crate::rules::Finding;
+use crate::rules::{Finding, Findings};
 
 fn le32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
@@ -36,9 +36,9 @@ fn framing(e: Error) -> Finding {
 
 /// Checks of the image header. Returns whether the rest of the stream can
 /// be interpreted (the verifier gives up otherwise).
-pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Vec<Finding>) -> bool {
+pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Findings) -> bool {
     let ctx = Context::root().field("image header");
-    let before = out.len();
+    let before = out.total();
     if h.marker != ImageHeader::MARKER {
         out.push(Finding::error(
             "v2.image.marker",
@@ -63,7 +63,7 @@ pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Vec<Finding>) 
             format!("expected 2 or 3, found {}", h.version),
         ));
     }
-    let fatal = out.len() > before;
+    let fatal = out.total() > before;
     if h.options & ImageHeader::OPT_RESERVED_MASK != 0 {
         out.push(Finding::error(
             "v2.image.options-reserved",
@@ -96,7 +96,7 @@ pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Vec<Finding>) 
 }
 
 /// Checks of the domain header.
-pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Vec<Finding>) {
+pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
     let ctx = Context::root().field("domain header");
     if !matches!(h.kind(), DomainType::X86Pv | DomainType::X86Hvm) {
         out.push(Finding::error(
@@ -129,13 +129,13 @@ pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Vec<Finding>
 
 /// Checks of one libxc record, as `VerifyLibxc.verify_record` makes them,
 /// for an image of the given version.
-pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Vec<Finding>) {
+pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
     let rtype = rec.libxc_type();
     let ctx = rec.context();
     let at = rec.body_offset();
     let body = rec.body;
     let len = body.len() as u64;
-    let err = |out: &mut Vec<Finding>, rule, off, msg: String| {
+    let err = |out: &mut Findings, rule, off, msg: String| {
         out.push(Finding::error(rule, off, ctx.clone(), msg))
     };
     let Some(name) = rtype.name() else {
@@ -163,7 +163,7 @@ pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Vec<Finding>) {
             ),
         );
     }
-    let exact = |out: &mut Vec<Finding>, rule, want: u64| {
+    let exact = |out: &mut Findings, rule, want: u64| {
         if len != want {
             out.push(Finding::error(
                 rule,
@@ -176,7 +176,7 @@ pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Vec<Finding>) {
             true
         }
     };
-    let v3_only = |out: &mut Vec<Finding>| {
+    let v3_only = |out: &mut Findings| {
         if version < 3 {
             out.push(Finding::error(
                 "v2.record.v3-only",
@@ -354,7 +354,7 @@ pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Vec<Finding>) {
     }
 }
 
-fn check_page_data(rec: &RawRecord<'_>, out: &mut Vec<Finding>) {
+fn check_page_data(rec: &RawRecord<'_>, out: &mut Findings) {
     let ctx = rec.context();
     let body = rec.body;
     let at = rec.body_offset();
@@ -394,6 +394,7 @@ fn check_page_data(rec: &RawRecord<'_>, out: &mut Vec<Finding>) {
     let (mut bad_res, mut bad_type) = (None, None);
     let (mut n_res, mut n_type) = (0u64, 0u64);
     for (i, c) in body
+        // `count <= (len - 8) / 8` checked above: the range is in the body.
         .get(8..8 + 8 * count as usize)
         .unwrap_or_default()
         .chunks_exact(8)
@@ -451,7 +452,7 @@ struct Order {
 }
 
 impl Order {
-    fn check(&mut self, rec: &RawRecord<'_>, out: &mut Vec<Finding>) {
+    fn check(&mut self, rec: &RawRecord<'_>, out: &mut Findings) {
         let t = rec.libxc_type();
         if t == RecordType::HVM_PARAMS && self.hvm_context {
             out.push(Finding::warning(
@@ -485,8 +486,9 @@ impl Order {
 /// Validate a libxc image starting at `*pos` of `data` (byte 0 at file
 /// offset `base`), advancing `*pos` past its END. Returns false when the
 /// walk had to stop before END.
-pub(crate) fn libxc_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Finding>) -> bool {
+pub(crate) fn libxc_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findings) -> bool {
     let at = base + *pos as u64;
+    // Nothing left is reported by the header parse as a truncation at `at`.
     let rest = data.get(*pos..).unwrap_or_default();
     let image = match ImageHeader::parse(rest, at) {
         Ok(h) => h,
@@ -499,6 +501,8 @@ pub(crate) fn libxc_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
         return false;
     }
     let dat = at + ImageHeader::SIZE as u64;
+    // The image header parsed, so `rest` holds it; a short rest is the
+    // domain header parse's truncation at `dat`.
     let domain = match DomainHeader::parse(rest.get(ImageHeader::SIZE..).unwrap_or_default(), dat) {
         Ok(h) => h,
         Err(e) => {
@@ -533,15 +537,21 @@ pub(crate) fn libxc_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
 /// Validate a bare libxc v2 image (what `verify-stream-v2 -f libxc`
 /// checks). Bytes after END are not looked at.
 pub fn validate_libxc(data: &[u8]) -> Vec<Finding> {
-    let mut out = Vec::new();
+    check_libxc(data).into_vec()
+}
+
+/// [`validate_libxc`], with the count of findings past the per-rule cap.
+pub fn check_libxc(data: &[u8]) -> Findings {
+    let mut out = Findings::default();
     let mut pos = 0;
     libxc_at(data, &mut pos, 0, &mut out);
     out
 }
 
-pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Finding>) {
+pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findings) {
     let at = base + *pos as u64;
     let ctx = Context::root().field("libxl header");
+    // Nothing left is reported by the header parse as a truncation at `at`.
     let hdr = match LibxlHeader::parse(data.get(*pos..).unwrap_or_default(), at) {
         Ok(h) => h,
         Err(e) => return out.push(framing(e)),
@@ -616,7 +626,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
                 ),
             ));
         }
-        let nonempty = |out: &mut Vec<Finding>| {
+        let nonempty = |out: &mut Findings| {
             out.push(Finding::error(
                 "v2.libxl.nonempty",
                 rec.offset + 4,
@@ -624,7 +634,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
                 format!("expected an empty {name}, found length {len}"),
             ))
         };
-        let emulator = |out: &mut Vec<Finding>| -> bool {
+        let emulator = |out: &mut Findings| -> bool {
             if len < 8 {
                 out.push(Finding::error(
                     "v2.libxl.emulator-length",
@@ -675,6 +685,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
                 emulator(out);
             }
             LibxlRecordType::EMULATOR_XENSTORE_DATA if emulator(out) && len > 8 => {
+                // Guarded by `len > 8`: never empty.
                 let data = rec.body.get(8..).unwrap_or_default();
                 if data.last() != Some(&0) {
                     out.push(Finding::error(
@@ -707,7 +718,12 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Vec<Fi
 /// Validate a libxl v2 image (`verify-stream-v2 -f libxl`), including the
 /// libxc image inside its LIBXC_CONTEXT.
 pub fn validate_libxl(data: &[u8]) -> Vec<Finding> {
-    let mut out = Vec::new();
+    check_libxl(data).into_vec()
+}
+
+/// [`validate_libxl`], with the count of findings past the per-rule cap.
+pub fn check_libxl(data: &[u8]) -> Findings {
+    let mut out = Findings::default();
     let mut pos = 0;
     libxl_at(data, &mut pos, 0, &mut out);
     out
@@ -716,7 +732,12 @@ pub fn validate_libxl(data: &[u8]) -> Vec<Finding> {
 /// Validate an xl save file (`verify-stream-v2 -f xl`) plus what `xl`
 /// itself refuses: a foreign byte order and unknown mandatory flags.
 pub fn validate_xl(data: &[u8]) -> Vec<Finding> {
-    let mut out = Vec::new();
+    check_xl(data).into_vec()
+}
+
+/// [`validate_xl`], with the count of findings past the per-rule cap.
+pub fn check_xl(data: &[u8]) -> Findings {
+    let mut out = Findings::default();
     let hdr = match XlHeader::parse_lenient(data) {
         Ok(h) => h,
         Err(e) => {
@@ -746,6 +767,16 @@ pub fn validate_xl(data: &[u8]) -> Vec<Finding> {
                 "expected only bits 0 (JSON) and 1 (STREAMv2), found {:#x}; xl refuses the file",
                 hdr.mandatory_flags
             ),
+        ));
+    }
+    // xl reads `config_len` and the config out of the optional data and
+    // refuses the file ("Savefile truncated") when they do not fit.
+    if let Err(e) = hdr.checked_config() {
+        out.push(Finding::error(
+            "v2.xl.config-length",
+            e.offset,
+            e.context.clone(),
+            format!("{}; xl refuses the file", e.kind),
         ));
     }
     let mut pos = hdr.encoded_len() as usize;

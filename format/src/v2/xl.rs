@@ -80,19 +80,33 @@ impl XlHeader {
                 self.optional_data.len() as u64,
             ));
         };
-        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
         let avail = self.optional_data.len() - 4;
-        self.optional_data.get(4..4 + len).ok_or_else(|| {
-            Error::new(
-                at,
-                ctx,
-                ErrorKind::Oversized {
-                    what: "xl config",
-                    claimed: len as u64,
-                    remaining: avail as u64,
-                },
-            )
-        })
+        usize::try_from(len)
+            .ok()
+            .and_then(|n| self.optional_data.get(4..n.checked_add(4)?))
+            .ok_or_else(|| {
+                Error::new(
+                    at,
+                    ctx,
+                    ErrorKind::Oversized {
+                        what: "xl config",
+                        claimed: u64::from(len),
+                        remaining: avail as u64,
+                    },
+                )
+            })
+    }
+
+    /// What xl checks of the optional data before restoring: when there
+    /// is any, it starts with a `config_len` whose config fits in it (xl
+    /// says "Savefile truncated" otherwise). No optional data is fine: xl
+    /// then takes the config from its command line.
+    pub fn checked_config(&self) -> Result<()> {
+        if self.optional_data.is_empty() {
+            return Ok(());
+        }
+        self.config().map(|_| ())
     }
 
     /// The JSON config text without its trailing NUL.
@@ -166,6 +180,7 @@ impl XlHeader {
         let mut b = [0u8; Self::FIXED_SIZE];
         b.copy_from_slice(fixed);
         let (byteorder, mandatory_flags, optional_flags, opt_len) = Self::fixed(&b)?;
+        // `fixed` above holds FIXED_SIZE bytes, so this is the (maybe empty) rest.
         let rest = data.get(Self::FIXED_SIZE..).unwrap_or_default();
         let Some(opt) = rest.get(..opt_len as usize) else {
             return Err(Error::new(
