@@ -710,7 +710,7 @@ fn endless_input_ends_with_a_bounded_answer() {
     assert!(stdout(&o).contains("4096 sections"), "{}", stdout(&o));
     // convert agrees, at the same input offset, without reading 256 MiB.
     let out = p.join("xend.xl");
-    let args = ["convert", "-", "-o", out.to_str().unwrap()];
+    let args = ["convert", "-", "-o", out.to_str().unwrap(), "--force"];
     let o = run_bounded(p, &args, xend, false, 60);
     assert_eq!(code(&o), 0, "the golden tail itself converts: {o:?}");
     let o = run_bounded(p, &args, xend, true, 60);
