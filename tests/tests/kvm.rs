@@ -5,8 +5,8 @@
 //! Negative controls must fail the resume: the final round's pages dropped,
 //! the vCPU control registers dropped, one HVM record dropped.
 //!
-//! Every wait has a limit. Without /dev/kvm each test prints
-//! `SKIPPED: /dev/kvm not available` and returns.
+//! Every wait has a limit. Without /dev/kvm each test is skipped (counted by
+//! scripts/test.sh), or fails when `HVM_REQUIRE` names `kvm`.
 #![cfg(target_os = "linux")]
 
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ fn kvm_or_skip(test: &str) -> bool {
         println!("{test}: /dev/kvm is {kind}");
         true
     } else {
-        println!("SKIPPED: /dev/kvm not available ({test})");
+        hvm_tests::prereq::skip(hvm_tests::prereq::KVM, test, "/dev/kvm not available");
         false
     }
 }
