@@ -1,18 +1,25 @@
 //! `--resume`: load an image into a fresh KVM VM and prove it runs on.
 //!
 //! The VM is built from the image alone: RAM from the replay, each vCPU from
-//! its libxc context and HVM records (CPU, LAPIC, LAPIC_REGS), the PICs,
-//! IOAPIC and PIT from their records, and what the 2007 records cannot hold
-//! (CPUID, other MSRs, xsave beyond FXSAVE, events) from a fresh vCPU of
-//! this host ([`Vm::template_state`]); see `hvm_save::backend::kvm::xen_state`.
+//! its libxc context and HVM records (CPU, LAPIC, LAPIC_REGS) in either
+//! era's layouts (the 2007 320-byte CPU record or the 3.1-on register file,
+//! all three LAPIC layouts, both PIT layouts), the PICs, IOAPIC and PIT from
+//! their records, and what the records cannot hold (CPUID, other MSRs, xsave
+//! beyond FXSAVE, events) from a fresh vCPU of this host
+//! ([`Vm::template_state`]); see `hvm_save::backend::kvm::xen_state`. A
+//! record it needs but cannot decode, a CPU record that contradicts the
+//! vCPU context, or all vCPUs down is a refusal (exit 1), named.
 //!
 //! For an image of hvm-save's built-in KVM workload, the workload's
 //! parameters are read from its descriptor page (pfn 1, in the image's RAM)
 //! and cross-checked with the registers; the resumed guest runs to
-//! (furthest vCPU's step + N) and its memory digest and architectural state
-//! are compared with an uninterrupted control run of the same workload to
-//! the same step. Any other image resumes and runs for a bounded time; it
-//! is reported as not compared.
+//! (furthest vCPU's step + N, checked) and its memory digest and
+//! architectural state are compared with an uninterrupted control run of
+//! the same workload to the same step. An image whose registers are the
+//! workload's but whose descriptor is gone cannot be compared and fails.
+//! Any other image resumes and runs for a bounded time; it passes, as "not
+//! compared", only when every vCPU that was loaded up moved (RIP or a
+//! general-purpose register) and `--expect` was not given.
 
 use std::time::{Duration, Instant};
 
