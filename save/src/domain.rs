@@ -94,8 +94,11 @@ pub enum HvmParam {
 /// `xc_shadow_op_stats_t`: counters returned by a CLEAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DirtyStats {
-    /// Write faults taken since the last clean.
-    pub fault_count: u64,
+    /// Write faults taken since the last clean, where the hypervisor counts
+    /// them (Xen's shadow op does); `None` where it does not (KVM's dirty
+    /// log reports pages, not faults), rather than a number that only
+    /// repeats `dirty_count`.
+    pub fault_count: Option<u64>,
     /// Pages found dirty since the last clean.
     pub dirty_count: u64,
 }

@@ -526,3 +526,25 @@ fn s_clone(s: &Saved) -> Saved {
         final_iter: s.final_iter,
     }
 }
+
+/// KVM's dirty log counts pages, not write faults: the backend says so
+/// (`None`) instead of repeating the page count as a fault count.
+#[test]
+fn kvm_clean_reports_no_fault_count() {
+    use hvm_save::domain::{DirtyBitmap, Domain};
+    if !kvm_or_skip("kvm_clean_reports_no_fault_count") {
+        return;
+    }
+    let (cfg, _) = config(Load::Light);
+    let mut d = KvmDomain::new(cfg).expect("domain");
+    d.start().expect("start");
+    d.log_dirty_enable().expect("log-dirty on");
+    std::thread::sleep(Duration::from_millis(100));
+    let len = d.info().unwrap().nr_pages.max(1) + 0x100;
+    let mut bm = DirtyBitmap::new(len);
+    let st = d.log_dirty_clean(&mut bm).expect("clean");
+    assert!(st.dirty_count > 0, "the running workload dirtied pages");
+    assert_eq!(st.fault_count, None);
+    d.log_dirty_off().unwrap();
+    d.shutdown().unwrap();
+}

@@ -150,7 +150,7 @@ pub fn copy_dirty_bits(src: &[u64], valid: u64, into: &mut DirtyBitmap) {
 /// `xen_domctl_shadow_op_stats` → [`DirtyStats`].
 pub fn dirty_stats(fault_count: u32, dirty_count: u32) -> DirtyStats {
     DirtyStats {
-        fault_count: u64::from(fault_count),
+        fault_count: Some(u64::from(fault_count)),
         dirty_count: u64::from(dirty_count),
     }
 }
@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(
             dirty_stats(u32::MAX, 3),
             DirtyStats {
-                fault_count: u32::MAX as u64,
+                fault_count: Some(u32::MAX as u64),
                 dirty_count: 3
             }
         );
