@@ -277,7 +277,7 @@ fn parse_blob(blob: &[u8], n: usize) -> Result<Parsed, ResumeError> {
             continue;
         }
         match (rec.body, slot) {
-            (RecordBody::CpuSeed(c), Some(v)) => v.cpu = Some(CpuRecord::Seed(*c)),
+            (RecordBody::CpuSeed(c), Some(v)) => v.cpu = Some(CpuRecord::Seed(c)),
             (RecordBody::CpuCompat(c), Some(v)) => {
                 v.cpu = Some(CpuRecord::Full(Box::new(c.common.clone())))
             }

@@ -437,7 +437,7 @@ pub fn hvm_blob(vcpus: &[VcpuState], vm: &VmState) -> Vec<u8> {
 pub enum CpuRecord {
     /// The 2007 320-byte record: segments, control registers and MSRs; the
     /// GPRs and FPU travel in the libxc vCPU context.
-    Seed(CpuSeed),
+    Seed(Box<CpuSeed>),
     /// The record of Xen 3.1 on (compat 1016 and current 1032 bytes): the
     /// whole register file, which Xen's `hvm_load` loads over whatever
     /// `xc_vcpu_setcontext` set.
@@ -570,7 +570,7 @@ pub fn vcpu_state_from_xen(
 
     match &recs.cpu {
         Some(CpuRecord::Seed(c)) => {
-            load_segments_and_msrs!(st, c);
+            load_segments_and_msrs!(st, &**c);
             // The TSC is not restorable on every host: leave the template's
             // (fresh) value rather than jump the clock.
             st.mp_state.mp_state = KVM_MP_STATE_RUNNABLE;
