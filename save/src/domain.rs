@@ -228,7 +228,10 @@ impl DirtyBitmap {
 /// map: the seed's privcmd rewrote such entries to XTAB in place, so they go
 /// out without data.
 pub trait PageMap {
-    /// Page `j` of the batch (4096 bytes), or `None` if it did not map.
+    /// Page `j` of the batch (4096 bytes), or `None` if it did not map (the
+    /// saver sends it as XTAB). The bytes must not change while borrowed: a
+    /// backend whose pages are live mappings of a running guest copies them
+    /// out first (see the Xen backend's `CopiedBatch`).
     fn page(&self, j: usize) -> Option<&[u8]>;
 }
 
