@@ -471,15 +471,31 @@ fn steps_that_overflow_are_refused() {
 
 /// The built-in workload's image without its descriptor page (every copy of
 /// pfn 1 dropped) is still recognised by its registers, and since it cannot
-/// be compared it fails, naming the page; with 4 pages corrupted as well it
-/// fails the same way (it used to pass as "not compared").
+/// be compared it fails, naming the page (it used to pass as "not
+/// compared", exit 0).
 #[test]
 fn image_without_descriptor_is_recognised_and_fails() {
     if !kvm_or_skip("image_without_descriptor_is_recognised_and_fails") {
         return;
     }
     let s = save(Load::Light, false);
-    let (info, mut reader) = image::open_slice(&s.image, OpenOptions::default()).unwrap();
+    let img = without_descriptor(&s.image);
+    let r = resume(&img, Duration::from_secs(10));
+    assert_eq!(r.kind, GuestKind::BuiltInWorkload);
+    assert!(!r.matches);
+    assert_eq!(r.exit_code(), 1, "{:?}", r.differences);
+    assert!(
+        r.differences
+            .iter()
+            .any(|d| d.contains("descriptor page (pfn 1)")),
+        "{:?}",
+        r.differences
+    );
+}
+
+/// `image` without any copy of the descriptor page (pfn 1).
+fn without_descriptor(image: &[u8]) -> Vec<u8> {
+    let (info, mut reader) = image::open_slice(image, OpenOptions::default()).unwrap();
     let mut w = Writer::new(Vec::new(), info.word());
     let mut dropped = 0;
     while let Some(item) = reader.next().unwrap() {
@@ -503,15 +519,54 @@ fn image_without_descriptor_is_recognised_and_fails() {
         }
     }
     assert!(dropped >= 1);
-    let img = w.finish().unwrap();
+    w.finish().unwrap()
+}
+
+/// Another guest: the workload's image without its descriptor and with its
+/// doorbell register pointed at ordinary memory, so nothing marks it as the
+/// built-in workload. It runs, not compared, and passes only on evidence
+/// that every vCPU moved; with `--expect` it fails (a comparison was asked
+/// for and cannot be made).
+#[test]
+fn another_guest_passes_only_on_evidence_and_not_under_expect() {
+    if !kvm_or_skip("another_guest_passes_only_on_evidence_and_not_under_expect") {
+        return;
+    }
+    let s = save(Load::Heavy, false);
+    let mut i = 0;
+    let img = rewrite(
+        &without_descriptor(&s.image),
+        |_| true,
+        |v| {
+            let c = VcpuContext::parse(v).unwrap();
+            let mut regs = c.registers();
+            regs.r14 = hvm_guest::layout::mailbox_gpa(i) + 0x800;
+            i += 1;
+            VcpuContext::from_registers(c.word_size(), &regs)
+                .unwrap()
+                .as_bytes()
+                .to_vec()
+        },
+        |b| b.to_vec(),
+    );
     let r = resume(&img, Duration::from_secs(10));
-    assert_eq!(r.kind, GuestKind::BuiltInWorkload);
-    assert!(!r.matches);
+    assert_eq!(r.kind, GuestKind::Other);
+    assert!(r.target_step.is_none());
+    assert!(r.run_ms > 0.0, "it ran");
+    assert_eq!(r.exit_code(), 0, "{:?}", r.differences);
+
+    let mut report = Checker::new()
+        .check_slice(&img, &Options::default())
+        .expect("check runs");
+    let mem = report.take_memory().expect("memory replayed");
+    let opts = ResumeOptions {
+        expect_comparable: true,
+        ..ResumeOptions::default()
+    };
+    let r = resume_image(&img, &mem, &opts).expect("resume runs");
     assert_eq!(r.exit_code(), 1, "{:?}", r.differences);
     assert!(
-        r.differences
-            .iter()
-            .any(|d| d.contains("descriptor page (pfn 1)")),
+        r.differences.iter().any(|d| d.contains("--expect")),
         "{:?}",
         r.differences
     );
