@@ -1,15 +1,52 @@
 #!/usr/bin/env bash
 # The project's test command (README; .ci/run calls exactly this).
 # Installs what it needs, then runs every test of the workspace, and the
-# Xen backend's tests with the `xen` feature. Tests that need /dev/kvm run
-# when it exists and print a loud SKIPPED line when it does not; the Xen
-# oracle tests run Xen's own verify-stream-v2 unpacked by setup.sh.
+# Xen backend's tests with the `xen` feature.
+#
+# Tests that need /dev/kvm or the Xen oracle (unpacked by setup.sh) skip when
+# it is missing; each skip appends a line to $HVM_SKIP_LOG, and the count is
+# printed at the end. With HVM_REQUIRE=kvm,xen-oracle (set by .ci/run) a
+# missing prerequisite fails instead: checked here first, and by each test.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 scripts/setup.sh
-if [ ! -e /dev/kvm ]; then
-    echo "*** /dev/kvm is missing: the KVM tests will print SKIPPED and test nothing ***"
+
+require=",${HVM_REQUIRE:-},"
+for name in $(echo "${HVM_REQUIRE:-}" | tr ',' ' '); do
+    case "$name" in
+        kvm | xen-oracle) ;;
+        *) echo "test.sh: HVM_REQUIRE names unknown prerequisite '$name' (known: kvm, xen-oracle)" >&2; exit 1 ;;
+    esac
+done
+if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+    if [[ "$require" == *,kvm,* ]]; then
+        echo "test.sh: HVM_REQUIRE names kvm but /dev/kvm is not usable here" >&2
+        exit 1
+    fi
+    echo "*** /dev/kvm is missing: the KVM tests will be skipped and test nothing ***"
 fi
+
+if [[ "$require" == *,xen-oracle,* ]]; then
+    oracle="${HVM_XEN_ORACLE:-$repo_root/target/xen-oracle}"
+    if ! compgen -G "$oracle/usr/lib/xen-*/bin/verify-stream-v2" >/dev/null; then
+        echo "test.sh: HVM_REQUIRE names xen-oracle but it is not unpacked under $oracle" >&2
+        exit 1
+    fi
+fi
+
+skip_log="$(mktemp "${TMPDIR:-/tmp}/hvm-skips.XXXXXX")"
+trap 'rm -f "$skip_log"' EXIT
+export HVM_SKIP_LOG="$skip_log"
+
 cargo test --workspace --locked
 cargo test -p hvm-save --features xen --locked
+
+skipped=$(grep -c '^SKIPPED' "$skip_log" || true)
+if [ "$skipped" -gt 0 ]; then
+    echo
+    echo "*** $skipped test(s) SKIPPED for a missing prerequisite (they tested nothing): ***"
+    sort "$skip_log" | sed 's/^/    /'
+else
+    echo "test.sh: 0 tests skipped"
+fi

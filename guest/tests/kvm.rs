@@ -2,7 +2,8 @@
 //! mechanism against the model's write sets, pause latency, and capture → fresh VM → run on
 //! against an uninterrupted control run (with negative controls).
 //!
-//! Each test prints a loud SKIPPED line and returns when /dev/kvm is not available.
+//! Without /dev/kvm each test is skipped (a loud line, counted by scripts/test.sh), or fails
+//! when `HVM_REQUIRE` names `kvm` (`hvm_tests::prereq`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ fn kvm_or_skip(test: &str) -> bool {
         println!("{test}: /dev/kvm is {kind}");
         true
     } else {
-        println!("SKIPPED: /dev/kvm not available ({test})");
+        hvm_tests::prereq::skip(hvm_tests::prereq::KVM, test, "/dev/kvm not available");
         false
     }
 }

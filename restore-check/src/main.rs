@@ -157,6 +157,7 @@ fn resume(cli: &Cli, report: &mut hvm_restore_check::Report) -> anyhow::Result<R
     let opts = ResumeOptions {
         steps: cli.steps,
         timeout: std::time::Duration::from_secs(cli.timeout),
+        expect_comparable: cli.expect.is_some(),
         ..ResumeOptions::default()
     };
     let r = resume_image(&map, &memory, &opts)?;

@@ -94,8 +94,11 @@ pub enum HvmParam {
 /// `xc_shadow_op_stats_t`: counters returned by a CLEAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DirtyStats {
-    /// Write faults taken since the last clean.
-    pub fault_count: u64,
+    /// Write faults taken since the last clean, where the hypervisor counts
+    /// them (Xen's shadow op does); `None` where it does not (KVM's dirty
+    /// log reports pages, not faults), rather than a number that only
+    /// repeats `dirty_count`.
+    pub fault_count: Option<u64>,
     /// Pages found dirty since the last clean.
     pub dirty_count: u64,
 }
@@ -225,7 +228,10 @@ impl DirtyBitmap {
 /// map: the seed's privcmd rewrote such entries to XTAB in place, so they go
 /// out without data.
 pub trait PageMap {
-    /// Page `j` of the batch (4096 bytes), or `None` if it did not map.
+    /// Page `j` of the batch (4096 bytes), or `None` if it did not map (the
+    /// saver sends it as XTAB). The bytes must not change while borrowed: a
+    /// backend whose pages are live mappings of a running guest copies them
+    /// out first (see the Xen backend's `CopiedBatch`).
     fn page(&self, j: usize) -> Option<&[u8]>;
 }
 

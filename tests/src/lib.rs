@@ -3,6 +3,8 @@
 //! * [`golden`]: the generator of the committed golden images under
 //!   `tests/golden/` and of the facts a reader must decode from them.
 //! * [`oracle`]: Xen's own verify-stream-v2 and convert-legacy-stream.
+//! * [`prereq`]: what a test does when `/dev/kvm` or the oracle is missing:
+//!   skip and count, or fail under `HVM_REQUIRE`.
 //! * [`pipeline`]: the whole read pipeline over untrusted bytes, for the
 //!   corruption tests and the fuzz targets.
 //!
@@ -11,3 +13,4 @@
 pub mod golden;
 pub mod oracle;
 pub mod pipeline;
+pub mod prereq;

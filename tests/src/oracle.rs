@@ -90,14 +90,20 @@ impl Oracle {
     }
 }
 
-/// The oracle, or print a loud SKIPPED line and return from the test.
+/// The oracle, or skip the test ([`crate::prereq::skip`]: a loud SKIPPED
+/// line and the skip log, or a failure when `HVM_REQUIRE` names
+/// `xen-oracle`) and return from it.
 #[macro_export]
 macro_rules! oracle_or_skip {
     () => {
         match $crate::oracle::Oracle::find() {
             Some(o) => o,
             None => {
-                eprintln!("\n*** SKIPPED: Xen oracle not installed (run scripts/install-xen-oracle.sh) ***\n");
+                $crate::prereq::skip(
+                    $crate::prereq::XEN_ORACLE,
+                    concat!(module_path!(), " line ", line!()),
+                    "Xen oracle not installed (run scripts/install-xen-oracle.sh)",
+                );
                 return;
             }
         }

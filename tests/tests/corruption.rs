@@ -5,6 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use hvm_format::image::{self, OpenOptions};
 use hvm_format::stream::{Item, SliceReader};
 use hvm_format::{ErrorKind, PfnEntry, WordSize, PAGE_SIZE};
 use hvm_tests::golden::{generate, HvmEra, PassSpec, Spec};
@@ -109,13 +110,25 @@ fn every_truncation_point_is_a_clean_error_at_the_cut() {
             0
         };
         assert!(full.error.is_none(), "{:?}", full.error);
+        // Where the legacy stream ends and (xend) the QEVM tail begins.
+        let tail_start = {
+            let (_, mut r) = image::open_slice(&img, OpenOptions::default()).unwrap();
+            while r.next().unwrap().is_some() {}
+            r.position() as usize
+        };
+        assert!(tail_start > stream_start && tail_start <= img.len());
+        let mut silent = 0;
         for n in 0..img.len() {
             let cut = &img[..n];
             for out in [exercise_slice(cut, false), exercise_read(cut, false)] {
                 let Some(e) = out.error else {
                     // Only the QEVM tail may be cut silently (it has no
                     // length); then the listing reports it.
-                    assert!(xend, "{word} cut at {n}: no error");
+                    assert!(
+                        xend && n >= tail_start,
+                        "{word} xend={xend} cut at {n} (QEVM tail from {tail_start}): no error"
+                    );
+                    silent += 1;
                     continue;
                 };
                 assert!(
@@ -136,10 +149,16 @@ fn every_truncation_point_is_a_clean_error_at_the_cut() {
                     }
                     // Envelope sniffing and dialect checks on very short
                     // prefixes fail as invalid input, at the start.
-                    _ => assert!(e.offset <= n as u64),
+                    ref k => assert!(
+                        n < stream_start + 64 && e.offset <= stream_start as u64 + 8,
+                        "{word} cut at {n}: {k:?} at {}: {e}",
+                        e.offset
+                    ),
                 }
             }
         }
+        // The xend tail's cuts are silent; nothing else is.
+        assert_eq!(silent > 0, xend, "{word} xend={xend}: {silent} silent cuts");
     }
 }
 

@@ -46,51 +46,72 @@ fn generator_reproduces_committed_images() {
     }
 }
 
-/// Decode an image into facts with the readers (the other side of the
-/// generator's computation).
-fn decode<'a>(items: impl FnMut() -> Option<Item<'a>>) -> Facts {
-    let mut items = items;
-    let mut f = Facts {
-        word_bits: 0,
-        xend: false,
-        max_pfn: 0,
-        stream_offset: 0,
-        pages_per_pass: vec![],
-        total_pages: 0,
-        batches: 0,
-        distinct_pfns: 0,
-        xtab_entries: 0,
-        verify_pages: None,
-        nr_vcpus: 0,
-        vcpu_size: 0,
-        vcpu_rips: vec![],
-        vcpu_digests: vec![],
-        hvm_records: vec![],
-        hvm_blob_len: 0,
-        qevm_sections: vec![],
-        memory_digest: String::new(),
-        file_len: 0,
-    };
-    let mut index = IndexBuilder::new();
-    let mut pages: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
-    while let Some(item) = items() {
-        index.item(&item);
+/// Decodes an image's items into facts with the readers (the other side of
+/// the generator's computation), whichever reader yields them.
+struct Decoder {
+    f: Facts,
+    index: IndexBuilder,
+    pages: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+impl Decoder {
+    fn new() -> Self {
+        Decoder {
+            f: Facts {
+                word_bits: 0,
+                xend: false,
+                max_pfn: 0,
+                stream_offset: 0,
+                pages_per_pass: vec![],
+                total_pages: 0,
+                batches: 0,
+                distinct_pfns: 0,
+                xtab_entries: 0,
+                verify_pages: None,
+                nr_vcpus: 0,
+                vcpu_size: 0,
+                vcpu_rips: vec![],
+                vcpu_digests: vec![],
+                hvm_records: vec![],
+                hvm_blob_len: 0,
+                qevm_sections: vec![],
+                memory_digest: String::new(),
+                file_len: 0,
+            },
+            index: IndexBuilder::new(),
+            pages: Default::default(),
+        }
+    }
+
+    fn feed(&mut self, item: &Item<'_>) {
+        let f = &mut self.f;
+        self.index.item(item);
         match item {
-            Item::MaxPfn { value, .. } => f.max_pfn = value,
+            Item::MaxPfn { value, .. } => f.max_pfn = *value,
             Item::Batch(b) => {
                 f.batches += 1;
                 f.total_pages += b.page_count() as u64;
                 f.xtab_entries += (b.count() - b.page_count()) as u64;
                 if !b.verify {
                     for (e, data, _) in b.pages() {
-                        pages.insert(e.pfn().0, data.to_vec());
+                        self.pages.insert(e.pfn().0, data.to_vec());
                     }
                 }
             }
-            Item::VcpuCount { count, .. } => f.nr_vcpus = count,
+            Item::VcpuCount { count, .. } => f.nr_vcpus = *count,
             Item::Vcpu(v) => {
                 f.vcpu_size = v.bytes.len() as u32;
                 let ctx = VcpuContext::parse(v.bytes).unwrap();
+                // RIP where Xen's vcpu_guest_context has it (user_regs at
+                // 520 or 516, rip at +128 or eip at +32), read without the
+                // context code: a misplaced field in it would otherwise
+                // cancel out between the writer and the parser.
+                let raw = match v.bytes.len() {
+                    5168 => u64::from_le_bytes(v.bytes[648..656].try_into().unwrap()),
+                    2800 => u64::from(u32::from_le_bytes(v.bytes[548..552].try_into().unwrap())),
+                    n => panic!("vCPU context of {n} bytes"),
+                };
+                assert_eq!(raw, ctx.rip(), "RIP at Xen's offset vs the parser's");
                 f.vcpu_rips.push(ctx.rip());
                 f.vcpu_digests.push(hex(&vcpu_digest(v.bytes)));
             }
@@ -106,16 +127,20 @@ fn decode<'a>(items: impl FnMut() -> Option<Item<'a>>) -> Facts {
             _ => {}
         }
     }
-    let idx = index.finish();
-    f.pages_per_pass = idx.passes.iter().map(|p| p.pages).collect();
-    f.verify_pages = idx.verify_pass.as_ref().map(|p| p.pages);
-    f.distinct_pfns = idx.finals.len() as u64;
-    let mut d = DigestBuilder::new();
-    for (pfn, data) in &pages {
-        d.page(*pfn, data);
+
+    fn finish(self) -> Facts {
+        let mut f = self.f;
+        let idx = self.index.finish();
+        f.pages_per_pass = idx.passes.iter().map(|p| p.pages).collect();
+        f.verify_pages = idx.verify_pass.as_ref().map(|p| p.pages);
+        f.distinct_pfns = idx.finals.len() as u64;
+        let mut d = DigestBuilder::new();
+        for (pfn, data) in &self.pages {
+            d.page(*pfn, data);
+        }
+        f.memory_digest = hex(&d.finish().unwrap().total);
+        f
     }
-    f.memory_digest = hex(&d.finish().unwrap().total);
-    f
 }
 
 fn sections(t: &Tail) -> Vec<String> {
@@ -133,7 +158,11 @@ fn committed_images_decode_to_their_facts_through_both_readers() {
 
         // The mmap path.
         let (info, mut r) = open_slice(&bytes, OpenOptions::default()).unwrap();
-        let mut got = decode(|| r.next().unwrap());
+        let mut dec = Decoder::new();
+        while let Some(item) = r.next().unwrap() {
+            dec.feed(&item);
+        }
+        let mut got = dec.finish();
         got.word_bits = info.word().bits();
         got.xend = info.xend.is_some();
         got.stream_offset = info.stream_offset;
@@ -146,21 +175,27 @@ fn committed_images_decode_to_their_facts_through_both_readers() {
             spec.name, info.detection
         );
 
-        // The pipe path: items are owned copies since they borrow the buffer.
+        // The pipe path, decoded into the same facts; the items it yields,
+        // written again, are byte-identical to the stream part of the file.
         let (info, mut r) = open_read(&bytes[..], OpenOptions::default()).unwrap();
-        let mut owned: Vec<Vec<u8>> = Vec::new();
+        let mut dec = Decoder::new();
         let mut w = hvm_format::stream::Writer::new(Vec::new(), info.word());
         while let Some(item) = r.next().unwrap() {
+            dec.feed(&item);
             w.item(&item).unwrap();
         }
-        owned.push(w.finish().unwrap());
-        let tail = read_tail(&info, r).unwrap();
-        assert_eq!(sections(&tail), want.qevm_sections, "{}", spec.name);
-        // The re-written stream is byte-identical to the stream part of the file.
+        let rewritten = w.finish().unwrap();
+        let mut got = dec.finish();
+        got.word_bits = info.word().bits();
+        got.xend = info.xend.is_some();
+        got.stream_offset = info.stream_offset;
+        got.qevm_sections = sections(&read_tail(&info, r).unwrap());
+        got.file_len = bytes.len() as u64;
+        assert_eq!(got, want, "{} (pipe reader)", spec.name);
         let start = info.stream_offset as usize;
         assert_eq!(
-            &bytes[start..start + owned[0].len()],
-            &owned[0][..],
+            &bytes[start..start + rewritten.len()],
+            &rewritten[..],
             "{}",
             spec.name
         );

@@ -5,18 +5,21 @@
 //! Negative controls must fail the resume: the final round's pages dropped,
 //! the vCPU control registers dropped, one HVM record dropped.
 //!
-//! Every wait has a limit. Without /dev/kvm each test prints
-//! `SKIPPED: /dev/kvm not available` and returns.
+//! Every wait has a limit. Without /dev/kvm each test is skipped (counted by
+//! scripts/test.sh), or fails when `HVM_REQUIRE` names `kvm`.
 #![cfg(target_os = "linux")]
 
 use std::time::{Duration, Instant};
 
+use hvm_format::hvm::translate::to_current;
 use hvm_format::hvm::{code, HvmBlob};
 use hvm_format::image::{self, OpenOptions};
 use hvm_format::stream::{Item, Writer};
 use hvm_format::vcpu::VcpuContext;
 use hvm_guest::HostInfo;
-use hvm_restore_check::resume::{resume_image, GuestKind, ResumeOptions, ResumeReport};
+use hvm_restore_check::resume::{
+    resume_image, GuestKind, ResumeError, ResumeOptions, ResumeReport,
+};
 use hvm_restore_check::{Checker, Manifest, Options};
 use hvm_save::backend::kvm::{KvmConfig, KvmDomain, DESCRIPTOR_PFN};
 use hvm_save::policy::StopReason;
@@ -33,7 +36,7 @@ fn kvm_or_skip(test: &str) -> bool {
         println!("{test}: /dev/kvm is {kind}");
         true
     } else {
-        println!("SKIPPED: /dev/kvm not available ({test})");
+        hvm_tests::prereq::skip(hvm_tests::prereq::KVM, test, "/dev/kvm not available");
         false
     }
 }
@@ -291,7 +294,9 @@ fn non_converging_workload_and_negative_controls() {
     })
     .ok());
 
-    // 2. Without the vCPU control registers (ctrlreg[] zeroed).
+    // 2. Without the vCPU control registers: ctrlreg[] zeroed in the
+    //    context and cr0/cr3/cr4 in the CPU record, consistently, so no
+    //    static cross-check sees it and only the run can.
     let img = rewrite(
         &s.image,
         |_| true,
@@ -301,12 +306,40 @@ fn non_converging_workload_and_negative_controls() {
             assert_eq!(VcpuContext::parse(&c).unwrap().cr0(), 0);
             c
         },
-        |b| b.to_vec(),
+        |b| with_cpu_records(b, |p| p[24..48].fill(0)),
     );
     let r = resume(&img, Duration::from_secs(5));
     assert!(!r.matches && r.exit_code() == 1, "{:?}", r.differences);
+    assert!(
+        !r.differences.iter().any(|d| d.contains("disagree")),
+        "caught before the run: {:?}",
+        r.differences
+    );
 
-    // 3. Without vCPU 0's CPU record: Xen leaves that vCPU down.
+    // 3. The workload's PRNG state (rbx) changed in every vCPU context: a
+    //    consistent image that runs, and runs into different memory.
+    let img = rewrite(
+        &s.image,
+        |_| true,
+        |v| {
+            let mut c = VcpuContext::parse(v).unwrap();
+            let mut regs = c.registers();
+            regs.rbx ^= 0x5A5A_0000_0001;
+            c = VcpuContext::from_registers(c.word_size(), &regs).unwrap();
+            c.as_bytes().to_vec()
+        },
+        |b| b.to_vec(),
+    );
+    let r = resume(&img, Duration::from_secs(30));
+    assert!(!r.matches && r.exit_code() == 1, "{:?}", r.differences);
+    assert!(r.target_step.is_some(), "it must have run");
+    assert!(
+        r.differences.iter().any(|d| d.contains("memory digest")),
+        "{:?}",
+        r.differences
+    );
+
+    // 4. Without vCPU 0's CPU record: Xen leaves that vCPU down.
     let img = rewrite(
         &s.image,
         |_| true,
@@ -335,16 +368,134 @@ fn non_converging_workload_and_negative_controls() {
     );
 }
 
-/// An image of some other guest: the built-in workload's image without its
-/// descriptor page (every copy of pfn 1 dropped). It must still resume and
-/// run for a bounded time, reported as not compared.
+/// `blob` with `f` applied to every CPU record's payload.
+fn with_cpu_records(blob: &[u8], mut f: impl FnMut(&mut Vec<u8>)) -> Vec<u8> {
+    let parsed = HvmBlob::parse(blob).unwrap();
+    let mut out = Vec::new();
+    for r in &parsed.records {
+        let mut rec = r.to_owned_record();
+        if r.typecode == code::CPU {
+            f(&mut rec.payload);
+        }
+        rec.encode_into(&mut out);
+    }
+    out
+}
+
+/// The vCPU contexts of an image.
+fn contexts(image: &[u8]) -> Vec<VcpuContext> {
+    let (_, mut reader) = image::open_slice(image, OpenOptions::default()).unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = reader.next().unwrap() {
+        if let Item::Vcpu(v) = item {
+            out.push(VcpuContext::parse(v.bytes).unwrap());
+        }
+    }
+    out
+}
+
+/// The built-in workload's image with its HVM blob rewritten in today's
+/// record layouts by the project's translation (1032-byte CPU with the
+/// register file, 24-byte LAPIC, 56-byte PIT): it must resume and match
+/// the control run, as the 2007 layouts do.
 #[test]
-fn image_without_descriptor_runs_bounded_and_is_not_compared() {
-    if !kvm_or_skip("image_without_descriptor_runs_bounded_and_is_not_compared") {
+fn current_era_records_resume_and_match() {
+    if !kvm_or_skip("current_era_records_resume_and_match") {
+        return;
+    }
+    let s = save(Load::Heavy, false);
+    let ctxs = contexts(&s.image);
+    let img = rewrite(
+        &s.image,
+        |_| true,
+        |v| v.to_vec(),
+        |b| {
+            let t = to_current(b, &ctxs).expect("translation");
+            let p = HvmBlob::parse(&t.blob).unwrap();
+            let cpus: Vec<usize> = p
+                .records
+                .iter()
+                .filter(|r| r.typecode == code::CPU)
+                .map(|r| r.payload.len())
+                .collect();
+            assert_eq!(cpus, vec![1032; ctxs.len()], "today's CPU layout");
+            t.blob
+        },
+    );
+    let r = resume(&img, Duration::from_secs(30));
+    assert_eq!(r.kind, GuestKind::BuiltInWorkload);
+    assert!(r.matches, "{:?}", r.differences);
+    assert_eq!(r.exit_code(), 0);
+    assert!(r.target_step.is_some());
+}
+
+/// The golden current-era image: its CPU records (filler) contradict its
+/// vCPU contexts, so it is refused with that reason before any run.
+#[test]
+fn golden_current_image_is_refused_with_a_reason() {
+    if !kvm_or_skip("golden_current_image_is_refused_with_a_reason") {
+        return;
+    }
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/seed64-current-hvm.img");
+    let img = std::fs::read(p).unwrap();
+    let r = resume(&img, Duration::from_secs(5));
+    assert_eq!(r.exit_code(), 1);
+    assert!(
+        r.differences
+            .iter()
+            .any(|d| d.starts_with("vCPU 0:") && d.contains("CPU record")),
+        "{:?}",
+        r.differences
+    );
+    assert_eq!(r.run_ms, 0.0, "a refused image is not run");
+}
+
+/// `--steps` past the save point that overflows is an error, not a wrap.
+#[test]
+fn steps_that_overflow_are_refused() {
+    if !kvm_or_skip("steps_that_overflow_are_refused") {
         return;
     }
     let s = save(Load::Light, false);
-    let (info, mut reader) = image::open_slice(&s.image, OpenOptions::default()).unwrap();
+    let mut report = Checker::new()
+        .check_slice(&s.image, &Options::default())
+        .expect("check runs");
+    let mem = report.take_memory().expect("memory replayed");
+    let opts = ResumeOptions {
+        steps: u64::MAX,
+        ..ResumeOptions::default()
+    };
+    let e = resume_image(&s.image, &mem, &opts).unwrap_err();
+    assert!(matches!(e, ResumeError::Steps { .. }), "{e}");
+}
+
+/// The built-in workload's image without its descriptor page (every copy of
+/// pfn 1 dropped) is still recognised by its registers, and since it cannot
+/// be compared it fails, naming the page (it used to pass as "not
+/// compared", exit 0).
+#[test]
+fn image_without_descriptor_is_recognised_and_fails() {
+    if !kvm_or_skip("image_without_descriptor_is_recognised_and_fails") {
+        return;
+    }
+    let s = save(Load::Light, false);
+    let img = without_descriptor(&s.image);
+    let r = resume(&img, Duration::from_secs(10));
+    assert_eq!(r.kind, GuestKind::BuiltInWorkload);
+    assert!(!r.matches);
+    assert_eq!(r.exit_code(), 1, "{:?}", r.differences);
+    assert!(
+        r.differences
+            .iter()
+            .any(|d| d.contains("descriptor page (pfn 1)")),
+        "{:?}",
+        r.differences
+    );
+}
+
+/// `image` without any copy of the descriptor page (pfn 1).
+fn without_descriptor(image: &[u8]) -> Vec<u8> {
+    let (info, mut reader) = image::open_slice(image, OpenOptions::default()).unwrap();
     let mut w = Writer::new(Vec::new(), info.word());
     let mut dropped = 0;
     while let Some(item) = reader.next().unwrap() {
@@ -368,16 +519,56 @@ fn image_without_descriptor_runs_bounded_and_is_not_compared() {
         }
     }
     assert!(dropped >= 1);
-    let img = w.finish().unwrap();
-    let t = Instant::now();
+    w.finish().unwrap()
+}
+
+/// Another guest: the workload's image without its descriptor and with its
+/// doorbell register pointed at ordinary memory, so nothing marks it as the
+/// built-in workload. It runs, not compared, and passes only on evidence
+/// that every vCPU moved; with `--expect` it fails (a comparison was asked
+/// for and cannot be made).
+#[test]
+fn another_guest_passes_only_on_evidence_and_not_under_expect() {
+    if !kvm_or_skip("another_guest_passes_only_on_evidence_and_not_under_expect") {
+        return;
+    }
+    let s = save(Load::Heavy, false);
+    let mut i = 0;
+    let img = rewrite(
+        &without_descriptor(&s.image),
+        |_| true,
+        |v| {
+            let c = VcpuContext::parse(v).unwrap();
+            let mut regs = c.registers();
+            regs.r14 = hvm_guest::layout::mailbox_gpa(i) + 0x800;
+            i += 1;
+            VcpuContext::from_registers(c.word_size(), &regs)
+                .unwrap()
+                .as_bytes()
+                .to_vec()
+        },
+        |b| b.to_vec(),
+    );
     let r = resume(&img, Duration::from_secs(10));
     assert_eq!(r.kind, GuestKind::Other);
-    assert!(!r.matches, "another guest is never compared");
     assert!(r.target_step.is_none());
+    assert!(r.run_ms > 0.0, "it ran");
     assert_eq!(r.exit_code(), 0, "{:?}", r.differences);
+
+    let mut report = Checker::new()
+        .check_slice(&img, &Options::default())
+        .expect("check runs");
+    let mem = report.take_memory().expect("memory replayed");
+    let opts = ResumeOptions {
+        expect_comparable: true,
+        ..ResumeOptions::default()
+    };
+    let r = resume_image(&img, &mem, &opts).expect("resume runs");
+    assert_eq!(r.exit_code(), 1, "{:?}", r.differences);
     assert!(
-        t.elapsed() < Duration::from_secs(20),
-        "the run must be bounded"
+        r.differences.iter().any(|d| d.contains("--expect")),
+        "{:?}",
+        r.differences
     );
 }
 
@@ -389,4 +580,26 @@ fn s_clone(s: &Saved) -> Saved {
         batch_iters: s.batch_iters.clone(),
         final_iter: s.final_iter,
     }
+}
+
+/// KVM's dirty log counts pages, not write faults: the backend says so
+/// (`None`) instead of repeating the page count as a fault count.
+#[test]
+fn kvm_clean_reports_no_fault_count() {
+    use hvm_save::domain::{DirtyBitmap, Domain};
+    if !kvm_or_skip("kvm_clean_reports_no_fault_count") {
+        return;
+    }
+    let (cfg, _) = config(Load::Light);
+    let mut d = KvmDomain::new(cfg).expect("domain");
+    d.start().expect("start");
+    d.log_dirty_enable().expect("log-dirty on");
+    std::thread::sleep(Duration::from_millis(100));
+    let len = d.info().unwrap().nr_pages.max(1) + 0x100;
+    let mut bm = DirtyBitmap::new(len);
+    let st = d.log_dirty_clean(&mut bm).expect("clean");
+    assert!(st.dirty_count > 0, "the running workload dirtied pages");
+    assert_eq!(st.fault_count, None);
+    d.log_dirty_off().unwrap();
+    d.shutdown().unwrap();
 }

@@ -15,7 +15,8 @@ use proptest::prelude::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Model {
     MaxPfn(u64),
-    Batch(Vec<(u64, Option<u8>)>),
+    /// Every page whole (`None`: an XTAB entry).
+    Batch(Vec<(u64, Option<Vec<u8>>)>),
     Verify,
     End,
     VcpuCount(u32),
@@ -33,8 +34,12 @@ struct Image {
     xend: Option<(String, Vec<Section>)>,
 }
 
+/// A page whose every byte depends on its position, pfn and fill, so a
+/// reader that moves, drops or repeats bytes anywhere in it is seen.
 fn page_of(fill: u8, pfn: u64) -> Vec<u8> {
-    let mut p = vec![fill; PAGE_SIZE];
+    let mut p: Vec<u8> = (0..PAGE_SIZE)
+        .map(|i| fill ^ (i as u8).wrapping_mul(37) ^ (i >> 8) as u8 ^ pfn as u8)
+        .collect();
     p[..8].copy_from_slice(&pfn.to_le_bytes());
     p
 }
@@ -111,14 +116,16 @@ fn image_strategy() -> impl Strategy<Value = Image> {
                         items.push(Model::Batch(
                             chunk
                                 .iter()
-                                .map(|&(pfn, xtab, fill)| (pfn, (!xtab).then_some(fill)))
+                                .map(|&(pfn, xtab, fill)| {
+                                    (pfn, (!xtab).then(|| page_of(fill, pfn)))
+                                })
                                 .collect(),
                         ));
                     }
                 }
                 if verify {
                     items.push(Model::Verify);
-                    items.push(Model::Batch(vec![(1, Some(9)), (2, None)]));
+                    items.push(Model::Batch(vec![(1, Some(page_of(9, 1))), (2, None)]));
                 }
                 items.push(Model::End);
                 items.push(Model::VcpuCount(vcpus));
@@ -156,11 +163,7 @@ fn write(img: &Image) -> Vec<u8> {
                         }
                     })
                     .collect();
-                let pages: Vec<Vec<u8>> = es
-                    .iter()
-                    .filter_map(|(p, d)| d.map(|f| page_of(f, *p)))
-                    .collect();
-                let refs: Vec<&[u8]> = pages.iter().map(|p| p.as_slice()).collect();
+                let refs: Vec<&[u8]> = es.iter().filter_map(|(_, d)| d.as_deref()).collect();
                 w.batch(&entries, &refs).unwrap();
             }
             Model::Verify => w.verify_marker().unwrap(),
@@ -192,8 +195,7 @@ fn model(item: &Item<'_>) -> Model {
                         if e.has_data() {
                             let (pe, data, _) = pages.next().unwrap();
                             assert_eq!(pe, e);
-                            assert_eq!(&data[..8], &e.pfn().0.to_le_bytes());
-                            (e.pfn().0, Some(data[8]))
+                            (e.pfn().0, Some(data.to_vec()))
                         } else {
                             (e.pfn().0, None)
                         }
@@ -213,14 +215,27 @@ fn model(item: &Item<'_>) -> Model {
     }
 }
 
-fn sections(t: &Tail) -> Vec<Section> {
+/// The tail's sections with their payloads, cut from the file where the
+/// listing says they are; the listing must have read the whole tail.
+fn sections(t: &Tail, file: &[u8]) -> Vec<Section> {
     match t {
-        Tail::Qemu(q) => q
-            .listing
-            .sections
-            .iter()
-            .map(|s| (s.id_str(), s.instance_id, s.version_id, Vec::new()))
-            .collect(),
+        Tail::Qemu(q) => {
+            assert!(q.listing.error.is_none(), "{:?}", q.listing.error);
+            assert_eq!(
+                q.listing.end,
+                file.len() as u64,
+                "the listing stopped early"
+            );
+            q.listing
+                .sections
+                .iter()
+                .map(|s| {
+                    let at = s.payload_offset as usize;
+                    let payload = file[at..at + s.length as usize].to_vec();
+                    (s.id_str(), s.instance_id, s.version_id, payload)
+                })
+                .collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -242,8 +257,8 @@ proptest! {
         }
         prop_assert_eq!(&got, &img.items);
         let tail = slice_tail(&info, &r).unwrap();
-        let want_sections: Vec<_> = img.xend.iter().flat_map(|(_, s)| s.iter().map(|(i, a, b, _)| (i.clone(), *a, *b, Vec::new()))).collect();
-        prop_assert_eq!(sections(&tail), want_sections.clone());
+        let want_sections: Vec<Section> = img.xend.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+        prop_assert_eq!(sections(&tail, &bytes), want_sections.clone());
         let start = info.stream_offset as usize;
         let rewritten = rewrite.finish().unwrap();
         prop_assert_eq!(&bytes[start..start + rewritten.len()], &rewritten[..]);
@@ -259,6 +274,6 @@ proptest! {
             got.push(model(&item));
         }
         prop_assert_eq!(&got, &img.items);
-        prop_assert_eq!(sections(&read_tail(&info, r).unwrap()), want_sections);
+        prop_assert_eq!(sections(&read_tail(&info, r).unwrap(), &bytes), want_sections);
     }
 }

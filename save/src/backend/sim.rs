@@ -518,7 +518,7 @@ impl Domain for SimDomain {
         self.faults = 0;
         self.cleans += 1;
         Ok(DirtyStats {
-            fault_count: faults,
+            fault_count: Some(faults),
             dirty_count: dirty,
         })
     }

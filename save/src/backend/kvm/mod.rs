@@ -385,7 +385,8 @@ impl Domain for KvmDomain {
             .map_err(guest_err("log-dirty clean"))?;
         self.copy_bitmap(into);
         Ok(DirtyStats {
-            fault_count: st.dirty_pages,
+            // KVM's dirty log counts dirty pages, not write faults.
+            fault_count: None,
             dirty_count: st.dirty_pages,
         })
     }

@@ -25,8 +25,8 @@
 //! [`Vm::template_state`]: hvm_guest::Vm::template_state
 
 use hvm_format::hvm::{
-    code, seed_reset_records, CpuSeed, HvmRecord, Ioapic, LapicRegs, LapicSeed, Pic, PicInit,
-    PicMode, PitChannel, PitSeed, RecordBody, RedirEntry,
+    code, seed_reset_records, CpuCommon, CpuSeed, HvmRecord, Ioapic, LapicRegs, LapicSeed, Pic,
+    PicInit, PicMode, PitChannel, PitSeed, RecordBody, RedirEntry,
 };
 use hvm_format::vcpu::{VcpuContext, VcpuRegisters, FPU_CTXT_SIZE};
 use hvm_format::WordSize;
@@ -432,18 +432,116 @@ pub fn hvm_blob(vcpus: &[VcpuState], vm: &VmState) -> Vec<u8> {
     hvm_format::hvm::encode_records(&hvm_records(vcpus, vm), &[])
 }
 
-/// The records of one vCPU found in a blob.
+/// A vCPU's CPU record in either era's layout.
+#[derive(Debug, Clone)]
+pub enum CpuRecord {
+    /// The 2007 320-byte record: segments, control registers and MSRs; the
+    /// GPRs and FPU travel in the libxc vCPU context.
+    Seed(Box<CpuSeed>),
+    /// The record of Xen 3.1 on (compat 1016 and current 1032 bytes): the
+    /// whole register file, which Xen's `hvm_load` loads over whatever
+    /// `xc_vcpu_setcontext` set.
+    Full(Box<CpuCommon>),
+}
+
+impl CpuRecord {
+    /// (cr0, cr3, cr4) as the record holds them.
+    pub fn control_registers(&self) -> (u64, u64, u64) {
+        match self {
+            CpuRecord::Seed(c) => (c.cr0, c.cr3, c.cr4),
+            CpuRecord::Full(c) => (c.cr0, c.cr3, c.cr4),
+        }
+    }
+
+    /// (rip, rsp) as the record holds them.
+    pub fn rip_rsp(&self) -> (u64, u64) {
+        match self {
+            CpuRecord::Seed(c) => (c.eip, c.esp),
+            CpuRecord::Full(c) => (c.rip, c.rsp),
+        }
+    }
+}
+
+/// The records of one vCPU found in a blob, in whichever era's layout.
 #[derive(Debug, Clone, Default)]
 pub struct VcpuRecords {
-    pub cpu: Option<CpuSeed>,
-    pub lapic: Option<LapicSeed>,
+    pub cpu: Option<CpuRecord>,
+    /// `apic_base_msr` of the LAPIC record (the only field of any of its
+    /// three layouts that KVM's state has a place for).
+    pub apic_base_msr: Option<u64>,
     pub lapic_regs: Option<LapicRegs>,
 }
 
+/// Segments, descriptor tables and the MSRs every era's CPU record holds
+/// under the same field names.
+macro_rules! load_segments_and_msrs {
+    ($st:expr, $c:expr) => {{
+        let c = $c;
+        let s = &mut $st.sregs;
+        s.cs = segment_from(c.cs_sel, c.cs_base, c.cs_limit, c.cs_arbytes);
+        s.ds = segment_from(c.ds_sel, c.ds_base, c.ds_limit, c.ds_arbytes);
+        s.es = segment_from(c.es_sel, c.es_base, c.es_limit, c.es_arbytes);
+        s.fs = segment_from(c.fs_sel, c.fs_base, c.fs_limit, c.fs_arbytes);
+        s.gs = segment_from(c.gs_sel, c.gs_base, c.gs_limit, c.gs_arbytes);
+        s.ss = segment_from(c.ss_sel, c.ss_base, c.ss_limit, c.ss_arbytes);
+        s.tr = segment_from(c.tr_sel, c.tr_base, c.tr_limit, c.tr_arbytes);
+        s.ldt = segment_from(c.ldtr_sel, c.ldtr_base, c.ldtr_limit, c.ldtr_arbytes);
+        s.gdt.base = c.gdtr_base;
+        s.gdt.limit = c.gdtr_limit as u16;
+        s.idt.base = c.idtr_base;
+        s.idt.limit = c.idtr_limit as u16;
+        s.efer = c.msr_efer;
+        let m = &mut $st.msrs;
+        set_msr(m, msr::SYSENTER_CS, u64::from(c.sysenter_cs));
+        set_msr(m, msr::SYSENTER_ESP, c.sysenter_esp);
+        set_msr(m, msr::SYSENTER_EIP, c.sysenter_eip);
+        set_msr(m, msr::KERNEL_GS_BASE, c.shadow_gs);
+        set_msr(m, msr::LSTAR, c.msr_lstar);
+        set_msr(m, msr::STAR, c.msr_star);
+        set_msr(m, msr::CSTAR, c.msr_cstar);
+        set_msr(m, msr::SYSCALL_MASK, c.msr_syscall_mask);
+        set_msr(m, 0xC000_0080, c.msr_efer);
+    }};
+}
+
+/// Loads a 512-byte FXSAVE image into xsave's legacy area (and XSTATE_BV's
+/// x87|SSE bits so it is used), and into kvm_fpu.
+fn load_fxsave(st: &mut VcpuState, fx: &[u8; FPU_CTXT_SIZE]) {
+    if let Some(words) = st.xsave.as_mut() {
+        for (w, b) in words.iter_mut().zip(fx.chunks_exact(4)) {
+            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        if let Some(bv) = words.get_mut(512 / 4) {
+            *bv |= 3;
+        }
+    }
+    let f = &mut st.fpu;
+    let u16_at = |o: usize| u16::from_le_bytes([fx[o], fx[o + 1]]);
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&fx[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    f.fcw = u16_at(0);
+    f.fsw = u16_at(2);
+    f.ftwx = fx[4];
+    f.last_opcode = u16_at(6);
+    f.last_ip = u64_at(8);
+    f.last_dp = u64_at(16);
+    f.mxcsr = u32::from_le_bytes([fx[24], fx[25], fx[26], fx[27]]);
+    for (i, reg) in f.fpr.iter_mut().enumerate() {
+        reg.copy_from_slice(&fx[32 + 16 * i..48 + 16 * i]);
+    }
+    for (i, reg) in f.xmm.iter_mut().enumerate() {
+        reg.copy_from_slice(&fx[160 + 16 * i..176 + 16 * i]);
+    }
+}
+
 /// Rebuilds a vCPU's KVM state from its libxc context and HVM records, on
-/// top of `template` (a fresh vCPU of this host) for what 2007 records do
-/// not hold. Without a CPU record the vCPU stays down, as in Xen's
-/// `hvm_load`: it is not made runnable.
+/// top of `template` (a fresh vCPU of this host) for what the records do
+/// not hold. A 3.1-on CPU record's register file wins over the context, as
+/// in Xen (`hvm_load` runs after `xc_vcpu_setcontext`). Without a CPU record
+/// the vCPU stays down, as in Xen's `hvm_load`: it is not made runnable.
 pub fn vcpu_state_from_xen(
     template: &VcpuState,
     ctx: &VcpuContext,
@@ -460,7 +558,7 @@ pub fn vcpu_state_from_xen(
     r.rflags = x.rflags;
     let s = &mut st.sregs;
     // The libxc context's control registers are what xc_vcpu_setcontext
-    // loads; the CPU record's copies are only cross-checked by callers.
+    // loads; a seed CPU record's copies are only cross-checked by callers.
     s.cr0 = x.cr0;
     s.cr2 = x.cr2;
     s.cr3 = x.cr3;
@@ -468,65 +566,30 @@ pub fn vcpu_state_from_xen(
     st.debugregs.db = [x.debugreg[0], x.debugreg[1], x.debugreg[2], x.debugreg[3]];
     st.debugregs.dr6 = x.debugreg[6];
     st.debugregs.dr7 = x.debugreg[7];
-    // FXSAVE image into xsave's legacy area (and XSTATE_BV's x87|SSE bits so
-    // it is used), or into kvm_fpu.
-    if let Some(words) = st.xsave.as_mut() {
-        for (w, b) in words.iter_mut().zip(x.fpu.chunks_exact(4)) {
-            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-        if let Some(bv) = words.get_mut(512 / 4) {
-            *bv |= 3;
-        }
-    }
-    let f = &mut st.fpu;
-    let u16_at = |o: usize| u16::from_le_bytes([x.fpu[o], x.fpu[o + 1]]);
-    let u64_at = |o: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&x.fpu[o..o + 8]);
-        u64::from_le_bytes(b)
-    };
-    f.fcw = u16_at(0);
-    f.fsw = u16_at(2);
-    f.ftwx = x.fpu[4];
-    f.last_opcode = u16_at(6);
-    f.last_ip = u64_at(8);
-    f.last_dp = u64_at(16);
-    f.mxcsr = u32::from_le_bytes([x.fpu[24], x.fpu[25], x.fpu[26], x.fpu[27]]);
-    for (i, reg) in f.fpr.iter_mut().enumerate() {
-        reg.copy_from_slice(&x.fpu[32 + 16 * i..48 + 16 * i]);
-    }
-    for (i, reg) in f.xmm.iter_mut().enumerate() {
-        reg.copy_from_slice(&x.fpu[160 + 16 * i..176 + 16 * i]);
-    }
+    load_fxsave(&mut st, &x.fpu);
 
     match &recs.cpu {
-        Some(c) => {
-            let s = &mut st.sregs;
-            s.cs = segment_from(c.cs_sel, c.cs_base, c.cs_limit, c.cs_arbytes);
-            s.ds = segment_from(c.ds_sel, c.ds_base, c.ds_limit, c.ds_arbytes);
-            s.es = segment_from(c.es_sel, c.es_base, c.es_limit, c.es_arbytes);
-            s.fs = segment_from(c.fs_sel, c.fs_base, c.fs_limit, c.fs_arbytes);
-            s.gs = segment_from(c.gs_sel, c.gs_base, c.gs_limit, c.gs_arbytes);
-            s.ss = segment_from(c.ss_sel, c.ss_base, c.ss_limit, c.ss_arbytes);
-            s.tr = segment_from(c.tr_sel, c.tr_base, c.tr_limit, c.tr_arbytes);
-            s.ldt = segment_from(c.ldtr_sel, c.ldtr_base, c.ldtr_limit, c.ldtr_arbytes);
-            s.gdt.base = c.gdtr_base;
-            s.gdt.limit = c.gdtr_limit as u16;
-            s.idt.base = c.idtr_base;
-            s.idt.limit = c.idtr_limit as u16;
-            s.efer = c.msr_efer;
-            let m = &mut st.msrs;
-            set_msr(m, msr::SYSENTER_CS, u64::from(c.sysenter_cs));
-            set_msr(m, msr::SYSENTER_ESP, c.sysenter_esp);
-            set_msr(m, msr::SYSENTER_EIP, c.sysenter_eip);
-            set_msr(m, msr::KERNEL_GS_BASE, c.shadow_gs);
-            set_msr(m, msr::LSTAR, c.msr_lstar);
-            set_msr(m, msr::STAR, c.msr_star);
-            set_msr(m, msr::CSTAR, c.msr_cstar);
-            set_msr(m, msr::SYSCALL_MASK, c.msr_syscall_mask);
-            set_msr(m, 0xC000_0080, c.msr_efer);
+        Some(CpuRecord::Seed(c)) => {
+            load_segments_and_msrs!(st, &**c);
             // The TSC is not restorable on every host: leave the template's
             // (fresh) value rather than jump the clock.
+            st.mp_state.mp_state = KVM_MP_STATE_RUNNABLE;
+        }
+        Some(CpuRecord::Full(c)) => {
+            let r = &mut st.regs;
+            (r.rax, r.rbx, r.rcx, r.rdx) = (c.rax, c.rbx, c.rcx, c.rdx);
+            (r.rsi, r.rdi, r.rsp, r.rbp) = (c.rsi, c.rdi, c.rsp, c.rbp);
+            (r.r8, r.r9, r.r10, r.r11) = (c.r8, c.r9, c.r10, c.r11);
+            (r.r12, r.r13, r.r14, r.r15) = (c.r12, c.r13, c.r14, c.r15);
+            r.rip = c.rip;
+            r.rflags = c.rflags;
+            let s = &mut st.sregs;
+            (s.cr0, s.cr2, s.cr3, s.cr4) = (c.cr0, c.cr2, c.cr3, c.cr4);
+            st.debugregs.db = [c.dr0, c.dr1, c.dr2, c.dr3];
+            st.debugregs.dr6 = c.dr6;
+            st.debugregs.dr7 = c.dr7;
+            load_fxsave(&mut st, &c.fpu_regs);
+            load_segments_and_msrs!(st, &**c);
             st.mp_state.mp_state = KVM_MP_STATE_RUNNABLE;
         }
         None => {
@@ -534,9 +597,9 @@ pub fn vcpu_state_from_xen(
             st.mp_state.mp_state = kvm_bindings::KVM_MP_STATE_UNINITIALIZED;
         }
     }
-    if let Some(l) = &recs.lapic {
-        st.sregs.apic_base = l.apic_base_msr;
-        set_msr(&mut st.msrs, 0x1B, l.apic_base_msr);
+    if let Some(base) = recs.apic_base_msr {
+        st.sregs.apic_base = base;
+        set_msr(&mut st.msrs, 0x1B, base);
     }
     if let (Some(regs), Some(kl)) = (&recs.lapic_regs, st.lapic.as_mut()) {
         for (d, s) in kl.regs.iter_mut().zip(regs.data.iter()) {

@@ -150,7 +150,7 @@ pub fn copy_dirty_bits(src: &[u64], valid: u64, into: &mut DirtyBitmap) {
 /// `xen_domctl_shadow_op_stats` → [`DirtyStats`].
 pub fn dirty_stats(fault_count: u32, dirty_count: u32) -> DirtyStats {
     DirtyStats {
-        fault_count: u64::from(fault_count),
+        fault_count: Some(u64::from(fault_count)),
         dirty_count: u64::from(dirty_count),
     }
 }
@@ -214,6 +214,92 @@ pub fn batch_page_offset(err: &[i32], j: usize) -> Option<usize> {
     (*err.get(j)? == 0).then(|| j * PAGE_SIZE)
 }
 
+/// The pages of one batch, copied out of a foreign mapping of a guest that
+/// may still be running (a live pass): the guest writes them while we read,
+/// so they are never handed out as `&[u8]` into the mapping (a reference
+/// whose bytes change under it is undefined behaviour in Rust's model).
+/// Each page is read once with volatile word loads, as rust-vmm's
+/// `vm-memory` reads guest memory, into memory we own; a page that failed
+/// to map is `None` and goes out as XTAB, as in the seed, even when every
+/// page of the batch failed.
+#[derive(Debug, Clone, Default)]
+pub struct CopiedBatch {
+    data: Vec<u8>,
+    mapped: Vec<bool>,
+}
+
+impl CopiedBatch {
+    /// Copies the pages of a batch mapping at `base` whose per-page errors
+    /// are `err` (0 = mapped). `base` is `None` when nothing was mapped.
+    ///
+    /// # Safety
+    ///
+    /// When `base` is `Some`, it must point to a mapping of `err.len()`
+    /// pages, 8-byte aligned (foreign mappings are page-aligned), every
+    /// page `j` with `err[j] == 0` readable for the duration of the call.
+    pub unsafe fn copy_from(base: Option<std::ptr::NonNull<u8>>, err: &[i32]) -> CopiedBatch {
+        let mut out = CopiedBatch {
+            data: vec![0; err.len() * PAGE_SIZE],
+            mapped: vec![false; err.len()],
+        };
+        let Some(base) = base else {
+            return out;
+        };
+        for j in 0..err.len() {
+            let Some(off) = batch_page_offset(err, j) else {
+                continue;
+            };
+            let dst = &mut out.data[off..off + PAGE_SIZE];
+            for (k, word) in dst.chunks_exact_mut(8).enumerate() {
+                // SAFETY: page `j` is mapped and readable (the caller's
+                // contract); `off + 8k + 8 <= (j + 1) * PAGE_SIZE` stays in
+                // it, and the address is 8-byte aligned as `base` is.
+                let v = unsafe {
+                    std::ptr::read_volatile(base.as_ptr().add(off + 8 * k).cast::<u64>())
+                };
+                word.copy_from_slice(&v.to_ne_bytes());
+            }
+            out.mapped[j] = true;
+        }
+        out
+    }
+
+    /// A batch of `n` pages where page `j` is `pages[j]` (for callers that
+    /// map and copy page by page).
+    pub fn from_pages(pages: Vec<Option<Vec<u8>>>) -> CopiedBatch {
+        let mut out = CopiedBatch {
+            data: vec![0; pages.len() * PAGE_SIZE],
+            mapped: vec![false; pages.len()],
+        };
+        for (j, p) in pages.into_iter().enumerate() {
+            if let Some(p) = p.filter(|p| p.len() == PAGE_SIZE) {
+                out.data[j * PAGE_SIZE..(j + 1) * PAGE_SIZE].copy_from_slice(&p);
+                out.mapped[j] = true;
+            }
+        }
+        out
+    }
+
+    /// Pages in the batch.
+    pub fn len(&self) -> usize {
+        self.mapped.len()
+    }
+
+    /// True for an empty batch.
+    pub fn is_empty(&self) -> bool {
+        self.mapped.is_empty()
+    }
+}
+
+impl crate::domain::PageMap for CopiedBatch {
+    fn page(&self, j: usize) -> Option<&[u8]> {
+        if !*self.mapped.get(j)? {
+            return None;
+        }
+        self.data.get(j * PAGE_SIZE..(j + 1) * PAGE_SIZE)
+    }
+}
+
 /// Fail clearly where no Xen control interface exists, before libxenctrl
 /// gets a chance to log its own, vaguer complaint.
 pub fn check_privcmd(paths: &[&Path]) -> Result<(), DomainError> {
@@ -239,6 +325,54 @@ pub fn not_built() -> DomainError {
 
 #[cfg(test)]
 mod tests {
+
+    /// A hand-made "mapping" of 3 pages (8-byte aligned, as foreign
+    /// mappings are page-aligned), each page distinct in every word.
+    fn hand_made(pages: usize) -> Vec<u64> {
+        (0..pages * PAGE_SIZE / 8)
+            .map(|k| 0x0101_0101_0101_0101u64.wrapping_mul(k as u64 + 1))
+            .collect()
+    }
+
+    #[test]
+    fn copied_batch_copies_mapped_pages_and_leaves_failed_ones_xtab() {
+        use crate::domain::PageMap;
+        let mut mem = hand_made(3);
+        let base = std::ptr::NonNull::new(mem.as_mut_ptr().cast::<u8>());
+        // SAFETY: `mem` holds 3 pages, is 8-byte aligned and outlives the call.
+        let b = unsafe { CopiedBatch::copy_from(base, &[0, -14, 0]) };
+        let bytes: Vec<u8> = mem.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.page(0), Some(&bytes[..PAGE_SIZE]));
+        assert_eq!(b.page(1), None);
+        assert_eq!(b.page(2), Some(&bytes[2 * PAGE_SIZE..]));
+        assert_eq!(b.page(3), None);
+        // The copy is ours: the guest writing its page afterwards does not
+        // change what is sent.
+        mem[0] = !mem[0];
+        assert_eq!(b.page(0), Some(&bytes[..PAGE_SIZE]));
+    }
+
+    /// A batch whose every page failed to map is a batch of XTAB entries,
+    /// as in the seed, not an error.
+    #[test]
+    fn a_batch_of_only_failed_pages_is_all_xtab() {
+        use crate::domain::PageMap;
+        let mut mem = hand_made(2);
+        let base = std::ptr::NonNull::new(mem.as_mut_ptr().cast::<u8>());
+        // SAFETY: as above; no page is read since none mapped.
+        let b = unsafe { CopiedBatch::copy_from(base, &[-1, -1]) };
+        assert_eq!(b.len(), 2);
+        assert!((0..2).all(|j| b.page(j).is_none()));
+        // SAFETY: no mapping at all.
+        let none = unsafe { CopiedBatch::copy_from(None, &[-1, -1, -1]) };
+        assert_eq!(none.len(), 3);
+        assert!((0..3).all(|j| none.page(j).is_none()));
+        let single = CopiedBatch::from_pages(vec![None, Some(vec![7; PAGE_SIZE])]);
+        assert_eq!(single.page(0), None);
+        assert_eq!(single.page(1), Some(&[7u8; PAGE_SIZE][..]));
+    }
+
     use super::*;
     use hvm_format::vcpu::{VcpuRegisters, SIZE_X86_32, SIZE_X86_64, VGCF_ONLINE};
 
@@ -360,7 +494,7 @@ mod tests {
         assert_eq!(
             dirty_stats(u32::MAX, 3),
             DirtyStats {
-                fault_count: u32::MAX as u64,
+                fault_count: Some(u32::MAX as u64),
                 dirty_count: 3
             }
         );

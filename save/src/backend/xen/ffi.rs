@@ -417,24 +417,14 @@ pub(super) struct BatchMapping<'a> {
 }
 
 impl BatchMapping<'_> {
-    /// Page `j`, or `None` if Xen could not map it.
-    pub(super) fn page(&self, j: usize) -> Option<&[u8]> {
-        let off = convert::batch_page_offset(&self.err, j)?;
-        let base = self.addr?;
-        // SAFETY: the mapping spans `err.len()` pages and `j < err.len()`
-        // (batch_page_offset checked); page `j` mapped without error, so it
-        // is readable for as long as the mapping (and `&self`) lives.
-        Some(unsafe { std::slice::from_raw_parts(base.as_ptr().add(off), hvm_format::PAGE_SIZE) })
-    }
-
-    /// Pages that failed to map.
-    pub(super) fn failed(&self) -> usize {
-        self.err.iter().filter(|&&e| e != 0).count()
-    }
-
-    /// Pages in the batch.
-    pub(super) fn len(&self) -> usize {
-        self.err.len()
+    /// The batch's pages copied out of the mapping (volatile reads; the
+    /// guest may be writing them), failed pages as `None`. Never a slice
+    /// into the mapping.
+    pub(super) fn copy_out(&self) -> convert::CopiedBatch {
+        // SAFETY: `addr` is the page-aligned mapping of `err.len()` pages
+        // made by `map_batch`, live while `&self` is; pages with a zero
+        // error mapped and are readable.
+        unsafe { convert::CopiedBatch::copy_from(self.addr, &self.err) }
     }
 }
 

@@ -83,7 +83,7 @@ mod imp {
     use xenforeignmemory::XenForeignMem;
 
     use super::convert::{self, RawDomInfo, SuspendMethod};
-    use super::ffi::{BatchMapping, XenHandles, XenLibs};
+    use super::ffi::{XenHandles, XenLibs};
     use super::XenConfig;
     use crate::backend::qmp::Qmp;
     use crate::domain::{
@@ -190,33 +190,19 @@ mod imp {
         }
     }
 
-    /// Pages of one batch: one foreign mapping, or (fallback) one mapping
-    /// per page through the `xenforeignmemory` crate.
-    enum XenPages<'a> {
-        Batch(BatchMapping<'a>),
-        Single {
-            fm: &'a XenForeignMem,
-            pages: Vec<Option<&'a mut [u8]>>,
-        },
-    }
-
-    impl PageMap for XenPages<'_> {
-        fn page(&self, j: usize) -> Option<&[u8]> {
-            match self {
-                XenPages::Batch(m) => m.page(j),
-                XenPages::Single { pages, .. } => pages.get(j)?.as_deref(),
-            }
-        }
-    }
-
-    impl Drop for XenPages<'_> {
-        fn drop(&mut self) {
-            if let XenPages::Single { fm, pages } = self {
-                for p in pages.drain(..).flatten() {
-                    let _ = fm.unmap(p);
-                }
-            }
-        }
+    /// Page `pfn` mapped alone through the `xenforeignmemory` crate, copied
+    /// out with volatile reads and unmapped at once; `None` if it did not
+    /// map. The crate hands the mapping out as `&mut [u8]`: it is only
+    /// used for its address, never read through.
+    fn copy_single(fm: &XenForeignMem, domid: u32, pfn: u64) -> Option<Vec<u8>> {
+        let p = fm.map(domid, libc::PROT_READ, pfn).ok()?;
+        let ok = p.len() == hvm_format::PAGE_SIZE;
+        let base = std::ptr::NonNull::new(p.as_mut_ptr());
+        // SAFETY: `p` is a live, page-aligned mapping of one page (checked
+        // length), unmapped only below, after the copy.
+        let copied = unsafe { convert::CopiedBatch::copy_from(base.filter(|_| ok), &[0]) };
+        let _ = fm.unmap(p);
+        ok.then(|| copied.page(0).map(<[u8]>::to_vec))?
     }
 
     impl Domain for XenDomain {
@@ -341,16 +327,10 @@ mod imp {
                 single,
                 ..
             } = self;
+            // Every page is copied out before the mapping goes; pages that
+            // failed are XTAB, even when that is all of them (the seed).
             let whole = match handles.map_batch(cfg.domid, pfns) {
-                Ok(m) if m.failed() < m.len() || m.len() == 0 => {
-                    return Ok(Box::new(XenPages::Batch(m)))
-                }
-                Ok(_) => {
-                    return Err(DomainError::refused(
-                        "xenforeignmemory_map",
-                        format!("none of {} pages mapped", pfns.len()),
-                    ))
-                }
+                Ok(m) => return Ok(Box::new(m.copy_out())),
                 Err(e) => e,
             };
             // The batch failed as a whole (e.g. no room for one large
@@ -362,14 +342,16 @@ mod imp {
                         DomainError::refused("xenforeignmemory_open", e.to_string())
                     })?),
                 };
-            let pages: Vec<Option<&'a mut [u8]>> = pfns
+            let pages: Vec<Option<Vec<u8>>> = pfns
                 .iter()
-                .map(|&pfn| fm.map(cfg.domid, libc::PROT_READ, pfn).ok())
+                .map(|&pfn| copy_single(fm, cfg.domid, pfn))
                 .collect();
+            // The batch mapping itself failed and so did every page: that is
+            // the seed's "map batch failed", not a batch of XTAB entries.
             if pages.iter().all(Option::is_none) {
                 return Err(whole);
             }
-            Ok(Box::new(XenPages::Single { fm, pages }))
+            Ok(Box::new(convert::CopiedBatch::from_pages(pages)))
         }
 
         fn request_suspend(&mut self) -> DomainResult<bool> {
