@@ -204,9 +204,9 @@ fn walk(d: &[u8], start: usize, w: WordSize) -> Walk {
             }
             -1 => k.verify = true,
             c if c < -1 => {
-                k.negative.push((here, c));
                 match chunk_payload(d, at, c, w) {
                     None => {
+                        k.negative.push((here, c));
                         k.ran_out = true;
                         return k;
                     }
@@ -215,6 +215,9 @@ fn walk(d: &[u8], start: usize, w: WordSize) -> Walk {
                         return k;
                     }
                     Some(Ok((len, map))) => {
+                        // Only chunks that parse are evidence of an era:
+                        // damage is not a Xen 3.1 chunk.
+                        k.negative.push((here, c));
                         if map.is_some() {
                             k.vcpus_from_map = map;
                         }

@@ -3,6 +3,7 @@
 //! * [`golden`]: the generator of the committed golden images under
 //!   `tests/golden/` and of the facts a reader must decode from them.
 //! * [`oracle`]: Xen's own verify-stream-v2 and convert-legacy-stream.
+//! * [`agree`]: what the fuzz targets assert about two readers of one input.
 //! * [`pipeline`]: the whole read pipeline over untrusted bytes, for the
 //!   corruption tests and the fuzz targets.
 //!
@@ -11,3 +12,4 @@
 pub mod golden;
 pub mod oracle;
 pub mod pipeline;
+pub mod agree;
