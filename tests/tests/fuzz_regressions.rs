@@ -127,3 +127,23 @@ fn fuzz_hang_wrapping_chunk_length_is_an_error() {
         assert!(o.error.is_some());
     });
 }
+
+/// Found by the `image` target: a max_pfn below 255 implies a guest of
+/// 0 MiB, whose magic pfns `(mem >> 12) - 1` underflowed in the rules
+/// (debug: overflow panic; release: pfns near 2^64).
+#[test]
+fn fuzz_overflow_magic_pfns_of_max_pfn_16() {
+    let data = inputs("image")
+        .into_iter()
+        .find(|(n, _)| n == "overflow_magic_pfns_of_max_pfn_16")
+        .expect("kept")
+        .1;
+    assert_eq!(data[..8], 0x10u64.to_le_bytes());
+    let o = hvm_tests::pipeline::exercise_slice(&data, true);
+    assert!(o.error.is_some(), "the image is truncated in a vCPU context");
+    assert!(
+        !o.verdict.findings.iter().any(|f| f.rule == "seed.pfn.magic"),
+        "a 0 MiB guest has no magic pfns: {:?}",
+        o.verdict.findings
+    );
+}
