@@ -57,7 +57,7 @@ pub fn unpermute(pfn: u64, nr: u64, order: u32) -> u64 {
 /// `None` for a size no guest has (0 MiB, from a tiny `max_pfn` or an
 /// xend config): the sizes come from the input, and must not wrap.
 pub fn build_magic_pfns(mem_mib: u64) -> Option<(u64, u64, u64)> {
-    let below_4g = mem_mib.checked_mul(1 << 20).unwrap_or(u64::MAX).min(0xF000_0000);
+    let below_4g = mem_mib.saturating_mul(1 << 20).min(0xF000_0000);
     let ioreq = (below_4g >> 12).checked_sub(1)?;
     Some((ioreq, ioreq.checked_sub(1)?, ioreq.checked_sub(2)?))
 }
