@@ -776,6 +776,29 @@ mod tests {
         }
     }
 
+    /// Read with 32-bit words and max_pfn, a 64-bit stream's max_pfn upper
+    /// half is a `0` terminator at byte 4: an empty page section that
+    /// leads nowhere explains nothing, so it cannot outrank (or tie) a
+    /// 64-bit reading that fails at its first batch.
+    #[test]
+    fn an_empty_page_section_that_leads_nowhere_explains_nothing() {
+        let mut img = seed(WordSize::W64);
+        img[8..12].copy_from_slice(&1025u32.to_le_bytes());
+        let r = read_as(&img, WordSize::W32, true);
+        assert_eq!(r.explained, 0, "{}", r.outcome);
+        assert!(r.outcome.contains("implausible"), "{}", r.outcome);
+        let r64 = read_as(&img, WordSize::W64, true);
+        assert_eq!(r64.explained, 8, "{}", r64.outcome);
+        let d = detect(&img);
+        assert_eq!(d.word, WordSize::W64, "{d:#?}");
+        assert!(
+            d.evidence
+                .iter()
+                .any(|e| e.contains("64-bit words with leading max_pfn explains the most: 8 bytes")),
+            "{d:#?}"
+        );
+    }
+
     #[test]
     fn garbage_never_panics() {
         for n in 0..64 {
