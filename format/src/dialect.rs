@@ -544,7 +544,9 @@ fn read_as(d: &[u8], w: WordSize, leading: bool) -> Reading {
     // word size stumbles at once.
     let batches = i32::try_from(k.batches.min(20)).unwrap_or(20);
     let wide = i32::try_from(k.wide_pfns.min(10)).unwrap_or(10);
-    let mut score = score.saturating_sub(wide.saturating_mul(5)).saturating_add(batches);
+    let mut score = score
+        .saturating_sub(wide.saturating_mul(5))
+        .saturating_add(batches);
     if let Some(at) = k.first_wide {
         // Nothing from the first implausible pfn word on is explained.
         explained = explained.min(at);

@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(build_magic_pfns(8192), Some((0xEFFFF, 0xEFFFE, 0xEFFFD)));
         // Sizes from the input: no wrap below 1 MiB or above 2^44 MiB.
         assert_eq!(build_magic_pfns(0), None);
-        assert_eq!(build_magic_pfns(u64::MAX), Some((0xEFFFF, 0xEFFFE, 0xEFFFD)));
+        assert_eq!(
+            build_magic_pfns(u64::MAX),
+            Some((0xEFFFF, 0xEFFFE, 0xEFFFD))
+        );
     }
 
     #[test]

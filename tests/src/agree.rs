@@ -47,13 +47,7 @@ pub fn v2_readers_agree(data: &[u8]) -> Result<(), String> {
     let (mut s, mut r) = match (v2::SliceReader::new(data), v2::Reader::new(data)) {
         (Ok(s), Ok(r)) => (s, r),
         (Err(a), Err(b)) if error_key(&a) == error_key(&b) => return Ok(()),
-        (a, b) => {
-            return Err(format!(
-                "headers: slice {:?}, read {:?}",
-                a.err(),
-                b.err()
-            ))
-        }
+        (a, b) => return Err(format!("headers: slice {:?}, read {:?}", a.err(), b.err())),
     };
     if s.image_header() != r.image_header() || s.domain_header() != r.domain_header() {
         return Err("headers differ".into());

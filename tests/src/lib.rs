@@ -9,7 +9,7 @@
 //!
 //! The tests themselves live in `tests/tests/`.
 
+pub mod agree;
 pub mod golden;
 pub mod oracle;
 pub mod pipeline;
-pub mod agree;

@@ -252,8 +252,7 @@ fn every_truncation_after_the_page_data_is_read_with_64_bit_words() {
         let first = first.unwrap_or_else(|| panic!("cut {cut}: no error"));
         assert_eq!(bits, Some(64), "cut {cut}: {first:?}");
         assert!(
-            matches!(first.rule, "stream.truncated" | "stream.oversized")
-                && first.offset == want,
+            matches!(first.rule, "stream.truncated" | "stream.oversized") && first.offset == want,
             "cut {cut}: expected a truncation at byte {want}, found {first:?}"
         );
     }

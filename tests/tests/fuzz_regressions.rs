@@ -140,9 +140,15 @@ fn fuzz_overflow_magic_pfns_of_max_pfn_16() {
         .1;
     assert_eq!(data[..8], 0x10u64.to_le_bytes());
     let o = hvm_tests::pipeline::exercise_slice(&data, true);
-    assert!(o.error.is_some(), "the image is truncated in a vCPU context");
     assert!(
-        !o.verdict.findings.iter().any(|f| f.rule == "seed.pfn.magic"),
+        o.error.is_some(),
+        "the image is truncated in a vCPU context"
+    );
+    assert!(
+        !o.verdict
+            .findings
+            .iter()
+            .any(|f| f.rule == "seed.pfn.magic"),
         "a 0 MiB guest has no magic pfns: {:?}",
         o.verdict.findings
     );

@@ -364,7 +364,9 @@ impl Grammar {
                 // Where the end is unknown (a pipe), running out is blamed
                 // on the same field.
                 let bytes = input
-                    .bulk(len as u64, "hvm blob", &|| Context::root().field("hvm blob"))
+                    .bulk(len as u64, "hvm blob", &|| {
+                        Context::root().field("hvm blob")
+                    })
                     .map_err(|mut e| {
                         if matches!(e.kind, ErrorKind::Truncated { .. }) {
                             e.offset = offset;
