@@ -469,8 +469,9 @@ fn read_as(d: &[u8], w: WordSize, leading: bool) -> Reading {
     let start = if leading { w.bytes() } else { 0 };
     let k = walk(d, start, w);
     let mut ev = Vec::new();
+    let first = if leading { rd_word(d, 0, w) } else { None };
     if leading {
-        if let Some(first) = rd_word(d, 0, w) {
+        if let Some(first) = first {
             ev.push(first_word_evidence(first, w));
         }
     } else {
@@ -520,7 +521,7 @@ fn read_as(d: &[u8], w: WordSize, leading: bool) -> Reading {
                 ));
                 (
                     10,
-                    guess_from_chunks(&k),
+                    guess_from_chunks(&k, first),
                     false,
                     format!("terminator at byte {term}, then bytes that match no known tail"),
                 )
@@ -528,13 +529,13 @@ fn read_as(d: &[u8], w: WordSize, leading: bool) -> Reading {
         }
     } else if let Some(f) = &k.failure {
         ev.push(format!("walk failed {f}"));
-        (5, guess_from_chunks(&k), false, format!("failed {f}"))
+        (5, guess_from_chunks(&k, first), false, format!("failed {f}"))
     } else {
         ev.push("the input ended before the terminator (prefix only)".into());
         let score = if leading { 40 } else { 30 };
         (
             score,
-            guess_from_chunks(&k),
+            guess_from_chunks(&k, first),
             false,
             format!("ran out of input in the item at byte {}", k.stopped_at),
         )
@@ -637,10 +638,13 @@ pub fn detect(d: &[u8]) -> Detection {
     det
 }
 
-fn guess_from_chunks(k: &Walk) -> Dialect {
-    // Only the legacy writers emit chunks other than -1 (the Apr 5–11 2007
-    // streams also had -2, but their tail decides that case).
-    if k.negative.is_empty() {
+/// The dialect of a reading that reached no known tail. Only the legacy
+/// writers emit chunks other than -1 (the Apr 5–11 2007 streams also had
+/// -2, but their tail decides that case); but a leading word that is an
+/// inclusive max pfn (`…FF`) is the seed's, whose damaged count may look
+/// like a chunk. Xen 3.1–4.5 wrote a page count (p2m_size) there.
+fn guess_from_chunks(k: &Walk, first: Option<u64>) -> Dialect {
+    if k.negative.is_empty() || first.is_some_and(|v| v & 0xFF == 0xFF) {
         Dialect::Seed
     } else {
         Dialect::Legacy
