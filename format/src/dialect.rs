@@ -529,7 +529,12 @@ fn read_as(d: &[u8], w: WordSize, leading: bool) -> Reading {
         }
     } else if let Some(f) = &k.failure {
         ev.push(format!("walk failed {f}"));
-        (5, guess_from_chunks(&k, first), false, format!("failed {f}"))
+        (
+            5,
+            guess_from_chunks(&k, first),
+            false,
+            format!("failed {f}"),
+        )
     } else {
         ev.push("the input ended before the terminator (prefix only)".into());
         let score = if leading { 40 } else { 30 };
