@@ -85,12 +85,9 @@ fn open_paths(data: &[u8]) {
 
 /// `hvm-inspect summary`, `validate` and `digest` of `path` (a regular
 /// file, or `/dev/fd/N` of a pipe).
-fn inspect(path: &str, with_digest: bool) {
+fn inspect(path: &str) {
     let open = || Input::open(path).expect("the fuzz input opens");
     let _ = summary(open(), OpenOptions::default(), &no_progress);
-    if !with_digest {
-        return;
-    }
     let _ = validate(
         open(),
         OpenOptions::default(),
@@ -177,7 +174,7 @@ fuzz_target!(|data: &[u8]| {
     open_paths(data);
     FILE.with(|f| {
         std::fs::write(f.path(), data).expect("write the fuzz input");
-        inspect(f.path().to_str().expect("utf-8 temp path"), true);
+        inspect(f.path().to_str().expect("utf-8 temp path"));
     });
     inspect_pipe(data);
     restore_check(data);
