@@ -7,6 +7,10 @@
 //!
 //! Consumers call [`open_slice`] or [`open_read`], pull items from the
 //! reader, then ask for the [`Tail`] (xend's qemu record, or trailing bytes).
+//!
+//! The open and detection functions take offsets and lengths from the
+//! input; each denies `clippy::arithmetic_side_effects`, so they use
+//! checked arithmetic only and `clippy -D warnings` keeps it so.
 
 use std::io::{Chain, Cursor, Read};
 
@@ -103,6 +107,7 @@ pub enum Tail {
     },
 }
 
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 fn check_dialect(det: &Detection, at: u64) -> Result<()> {
     match det.dialect {
         Dialect::V2 => Err(Error::invalid(
@@ -140,6 +145,7 @@ struct Headers {
     stream_offset: u64,
 }
 
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 fn read_headers<R: Read>(
     r: &mut R,
     sniffed: &Sniffed,
@@ -186,6 +192,7 @@ fn read_headers<R: Read>(
 /// Detection that never reached the tail (a prefix, or a damaged stream)
 /// guesses the seed when it saw no negative chunk; a leading word that is a round page count
 /// (p2m_size) rather than an inclusive max pfn points to Xen 3.1–4.5.
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 fn refine_prefix_guess(det: &mut Detection, stream: &[u8]) {
     if det.complete || det.dialect != Dialect::Seed {
         return;
@@ -204,6 +211,7 @@ fn refine_prefix_guess(det: &mut Detection, stream: &[u8]) {
 /// The layout to read `det`'s dialect with, deciding the optional parts
 /// (libxl's device model record, Jan 2007's shared_info_frame) from the
 /// envelope and, when the whole stream is at hand, from what follows it.
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 fn layout_for(det: &mut Detection, h: &Headers, stream: Option<&[u8]>) -> Layout {
     let mut layout = Layout::of(det.dialect);
     if det.dialect == Dialect::Legacy && (h.xl.is_some() || h.libvirt.is_some()) {
@@ -247,6 +255,7 @@ fn layout_for(det: &mut Detection, h: &Headers, stream: Option<&[u8]>) -> Layout
 }
 
 /// Open an image held in memory. The reader borrows from `data`.
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 pub fn open_slice(data: &[u8], opts: OpenOptions) -> Result<(ImageInfo, SliceReader<'_>)> {
     let sniffed = envelope::sniff(data);
     let mut cur = data;
@@ -305,6 +314,7 @@ pub type PrefixedRead<R> = Chain<Cursor<Vec<u8>>, R>;
 
 /// Open an image from any `Read` (a pipe). The first [`PREFIX_LEN`] bytes are
 /// buffered for detection; the evidence says when it saw only a prefix.
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 pub fn open_read<R: Read>(
     mut r: R,
     opts: OpenOptions,
@@ -696,6 +706,7 @@ pub fn is_v2(prefix: &[u8]) -> bool {
 /// Where the v2 image in `p` (a file's first bytes) starts, past an xl or
 /// libvirt header, and whether it is libxl-framed; `None` when `p` starts
 /// no v2 image.
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 pub fn v2_start(p: &[u8]) -> Option<(u64, bool)> {
     let at = |o: usize| -> Option<(u64, bool)> {
         let rest = p.get(o..)?;
@@ -709,17 +720,18 @@ pub fn v2_start(p: &[u8]) -> Option<(u64, bool)> {
     };
     if p.starts_with(&XlHeader::MAGIC) {
         let opt = u32::from_le_bytes(p.get(44..48)?.try_into().ok()?) as usize;
-        return at(XlHeader::FIXED_SIZE + opt);
+        return at(XlHeader::FIXED_SIZE.checked_add(opt)?);
     }
     if p.starts_with(LIBVIRT_LIBXL_MAGIC) {
         let xml = u32::from_le_bytes(p.get(20..24)?.try_into().ok()?) as usize;
-        return at(LibvirtHeader::FIXED_SIZE + xml);
+        return at(LibvirtHeader::FIXED_SIZE.checked_add(xml)?);
     }
     at(0)
 }
 
 /// Open any image from a `Read`: legacy dialects as [`open_read`], v2
 /// images (any framing) as [`V2Elements`].
+#[deny(clippy::arithmetic_side_effects)] // offsets from the input: checked
 pub fn open_any_read<R: Read>(mut r: R, opts: OpenOptions) -> Result<(ImageInfo, AnyReader<R>)> {
     let mut prefix = Vec::new();
     (&mut r)

@@ -54,12 +54,12 @@ pub fn unpermute(pfn: u64, nr: u64, order: u32) -> u64 {
 
 /// The magic pfns `xc_hvm_build` (@ `e2a44bc7a4`) gave a guest of `mem_mib`
 /// MiB: the top three RAM pages below 4 GiB, `(ioreq, store, bufioreq)`.
-pub fn build_magic_pfns(mem_mib: u64) -> (u64, u64, u64) {
-    // `mem_mib` may come from the input (a max_pfn of 0 gives 0 MiB):
-    // saturate rather than wrap; such a guest has no room for the pages.
+/// `None` for a size no guest has (0 MiB, from a tiny `max_pfn` or an
+/// xend config): the sizes come from the input, and must not wrap.
+pub fn build_magic_pfns(mem_mib: u64) -> Option<(u64, u64, u64)> {
     let below_4g = mem_mib.saturating_mul(1 << 20).min(0xF000_0000);
-    let ioreq = (below_4g >> 12).saturating_sub(1);
-    (ioreq, ioreq.saturating_sub(1), ioreq.saturating_sub(2))
+    let ioreq = (below_4g >> 12).checked_sub(1)?;
+    Some((ioreq, ioreq.checked_sub(1)?, ioreq.checked_sub(2)?))
 }
 
 /// What the seed restorer derives from xend's `max_nr_pfns` (`M`, the
@@ -149,11 +149,14 @@ mod tests {
 
     #[test]
     fn magic_pfns_of_a_512_mib_guest() {
-        assert_eq!(build_magic_pfns(512), (0x1FFFF, 0x1FFFE, 0x1FFFD));
-        assert_eq!(build_magic_pfns(8192), (0xEFFFF, 0xEFFFE, 0xEFFFD));
-        // From a max_pfn of 0 (a file of zeros): no wrap, no panic.
-        assert_eq!(build_magic_pfns(0), (0, 0, 0));
-        assert_eq!(build_magic_pfns(u64::MAX), (0xEFFFF, 0xEFFFE, 0xEFFFD));
+        assert_eq!(build_magic_pfns(512), Some((0x1FFFF, 0x1FFFE, 0x1FFFD)));
+        assert_eq!(build_magic_pfns(8192), Some((0xEFFFF, 0xEFFFE, 0xEFFFD)));
+        // Sizes from the input: no wrap below 1 MiB or above 2^44 MiB.
+        assert_eq!(build_magic_pfns(0), None);
+        assert_eq!(
+            build_magic_pfns(u64::MAX),
+            Some((0xEFFFF, 0xEFFFE, 0xEFFFD))
+        );
     }
 
     #[test]

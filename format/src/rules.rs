@@ -246,7 +246,7 @@ impl StreamChecker {
             opts,
             word,
             layout: pages.map(|(p, _)| RestoreLayout::from_config_pages(p)),
-            magic: config_memory_mib.map(build_magic_pfns),
+            magic: config_memory_mib.and_then(build_magic_pfns),
             verdict,
             per_rule: HashMap::new(),
             max_pfn: None,
@@ -442,7 +442,7 @@ impl StreamChecker {
             self.verdict.memory_pages = Some((pages, "max_pfn"));
             self.layout = Some(RestoreLayout::from_config_pages(pages));
             if self.magic.is_none() {
-                self.magic = Some(build_magic_pfns(pages / 256));
+                self.magic = build_magic_pfns(pages / 256);
             }
         }
     }

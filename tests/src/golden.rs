@@ -323,7 +323,8 @@ pub fn generate(spec: &Spec) -> Golden {
     let max_pfn = pages_total - 1;
     let size = max_pfn + 1;
     let order = order_nr(size);
-    let (ioreq, store, bufioreq) = build_magic_pfns(spec.memory_mib);
+    let (ioreq, store, bufioreq) =
+        build_magic_pfns(spec.memory_mib).expect("golden guests have at least 1 MiB");
     let skip = |p: u64| (0xA0..0xC0).contains(&p) || p == ioreq || p == store || p == bufioreq;
     let scan: Vec<u64> = (0..size).map(|n| permute(n, size, order)).collect();
 

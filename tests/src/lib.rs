@@ -5,11 +5,13 @@
 //! * [`oracle`]: Xen's own verify-stream-v2 and convert-legacy-stream.
 //! * [`prereq`]: what a test does when `/dev/kvm` or the oracle is missing:
 //!   skip and count, or fail under `HVM_REQUIRE`.
+//! * [`agree`]: what the fuzz targets assert about two readers of one input.
 //! * [`pipeline`]: the whole read pipeline over untrusted bytes, for the
 //!   corruption tests and the fuzz targets.
 //!
 //! The tests themselves live in `tests/tests/`.
 
+pub mod agree;
 pub mod golden;
 pub mod oracle;
 pub mod pipeline;

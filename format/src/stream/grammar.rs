@@ -263,6 +263,17 @@ impl Grammar {
             State::VcpuCount => {
                 let count =
                     u32::from_le_bytes(input.scalar(&|| Context::root().field("nr_vcpus"))?);
+                // Every era bounds vCPU ids below 4096 (VCPU_INFO's
+                // max_vcpu_id); a larger count is damage here, not a
+                // misread record thousands of bytes on.
+                if count > MAX_NR_VCPUS {
+                    return Err(Error::invalid(
+                        offset,
+                        Context::root().field("nr_vcpus"),
+                        format!("at most {MAX_NR_VCPUS} vcpus"),
+                        count.to_string(),
+                    ));
+                }
                 self.state = if count == 0 {
                     self.after_vcpus()
                 } else {
@@ -339,9 +350,30 @@ impl Grammar {
                 let len = u32::from_le_bytes(
                     input.scalar(&|| Context::root().field("hvm blob").field("length"))?,
                 );
-                let bytes = input.bulk(len as u64, "hvm blob", &|| {
-                    Context::root().field("hvm blob")
-                })?;
+                // A length beyond a known end is the length field's fault:
+                // say so at the field, not at the blob's first byte.
+                if let Some(left) = input.remaining().filter(|&left| u64::from(len) > left) {
+                    return Err(oversized(
+                        offset,
+                        Context::root().field("hvm blob").field("length"),
+                        "hvm blob",
+                        u64::from(len),
+                        left,
+                    ));
+                }
+                // Where the end is unknown (a pipe), running out is blamed
+                // on the same field.
+                let bytes = input
+                    .bulk(len as u64, "hvm blob", &|| {
+                        Context::root().field("hvm blob")
+                    })
+                    .map_err(|mut e| {
+                        if matches!(e.kind, ErrorKind::Truncated { .. }) {
+                            e.offset = offset;
+                            e.context = Context::root().field("hvm blob").field("length");
+                        }
+                        e
+                    })?;
                 self.state = self.after_blob_at(input);
                 RawItem::HvmBlob { offset, bytes }
             }
@@ -546,6 +578,9 @@ impl Grammar {
         })
     }
 }
+
+/// The most vCPUs a legacy stream can carry (vCPU ids are below 4096).
+pub(crate) const MAX_NR_VCPUS: u32 = 4096;
 
 /// The signature libxl (4.1–4.5) wrote before the device model's state.
 pub(crate) const DM_RECORD_0002: &[u8; 21] = b"DeviceModelRecord0002";
