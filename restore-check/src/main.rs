@@ -108,7 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .check_path(&cli.image, &opts)
         .with_context(|| format!("checking {}", cli.image.display()))?;
     let resumed = if cli.resume {
-        Some(resume(&cli, &mut report)?)
+        Some(resume_or_refuse(&cli, &mut report)?)
     } else {
         None
     };
@@ -143,6 +143,45 @@ struct Resumed {
     exit_code: i32,
 }
 
+impl Resumed {
+    /// The image itself stands in the way of a resume: a verdict about the
+    /// image (exit 1, printed after the check's report), not a failure of
+    /// the tool.
+    fn refused(why: String) -> Self {
+        Resumed {
+            json: serde_json::json!({ "resumed": false, "refused": why }),
+            text: format!("resume: refused: {why}\n"),
+            exit_code: 1,
+        }
+    }
+}
+
+/// `--resume` after the check: an image the check found bad, or one the
+/// resume cannot load, is refused with the check's report and exit 1;
+/// only a failure of the host (no KVM, KVM errors, I/O) is exit 2.
+fn resume_or_refuse(cli: &Cli, report: &mut hvm_restore_check::Report) -> anyhow::Result<Resumed> {
+    if report.exit_code() != 0 {
+        return Ok(Resumed::refused(
+            "the image failed the check above; a guest is only resumed from an image that passes"
+                .into(),
+        ));
+    }
+    match resume(cli, report) {
+        Err(e) => match e.downcast_ref::<ResumeFailure>() {
+            Some(ResumeFailure::Image(why)) => Ok(Resumed::refused(why.clone())),
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+/// A resume stopped by the image rather than by the host.
+#[derive(Debug, thiserror::Error)]
+enum ResumeFailure {
+    #[error("{0}")]
+    Image(String),
+}
+
 #[cfg(target_os = "linux")]
 fn resume(cli: &Cli, report: &mut hvm_restore_check::Report) -> anyhow::Result<Resumed> {
     use hvm_restore_check::resume::{resume_image, ResumeOptions};
@@ -151,16 +190,25 @@ fn resume(cli: &Cli, report: &mut hvm_restore_check::Report) -> anyhow::Result<R
         .context("--resume: the image's memory could not be replayed")?;
     let file = std::fs::File::open(&cli.image)
         .with_context(|| format!("--resume needs a file, not {}", cli.image.display()))?;
-    // SAFETY: read-only private map of a file we only read; a concurrent
-    // truncation would fault, as for the checker's own map.
-    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    // Guarded like the checker's own map: a file truncated meanwhile is an
+    // error naming the offset, not SIGBUS.
+    let map = hvm_format::mapped::GuardedMap::map(&file)
+        .with_context(|| format!("mapping {}", cli.image.display()))?;
     let opts = ResumeOptions {
         steps: cli.steps,
         timeout: std::time::Duration::from_secs(cli.timeout),
         expect_comparable: cli.expect.is_some(),
         ..ResumeOptions::default()
     };
-    let r = resume_image(&map, &memory, &opts)?;
+    let r = resume_image(map.bytes(), &memory, &opts);
+    map.check(&file)
+        .with_context(|| format!("reading {}", cli.image.display()))?;
+    let r = match r {
+        Err(hvm_restore_check::resume::ResumeError::Image(why)) => {
+            return Err(ResumeFailure::Image(why).into())
+        }
+        r => r?,
+    };
     Ok(Resumed {
         json: serde_json::to_value(&r)?,
         text: r.render_text(),

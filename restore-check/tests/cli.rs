@@ -197,3 +197,22 @@ fn the_check_does_not_hold_guest_memory() {
         .unwrap_or_else(|| panic!("no maxrss in {err}"));
     assert!(kib < 40 << 10, "peak RSS {kib} KiB for a 64 MiB guest");
 }
+
+/// A damaged image under `--resume` is a verdict about the image (exit 1,
+/// with the check's report), never a bare "cannot resume" with exit 2.
+/// Catches: resuming (or bailing out) before looking at the check's verdict.
+#[test]
+fn resume_of_a_damaged_image_is_refused_with_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = Img::simple(4, Img::ram(4)).build();
+    let cut = write(&dir, "cut.img", &good[..good.len() / 2]);
+    let (code, out, err) = run(&[cut.as_os_str(), "--resume".as_ref()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("NOT restorable"), "{out}");
+    assert!(out.contains("resume: refused"), "{out}");
+    let (code, out, _) = run(&[cut.as_os_str(), "--resume".as_ref(), "--json".as_ref()]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["check"]["restorable"], false);
+    assert_eq!(v["resume"]["resumed"], false);
+}
