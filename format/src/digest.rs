@@ -193,33 +193,44 @@ where
     let next = std::sync::atomic::AtomicUsize::new(0);
     // No core list only means no pinning; the hashes are the same.
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let work = || {
+        let mut out = Vec::new();
+        loop {
+            let start = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+            if start >= spans.len() {
+                break;
+            }
+            for sp in &spans[start..(start + chunk).min(spans.len())] {
+                out.push(hash_span(sp));
+            }
+        }
+        out
+    };
     let mut results: Vec<(u64, Sha256Digest, u32)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
+        // The calling thread is one of the workers, so a thread the host
+        // cannot spawn (a low `ulimit -u`, a huge `--workers`) costs speed,
+        // never the answer and never a panic: the cursor hands its share to
+        // the others.
+        let handles: Vec<_> = (1..workers)
+            .filter_map(|w| {
                 let core = cores.get(w).copied();
-                let (spans, next, hash_span) = (&spans, &next, &hash_span);
-                s.spawn(move || {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    let mut out = Vec::new();
-                    loop {
-                        let start = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
-                        if start >= spans.len() {
-                            break;
+                let work = &work;
+                std::thread::Builder::new()
+                    .name(format!("digest-{w}"))
+                    .spawn_scoped(s, move || {
+                        if let Some(c) = core {
+                            core_affinity::set_for_current(c);
                         }
-                        for sp in &spans[start..(start + chunk).min(spans.len())] {
-                            out.push(hash_span(sp));
-                        }
-                    }
-                    out
-                })
+                        work()
+                    })
+                    .ok()
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("digest worker panicked"))
-            .collect()
+        let mut all = work();
+        for h in handles {
+            all.extend(h.join().expect("digest worker panicked"));
+        }
+        all
     });
     results.sort_unstable_by_key(|(r, _, _)| *r);
     MemoryDigest::from_ranges(results)

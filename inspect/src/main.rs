@@ -270,7 +270,6 @@ fn show_pages(
     } else {
         text::pages_tail(&p)
     });
-    drop(out);
     if let Some(e) = failed.or_else(|| so.flush().err()) {
         return Err(InspectError::Write(e));
     }
