@@ -24,6 +24,7 @@
 //! Everything is little-endian except the xend config length and the QEVM
 //! file, which are big-endian, exactly as Xen wrote them.
 
+pub mod diag;
 pub mod dialect;
 pub mod digest;
 pub mod envelope;
@@ -41,5 +42,5 @@ pub mod stream;
 pub mod v2;
 pub mod vcpu;
 
-pub use error::{Context, Error, ErrorKind, Result};
+pub use diag::{Context, Error, ErrorKind, Result};
 pub use pfn::{Pfn, PfnEntry, PfnType, WordSize, MAX_BATCH, PAGE_SIZE};

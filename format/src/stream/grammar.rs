@@ -5,7 +5,7 @@
 //! to a reused buffer. The readers then turn the spans into borrowed items.
 
 use crate::dialect::Dialect;
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{WordSize, LTAB_MASK, MAX_BATCH, PAGE_SIZE};
 
 /// What a dialect's stream is made of beyond the seed's grammar
