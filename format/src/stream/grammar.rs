@@ -4,7 +4,7 @@
 //! decides whether a span is a window into an mmap'd slice or bytes appended
 //! to a reused buffer. The readers then turn the spans into borrowed items.
 
-use crate::dialect::Dialect;
+use super::Dialect;
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{WordSize, LTAB_MASK, MAX_BATCH, PAGE_SIZE};
 
@@ -548,7 +548,7 @@ impl Grammar {
 }
 
 /// The signature libxl (4.1–4.5) wrote before the device model's state.
-pub(crate) const DM_RECORD_0002: &[u8; 21] = b"DeviceModelRecord0002";
+pub const DM_RECORD_0002: &[u8; 21] = b"DeviceModelRecord0002";
 
 /// The error for a bulk field that claims more than the input holds.
 pub(crate) fn oversized(
