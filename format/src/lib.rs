@@ -28,6 +28,7 @@ pub mod diag;
 pub mod dialect;
 pub mod digest;
 pub mod envelope;
+pub mod fields;
 pub mod error;
 pub mod hvm;
 pub mod image;

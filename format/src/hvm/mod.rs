@@ -24,7 +24,6 @@
 //! [`Error::rebase`](crate::Error::rebase)).
 
 mod build;
-pub mod fields;
 mod framing;
 pub mod layouts;
 pub mod load;
@@ -32,6 +31,8 @@ mod record;
 pub mod translate;
 
 pub use build::{seed_reset_blob, seed_reset_records, BlobBuilder};
+/// The field listing, shared with [`crate::vcpu`]; kept at its old path.
+pub use crate::fields;
 pub use fields::{Field, FieldSource, FieldValue};
 pub use framing::{
     encode_records, record_context, HvmBlob, OwnedRecord, RawRecord, DESCRIPTOR_LEN,
