@@ -72,7 +72,11 @@ fn format_layers_depend_only_downward() {
     // Every module in the graph was placed by `rank` above; the diag
     // layer must also exist and use nothing outside itself.
     assert!(g.contains_key("diag"), "no diag module found");
-    assert!(bad.is_empty(), "imports against the layering:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "imports against the layering:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -101,7 +105,9 @@ fn reader_sees_the_paths_rust_has() {
 }
 
 fn src_dir(crate_dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(crate_dir).join("src")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(crate_dir)
+        .join("src")
 }
 
 fn assert_acyclic(name: &str, g: &Graph) {
@@ -110,14 +116,23 @@ fn assert_acyclic(name: &str, g: &Graph) {
         for w in cycle.windows(2) {
             lines.push(format!("  {} → {}   ({})", w[0], w[1], g[&w[0]][&w[1]]));
         }
-        panic!("{name}: import cycle {}\n{}", cycle.join(" → "), lines.join("\n"));
+        panic!(
+            "{name}: import cycle {}\n{}",
+            cycle.join(" → "),
+            lines.join("\n")
+        );
     }
 }
 
 /// A cycle as a closed list of modules (first = last), if there is one.
 fn find_cycle(g: &Graph) -> Option<Vec<String>> {
     // 0 = unseen, 1 = on the current path, 2 = done.
-    fn visit(g: &Graph, n: &str, state: &mut BTreeMap<String, u8>, path: &mut Vec<String>) -> Option<Vec<String>> {
+    fn visit(
+        g: &Graph,
+        n: &str,
+        state: &mut BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
         state.insert(n.to_string(), 1);
         path.push(n.to_string());
         for m in g.get(n).into_iter().flat_map(|t| t.keys()) {
@@ -171,7 +186,10 @@ fn graph(src: &Path) -> Graph {
     let mut add = |from: &str, text: &str, modpath: &[String], file: &str| {
         for (to, at) in edges_of(text, modpath, &mods, &reexports, &root, file) {
             if to != from {
-                g.entry(from.to_string()).or_default().entry(to).or_insert(at);
+                g.entry(from.to_string())
+                    .or_default()
+                    .entry(to)
+                    .or_insert(at);
             }
         }
     };
@@ -223,9 +241,15 @@ fn root_reexports(root: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for stmt in root.split(';') {
         let s = stmt.trim();
-        let Some(rest) = s.strip_prefix("pub use ") else { continue };
-        let rest = rest.trim_start_matches("crate::").trim_start_matches("self::");
-        let Some((m, names)) = rest.split_once("::") else { continue };
+        let Some(rest) = s.strip_prefix("pub use ") else {
+            continue;
+        };
+        let rest = rest
+            .trim_start_matches("crate::")
+            .trim_start_matches("self::");
+        let Some((m, names)) = rest.split_once("::") else {
+            continue;
+        };
         let names = names.trim().trim_start_matches('{').trim_end_matches('}');
         for n in names.split(',') {
             let n = n.trim();
@@ -320,27 +344,44 @@ fn edges_of(
 }
 
 fn defined_in_root(root: &str, name: &str) -> bool {
-    ["fn ", "const ", "static ", "struct ", "enum ", "type ", "trait ", "macro_rules! "]
-        .iter()
-        .any(|k| {
-            root.match_indices(&format!("{k}{name}")).any(|(at, _)| {
-                let end = at + k.len() + name.len();
-                !root[end..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-            })
+    [
+        "fn ",
+        "const ",
+        "static ",
+        "struct ",
+        "enum ",
+        "type ",
+        "trait ",
+        "macro_rules! ",
+    ]
+    .iter()
+    .any(|k| {
+        root.match_indices(&format!("{k}{name}")).any(|(at, _)| {
+            let end = at + k.len() + name.len();
+            !root[end..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
         })
+    })
 }
 
 /// After `crate::` at `at`: the first segment, or each entry's first
 /// segment of a `{ … }` group. Returns them and where the path ends.
 fn first_segments(text: &str, at: usize) -> (Vec<String>, usize) {
-    let word = |s: &str| -> String { s.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
+    let word = |s: &str| -> String {
+        s.trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
     if text[at..].starts_with('{') {
         let close = matching(text, at);
         let mut names = Vec::new();
         let inner = &text[at + 1..close];
         let mut depth = 0;
         let mut start = 0;
-        for (k, c) in inner.char_indices().chain(std::iter::once((inner.len(), ','))) {
+        for (k, c) in inner
+            .char_indices()
+            .chain(std::iter::once((inner.len(), ',')))
+        {
             match c {
                 '{' => depth += 1,
                 '}' => depth -= 1,
@@ -394,7 +435,10 @@ fn drop_test_items(text: &str) -> String {
             (Some(x), None) => x,
             (None, None) => s.len() - 1,
         };
-        let blank: String = s[at..=end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+        let blank: String = s[at..=end]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
         s.replace_range(at..=end, &blank);
     }
     s

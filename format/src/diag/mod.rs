@@ -7,6 +7,6 @@
 mod error;
 mod finding;
 
-pub use error::{chain_message, Context, Error, ErrorKind, Result, Segment};
 pub(crate) use error::slice_at;
+pub use error::{chain_message, Context, Error, ErrorKind, Result, Segment};
 pub use finding::{Finding, Findings, Severity, PER_RULE_CAP};

@@ -15,8 +15,8 @@
 
 use std::io::{self, Read, Write};
 
-use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::diag::Finding;
+use crate::diag::{Context, Error, ErrorKind, Result};
 
 use super::escape_bytes;
 

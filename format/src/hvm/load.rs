@@ -15,8 +15,8 @@
 //! [`Finding::offset`].
 
 use crate::diag::Context;
-use crate::pfn::WordSize;
 use crate::diag::{Finding, Severity};
+use crate::pfn::WordSize;
 
 use super::framing::{record_context, DESCRIPTOR_LEN};
 use super::layouts::{

@@ -30,9 +30,9 @@ pub mod load;
 mod record;
 pub mod translate;
 
-pub use build::{seed_reset_blob, seed_reset_records, BlobBuilder};
 /// The field listing, shared with [`crate::vcpu`]; kept at its old path.
 pub use crate::fields;
+pub use build::{seed_reset_blob, seed_reset_records, BlobBuilder};
 pub use fields::{Field, FieldSource, FieldValue};
 pub use framing::{
     encode_records, record_context, HvmBlob, OwnedRecord, RawRecord, DESCRIPTOR_LEN,

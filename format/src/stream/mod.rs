@@ -32,12 +32,12 @@ mod item;
 mod reader;
 mod writer;
 
+pub use era::Dialect;
 pub use grammar::{ChunkSet, Layout};
 pub use item::{
     chunk_hvm_param, chunk_name, Batch, Chunk, DeviceModel, Element, HvmBlob, Item, MagicPfns,
     VcpuRecord,
 };
-pub use era::Dialect;
 pub use reader::{Reader, SliceReader};
 pub use writer::Writer;
 

@@ -16,8 +16,8 @@ use super::libxl::{EmulatorId, LibxlHeader, LibxlRecordType};
 use super::reader::{frame_slice, RawRecord};
 use super::xl::XlHeader;
 use crate::diag::{Context, Error};
-use crate::pfn::PAGE_SIZE;
 use crate::diag::{Finding, Findings};
+use crate::pfn::PAGE_SIZE;
 
 fn le32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
