@@ -104,6 +104,20 @@ fn reader_sees_the_paths_rust_has() {
     assert!(edges_of(only_test, &["a".into()], &mods, &reexports, root, "a.rs").is_empty());
 }
 
+/// Prints the graphs `docs/architecture.md` describes:
+/// `cargo test -p hvm-format --test layers -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints the module graphs; run by hand"]
+fn print_graphs() {
+    for dir in [".", "../inspect"] {
+        println!("{dir}:");
+        for (from, tos) in graph(&src_dir(dir)) {
+            let tos: Vec<&str> = tos.keys().map(String::as_str).collect();
+            println!("  {from} → {}", tos.join(", "));
+        }
+    }
+}
+
 fn src_dir(crate_dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(crate_dir)
@@ -177,7 +191,7 @@ fn graph(src: &Path) -> Graph {
         .filter_map(|f| module_path(src, f).first().cloned())
         .collect();
     // Modules written inline in lib.rs (`pub mod json { … }`).
-    let inline = inline_modules(&root);
+    let inline = inline_modules(&drop_test_items(&root));
     mods.extend(inline.iter().map(|(n, _)| n.clone()));
     let mut g = Graph::new();
     for m in &mods {
