@@ -24,10 +24,12 @@
 //! Everything is little-endian except the xend config length and the QEVM
 //! file, which are big-endian, exactly as Xen wrote them.
 
+pub mod diag;
 pub mod dialect;
 pub mod digest;
 pub mod envelope;
 pub mod error;
+pub mod fields;
 pub mod hvm;
 pub mod image;
 pub mod index;
@@ -41,5 +43,5 @@ pub mod stream;
 pub mod v2;
 pub mod vcpu;
 
-pub use error::{Context, Error, ErrorKind, Result};
+pub use diag::{Context, Error, ErrorKind, Result};
 pub use pfn::{Pfn, PfnEntry, PfnType, WordSize, MAX_BATCH, PAGE_SIZE};

@@ -4,94 +4,14 @@
 //! is, where it is, and what is wrong. `hvm-inspect validate` and
 //! `hvm-restore-check` both report these; nothing re-implements them.
 
-use crate::error::Context;
-
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing; no restorer cares.
-    Info,
-    /// A restorer would warn, or the image is odd but loads.
-    Warning,
-    /// A restorer would refuse the image (or restore it wrongly).
-    Error,
-}
-
-/// One problem found in an image.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Finding {
-    /// Stable rule id, e.g. `seed.batch.count-range` or `xen.hvm.strict-length`.
-    pub rule: &'static str,
-    /// How bad it is.
-    pub severity: Severity,
-    /// Byte offset in the file.
-    pub offset: u64,
-    /// Where in the structure.
-    #[serde(serialize_with = "ser_context")]
-    pub context: Context,
-    /// What is wrong, with expected and found values.
-    pub message: String,
-}
-
-fn ser_context<S: serde::Serializer>(c: &Context, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(c)
-}
-
-impl Finding {
-    /// A finding of severity [`Severity::Error`].
-    pub fn error(
-        rule: &'static str,
-        offset: u64,
-        context: Context,
-        message: impl Into<String>,
-    ) -> Self {
-        Finding {
-            rule,
-            severity: Severity::Error,
-            offset,
-            context,
-            message: message.into(),
-        }
-    }
-
-    /// A finding of severity [`Severity::Warning`].
-    pub fn warning(
-        rule: &'static str,
-        offset: u64,
-        context: Context,
-        message: impl Into<String>,
-    ) -> Self {
-        Finding {
-            rule,
-            severity: Severity::Warning,
-            offset,
-            context,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Finding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sev = match self.severity {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        };
-        write!(
-            f,
-            "{sev}[{}] at byte {} (0x{:x}), {}: {}",
-            self.rule, self.offset, self.offset, self.context, self.message
-        )
-    }
-}
+use crate::diag::Context;
+pub use crate::diag::{Finding, Findings, Severity, PER_RULE_CAP};
 
 // ------------------------------------------------------------ stream rules
 
 /// True for the context of a batch's `count` field (`batch N › count`).
 fn is_batch_count(ctx: &Context) -> bool {
-    use crate::error::Segment;
+    use crate::diag::Segment;
     matches!(
         ctx.0.as_slice(),
         [Segment::Index("batch", _), Segment::Field("count")]
@@ -100,7 +20,7 @@ fn is_batch_count(ctx: &Context) -> bool {
 
 use std::collections::HashMap;
 
-use crate::error::Error;
+use crate::diag::Error;
 use crate::hvm::load::{check_current_load, check_seed_load, CurrentLoadOptions, SeedLoadOptions};
 use crate::image::Tail;
 use crate::layout::{build_magic_pfns, RestoreLayout};
@@ -111,56 +31,6 @@ use crate::stream::{vcpu_context_size, Item};
 pub const XEND_MAX_PFN_LIMIT: u64 = 16 * 1024 * 1024;
 /// `MAX_VIRT_CPUS` of the seed era.
 pub const SEED_MAX_VCPUS: u32 = 32;
-/// Findings kept per rule before the rest are only counted.
-pub const PER_RULE_CAP: usize = 64;
-
-/// Findings capped per rule: past [`PER_RULE_CAP`] of one rule the rest
-/// are only counted, so a hostile image of millions of identical faults
-/// costs a count, not a list.
-#[derive(Debug, Default)]
-pub struct Findings {
-    kept: Vec<Finding>,
-    per_rule: HashMap<&'static str, u64>,
-}
-
-impl Findings {
-    /// Keep `f` if its rule is under the cap; count it either way.
-    pub fn push(&mut self, f: Finding) {
-        let n = self.per_rule.entry(f.rule).or_insert(0);
-        *n += 1;
-        if *n as usize <= PER_RULE_CAP {
-            self.kept.push(f);
-        }
-    }
-
-    /// Findings pushed, kept or not.
-    pub fn total(&self) -> u64 {
-        self.per_rule.values().sum()
-    }
-
-    /// The findings kept, in the order found.
-    pub fn kept(&self) -> &[Finding] {
-        &self.kept
-    }
-
-    /// Findings beyond the cap, counted by rule, sorted by rule.
-    pub fn suppressed(&self) -> Vec<(String, u64)> {
-        let mut sup: Vec<(String, u64)> = self
-            .per_rule
-            .iter()
-            .filter(|(_, n)| **n as usize > PER_RULE_CAP)
-            .map(|(r, n)| (r.to_string(), n - PER_RULE_CAP as u64))
-            .collect();
-        sup.sort();
-        sup
-    }
-
-    /// The findings kept.
-    pub fn into_vec(self) -> Vec<Finding> {
-        self.kept
-    }
-}
-
 /// What the restoring side looks like.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckOptions {
@@ -267,9 +137,9 @@ impl StreamChecker {
     /// past it.
     pub fn structure_error(&mut self, e: &Error) {
         let rule = match &e.kind {
-            crate::ErrorKind::Truncated { .. } => "stream.truncated",
-            crate::ErrorKind::Oversized { .. } => "stream.oversized",
-            crate::ErrorKind::Invalid { found, .. } if is_batch_count(&e.context) => {
+            crate::diag::ErrorKind::Truncated { .. } => "stream.truncated",
+            crate::diag::ErrorKind::Oversized { .. } => "stream.oversized",
+            crate::diag::ErrorKind::Invalid { found, .. } if is_batch_count(&e.context) => {
                 // The seed refuses j > 1024 ("Max batch size exceeded") but
                 // lets j < -1 overrun its on-stack pfn array (§2.1 step 4).
                 match found.parse::<i64>() {

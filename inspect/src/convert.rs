@@ -20,7 +20,7 @@ use hvm_format::dialect::Dialect;
 use hvm_format::hvm::translate;
 use hvm_format::image::{is_v2, open_read, ImageInfo, OpenOptions, PrefixedRead};
 use hvm_format::pfn::{PfnType, MMIO_HOLE_START};
-use hvm_format::stream::{chunk_hvm_param, chunk_name, Element, Item, Reader};
+use hvm_format::stream::{chunk_hvm_param, chunk_name, Element, Item, Reader, DM_RECORD_0002};
 use hvm_format::v2::libxc::{
     DomainHeader, HvmParam, HvmParams, ImageHeader, PageDataEntry, RecordBody, TscInfo,
 };
@@ -29,94 +29,16 @@ use hvm_format::v2::writer::Writer;
 use hvm_format::v2::xl::XlHeader;
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{Context, Error, ErrorKind};
-use serde::Serialize;
 
 use hvm_cli::output::{AtomicFile, Outputs};
 
 use crate::input::{Input, InspectError};
+use crate::target::{emulator_id, xl_config_json};
+pub use crate::target::{ConvertReport, Target};
 
 /// The largest device model state carried (qemu-dm's file is a few MiB,
 /// its Cirrus VRAM 8 MiB).
 pub const MAX_EMULATOR_STATE: u64 = 256 << 20;
-
-/// Which v2 framing to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// A bare libxc image (what `xc_domain_restore` reads).
-    Libxc,
-    /// libxl's stream: the libxc image plus the emulator record.
-    Libxl,
-    /// An `xl save` file: xl header, then the libxl stream.
-    Xl,
-}
-
-impl std::str::FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "libxc" => Ok(Target::Libxc),
-            "libxl" => Ok(Target::Libxl),
-            "xl" => Ok(Target::Xl),
-            _ => Err(format!("expected libxc, libxl or xl, found {s}")),
-        }
-    }
-}
-
-/// What `convert` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConvertReport {
-    /// Input as named.
-    pub input: String,
-    /// Output path.
-    pub output: String,
-    /// Output framing.
-    pub target: Target,
-    /// The input's dialect.
-    pub dialect: Dialect,
-    /// The input's toolstack word size.
-    pub word_bits: u32,
-    /// PAGE_DATA records written.
-    pub page_records: u64,
-    /// Pages written (verify resend included).
-    pub pages: u64,
-    /// Pages of the verify resend (after a VERIFY record).
-    pub verify_pages: u64,
-    /// XTAB entries dropped (pfns the saver could not map: no data).
-    pub xtab_dropped: u64,
-    /// The HVM_PARAMS written, `(index, value)`.
-    pub hvm_params: Vec<(u64, u64)>,
-    /// Every translation made, one line each.
-    pub translations: Vec<String>,
-    /// Bytes written.
-    pub bytes_written: u64,
-}
-
-impl ConvertReport {
-    /// A report with nothing done yet.
-    pub(crate) fn new(
-        input: &str,
-        out: &Path,
-        target: Target,
-        dialect: Dialect,
-        word_bits: u32,
-    ) -> Self {
-        ConvertReport {
-            input: input.to_string(),
-            output: out.display().to_string(),
-            target,
-            dialect,
-            word_bits,
-            page_records: 0,
-            pages: 0,
-            verify_pages: 0,
-            xtab_dropped: 0,
-            hvm_params: Vec::new(),
-            translations: Vec::new(),
-            bytes_written: 0,
-        }
-    }
-}
 
 /// Parts kept until the end of the stream.
 #[derive(Default)]
@@ -570,18 +492,6 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// The signature before the device model state after a libxc END.
-pub(crate) const DM_RECORD_0002: &[u8; 21] = b"DeviceModelRecord0002";
-
-/// The emulator a device model state belongs to, from its magic.
-pub(crate) fn emulator_id(state: &[u8]) -> EmulatorId {
-    if state.starts_with(b"QEVM") {
-        EmulatorId::QemuTraditional
-    } else {
-        EmulatorId::Unknown
-    }
-}
-
 /// The xl config for a converted image: what the old image says about the
 /// domain (name and memory from xend's config, when there is one).
 fn xl_config(info: &ImageInfo) -> String {
@@ -596,19 +506,6 @@ fn xl_config(info: &ImageInfo) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .collect();
     xl_config_json(&name, info.config_memory_mib().unwrap_or(0))
-}
-
-/// A minimal xl JSON config for an HVM domain `name` of `mem_mib` MiB.
-pub(crate) fn xl_config_json(name: &str, mem_mib: u64) -> String {
-    serde_json::json!({
-        "c_info": { "type": "hvm", "name": name },
-        "b_info": {
-            "max_memkb": mem_mib * 1024,
-            "target_memkb": mem_mib * 1024,
-            "type.hvm": {},
-        },
-    })
-    .to_string()
 }
 
 struct Counting<W> {

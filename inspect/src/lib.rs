@@ -23,6 +23,7 @@ pub mod diff;
 pub mod input;
 mod reframe;
 pub mod report;
+mod target;
 pub mod text;
 
 pub use input::{Input, InspectError};

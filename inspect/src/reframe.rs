@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 
 use hvm_format::image::v2_start;
 use hvm_format::legacy::libvirt::LibvirtHeader;
+use hvm_format::stream::DM_RECORD_0002;
 use hvm_format::v2::libxc::{DomainHeader, ImageHeader, RecordBody};
 use hvm_format::v2::libxl::{LibxlHeader, LibxlItem, LibxlReader, LibxlRecord, LibxlWriter};
 use hvm_format::v2::reader::Reader;
@@ -21,7 +22,7 @@ use hvm_format::v2::xl::XlHeader;
 use hvm_format::v2::AfterEnd;
 use hvm_format::{Context, Error, ErrorKind, Result};
 
-use crate::convert::{emulator_id, ConvertReport, Target, DM_RECORD_0002};
+use crate::target::{emulator_id, xl_config_json, ConvertReport, Target};
 
 /// Where the libxc records come from.
 enum Source<R> {
@@ -169,7 +170,7 @@ pub(crate) fn reframe<R: Read, W: Write>(
                             "xl header with a minimal JSON config (the v2 image names no domain)"
                                 .into(),
                         );
-                        XlHeader::with_json_config(&crate::convert::xl_config_json("converted", 0))
+                        XlHeader::with_json_config(&xl_config_json("converted", 0))
                     }
                 };
                 h.write(&mut *sink)?

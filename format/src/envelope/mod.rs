@@ -24,7 +24,7 @@ pub mod sxp;
 
 use std::io::{Read, Write};
 
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 
 pub use qevm::{QevmListing, QevmSection, QevmWriter};
 pub use sxp::Sxp;

@@ -15,8 +15,8 @@
 
 use std::io::{self, Read, Write};
 
-use crate::error::{Context, Error, ErrorKind, Result};
-use crate::rules::Finding;
+use crate::diag::Finding;
+use crate::diag::{Context, Error, ErrorKind, Result};
 
 use super::escape_bytes;
 

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::error::{Context, Error, Result};
+use crate::diag::{Context, Error, Result};
 
 /// Deepest list nesting accepted; a real config nests about five levels.
 /// The cap keeps hostile input from exhausting the stack (on drop or print).

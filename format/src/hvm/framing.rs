@@ -3,7 +3,7 @@
 //! Parsing borrows payloads from the input; bytes after END are kept as a
 //! trailer so that `encode(parse(x)) == x`.
 
-use crate::error::{slice_at, Context, Error, ErrorKind, Result};
+use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 
 use super::record::{code, type_name, HvmRecord};
 

@@ -14,9 +14,9 @@
 //! that report file positions add the blob's file offset to
 //! [`Finding::offset`].
 
-use crate::error::Context;
+use crate::diag::Context;
+use crate::diag::{Finding, Severity};
 use crate::pfn::WordSize;
-use crate::rules::{Finding, Severity};
 
 use super::framing::{record_context, DESCRIPTOR_LEN};
 use super::layouts::{

@@ -24,13 +24,14 @@
 //! [`Error::rebase`](crate::Error::rebase)).
 
 mod build;
-pub mod fields;
 mod framing;
 pub mod layouts;
 pub mod load;
 mod record;
 pub mod translate;
 
+/// The field listing, shared with [`crate::vcpu`]; kept at its old path.
+pub use crate::fields;
 pub use build::{seed_reset_blob, seed_reset_records, BlobBuilder};
 pub use fields::{Field, FieldSource, FieldValue};
 pub use framing::{

@@ -19,8 +19,8 @@ use super::layouts::{
 use super::load::{check_current_load, CurrentLoadOptions};
 use super::record::{code, type_name};
 use super::{HvmBlob, OwnedRecord};
-use crate::error::{Context, Error, Result};
-use crate::rules::Severity;
+use crate::diag::Severity;
+use crate::diag::{Context, Error, Result};
 use crate::vcpu::VcpuContext;
 
 /// `XEN_X86_FPU_INITIALISED`: the vCPU's FPU state in the record is live.

@@ -7,8 +7,8 @@
 
 use std::io::Read;
 
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::envelope::LIBVIRT_LIBXL_MAGIC;
-use crate::error::{Context, Error, ErrorKind, Result};
 
 /// Largest domain XML accepted (libvirt itself caps XML at 10 MiB).
 pub const MAX_XML_LEN: u32 = 10 << 20;

@@ -10,9 +10,9 @@
 
 use std::io::{IoSlice, Write};
 
-use crate::dialect::Dialect;
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{PfnEntry, WordSize, MAX_BATCH, PAGE_SIZE};
+use crate::stream::Dialect;
 use crate::stream::{vcpu_context_size, ChunkSet, Element, Item, Layout};
 
 /// What the layout expects next.

@@ -4,8 +4,8 @@
 //! decides whether a span is a window into an mmap'd slice or bytes appended
 //! to a reused buffer. The readers then turn the spans into borrowed items.
 
-use crate::dialect::Dialect;
-use crate::error::{Context, Error, ErrorKind, Result};
+use super::Dialect;
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{WordSize, LTAB_MASK, MAX_BATCH, PAGE_SIZE};
 
 /// What a dialect's stream is made of beyond the seed's grammar
@@ -583,7 +583,7 @@ impl Grammar {
 pub(crate) const MAX_NR_VCPUS: u32 = 4096;
 
 /// The signature libxl (4.1–4.5) wrote before the device model's state.
-pub(crate) const DM_RECORD_0002: &[u8; 21] = b"DeviceModelRecord0002";
+pub const DM_RECORD_0002: &[u8; 21] = b"DeviceModelRecord0002";
 
 /// The error for a bulk field that claims more than the input holds.
 pub(crate) fn oversized(

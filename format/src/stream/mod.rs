@@ -22,15 +22,17 @@
 //! borrow from it without copying. [`Writer`] mirrors them and refuses items
 //! the grammar does not allow at that point.
 
+mod era;
 mod grammar;
 
 /// `DeviceModelRecord0002`: the signature before a device model state that
 /// follows a 3.x–4.5 stream (and Xen's converted libxc v2 output).
-pub(crate) use grammar::DM_RECORD_0002;
+pub use grammar::DM_RECORD_0002;
 mod item;
 mod reader;
 mod writer;
 
+pub use era::Dialect;
 pub use grammar::{ChunkSet, Layout};
 pub use item::{
     chunk_hvm_param, chunk_name, Batch, Chunk, DeviceModel, Element, HvmBlob, Item, MagicPfns,

@@ -4,7 +4,7 @@ use std::io::{ErrorKind as IoKind, Read};
 
 use super::grammar::{oversized, Grammar, Input, Layout, RawItem, Span};
 use super::item::{Batch, Chunk, DeviceModel, Element, HvmBlob, Item, MagicPfns, VcpuRecord};
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::WordSize;
 
 /// True for the elements later dialects added to the seed grammar.

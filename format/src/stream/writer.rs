@@ -3,7 +3,7 @@
 use std::io::{IoSlice, Write};
 
 use super::item::Item;
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{PfnEntry, WordSize, MAX_BATCH, PAGE_SIZE};
 
 /// Where the writer is in the grammar.

@@ -10,7 +10,7 @@ use std::io::Cursor;
 
 use binrw::{BinRead, BinWrite};
 
-use crate::error::{slice_at, Context, Error, ErrorKind, Result};
+use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 use crate::pfn::{Pfn, PfnEntry, PfnType, LTAB_MASK, PAGE_SIZE};
 
 /// Decode a fixed-layout struct whose length the caller already checked.

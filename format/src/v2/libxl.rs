@@ -15,7 +15,7 @@ use super::libxc::{DomainHeader, ImageHeader, RecordType};
 use super::padding_len;
 use super::reader::{Record, Source};
 use super::writer::{write_all_vectored, Writer};
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 
 /// The libxl stream header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BinRead, BinWrite)]

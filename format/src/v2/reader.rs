@@ -11,7 +11,7 @@ use std::io::{ErrorKind as IoErrorKind, Read};
 
 use super::libxc::{DomainHeader, ImageHeader, RecordBody, RecordType};
 use super::padding_len;
-use crate::error::{slice_at, Context, Error, ErrorKind, Result};
+use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 use crate::stream::DM_RECORD_0002;
 
 /// Largest record body the `Read`-based readers accept by default (256 MiB):

@@ -15,9 +15,9 @@ use super::libxc::{DomainHeader, DomainType, ImageHeader, PageDataEntry, RecordT
 use super::libxl::{EmulatorId, LibxlHeader, LibxlRecordType};
 use super::reader::{frame_slice, RawRecord};
 use super::xl::XlHeader;
-use crate::error::{Context, Error};
+use crate::diag::{Context, Error};
+use crate::diag::{Finding, Findings};
 use crate::pfn::PAGE_SIZE;
-use crate::rules::{Finding, Findings};
 
 fn le32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)

@@ -13,7 +13,7 @@ use super::libxc::{
     DomainHeader, DomainType, ImageHeader, PageData, PageDataEntry, RecordBody, RecordType,
 };
 use super::padding_len;
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::PAGE_SIZE;
 
 const ZEROS: [u8; 8] = [0; 8];

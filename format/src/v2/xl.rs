@@ -12,7 +12,7 @@
 
 use std::io::{Read, Write};
 
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 
 /// Header of an `xl save` file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use crate::WordSize;
 
 /// The listing shares its shape with the HVM records' (one type for
 /// `show`, `diff` and JSON across both).
-pub use crate::hvm::{Field, FieldValue};
+pub use crate::fields::{Field, FieldValue};
 
 /// How a [`FieldSpec`]'s bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -36,7 +36,7 @@ pub use layout::{
     FPU_CTXT_SIZE, GDT_FRAMES, SIZE_X86_32, SIZE_X86_64, TRAP_ENTRIES,
 };
 
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::WordSize;
 
 /// `VGCF_i387_valid`: `fpu_ctxt` holds a valid FXSAVE image.

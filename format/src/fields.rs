@@ -1,5 +1,8 @@
 //! A generic, ordered listing of a record's fields.
 //!
+//! Used by both record decoders, [`crate::hvm`] and [`crate::vcpu`], so it
+//! sits below them.
+//!
 //! `hvm-inspect show hvm`, `diff` and the JSON reports all want the same
 //! thing from a record: every field, in layout order, with its value and
 //! width. Deriving that listing from the struct definitions (one macro per
@@ -207,12 +210,12 @@ macro_rules! hvm_struct {
             pub const SIZE: usize = $size;
         }
 
-        impl $crate::hvm::fields::FieldSource for $name {
-            fn push_fields(&self, prefix: &str, out: &mut Vec<$crate::hvm::fields::Field>) {
+        impl $crate::fields::FieldSource for $name {
+            fn push_fields(&self, prefix: &str, out: &mut Vec<$crate::fields::Field>) {
                 $(
-                    $crate::hvm::fields::FieldSource::push_fields(
+                    $crate::fields::FieldSource::push_fields(
                         &self.$field,
-                        &$crate::hvm::fields::member(prefix, stringify!($field)),
+                        &$crate::fields::member(prefix, stringify!($field)),
                         out,
                     );
                 )*
