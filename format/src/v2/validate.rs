@@ -131,226 +131,264 @@ pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
 /// for an image of the given version.
 pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
     let rtype = rec.libxc_type();
-    let ctx = rec.context();
-    let at = rec.body_offset();
-    let body = rec.body;
-    let len = body.len() as u64;
-    let err = |out: &mut Findings, rule, off, msg: String| {
-        out.push(Finding::error(rule, off, ctx.clone(), msg))
-    };
     let Some(name) = rtype.name() else {
         let optional = if rtype.is_optional() {
             " (optional bit 31 set, but the verifier tolerates no unknown type)"
         } else {
             ""
         };
-        err(
-            out,
+        out.push(Finding::error(
             "v2.record.unknown-type",
             rec.offset,
+            rec.context(),
             format!("unrecognised record type {:#x}{optional}", rtype.0),
-        );
+        ));
         return;
     };
+    let r = RecordCheck {
+        rec,
+        name,
+        ctx: rec.context(),
+        at: rec.body_offset(),
+        body: rec.body,
+        len: rec.body.len() as u64,
+        version,
+    };
     if rec.padding.iter().any(|&b| b != 0) {
-        err(
+        r.err(
             out,
             "v2.record.padding",
-            at + len,
+            r.at + r.len,
             format!(
                 "expected zero padding, found {:02x?} after the {name} body",
                 rec.padding
             ),
         );
     }
-    let exact = |out: &mut Findings, rule, want: u64| {
-        if len != want {
-            out.push(Finding::error(
-                rule,
-                rec.offset + 4,
-                ctx.field("body_length"),
-                format!("expected {want} for {name}, found {len}"),
-            ));
-            false
-        } else {
-            true
-        }
-    };
-    let v3_only = |out: &mut Findings| {
-        if version < 3 {
-            out.push(Finding::error(
-                "v2.record.v3-only",
-                rec.offset,
-                ctx.field("type"),
-                format!("{name} found in a version {version} stream (needs version 3)"),
-            ));
-        }
-    };
     match rtype {
         RecordType::END | RecordType::VERIFY | RecordType::CHECKPOINT => {
-            exact(out, "v2.record.nonempty", 0);
+            r.exact(out, "v2.record.nonempty", 0);
         }
         RecordType::STATIC_DATA_END => {
-            exact(out, "v2.record.nonempty", 0);
-            v3_only(out);
+            r.exact(out, "v2.record.nonempty", 0);
+            r.v3_only(out);
         }
         RecordType::PAGE_DATA => check_page_data(rec, out),
-        RecordType::X86_PV_INFO if exact(out, "v2.pv-info.length", 8) => {
-            let (width, levels) = (body[0], body[1]);
-            if width != 4 && width != 8 {
-                err(
-                    out,
-                    "v2.pv-info.width",
-                    at,
-                    format!("expected guest width 4 or 8, found {width}"),
-                );
-            }
-            if levels != 3 && levels != 4 {
-                err(
-                    out,
-                    "v2.pv-info.levels",
-                    at + 1,
-                    format!("expected 3 or 4 page-table levels, found {levels}"),
-                );
-            }
-            if body[2..].iter().any(|&b| b != 0) {
-                err(
-                    out,
-                    "v2.pv-info.reserved",
-                    at + 2,
-                    format!("expected reserved bytes 0, found {:02x?}", &body[2..]),
-                );
-            }
-        }
-        RecordType::X86_PV_P2M_FRAMES if len < 8 || len % 8 != 0 => {
-            err(
+        RecordType::X86_PV_INFO if r.exact(out, "v2.pv-info.length", 8) => r.pv_info(out),
+        RecordType::X86_PV_P2M_FRAMES if r.len < 8 || r.len % 8 != 0 => {
+            r.err(
                 out,
                 "v2.p2m-frames.length",
                 rec.offset + 4,
-                format!("expected a length of at least 8 and a multiple of 8, found {len}"),
+                format!(
+                    "expected a length of at least 8 and a multiple of 8, found {}",
+                    r.len
+                ),
             );
         }
         RecordType::X86_PV_VCPU_BASIC
         | RecordType::X86_PV_VCPU_EXTENDED
         | RecordType::X86_PV_VCPU_XSAVE
-        | RecordType::X86_PV_VCPU_MSRS => {
-            if len < 8 {
-                err(
-                    out,
-                    "v2.pv-vcpu.length",
-                    rec.offset + 4,
-                    format!("expected at least 8 bytes for {name}, found {len}"),
-                );
-            } else {
-                if len == 8 {
-                    out.push(Finding::warning(
-                        "v2.pv-vcpu.empty",
-                        at,
-                        ctx.clone(),
-                        format!("{name} with no context bytes"),
-                    ));
-                }
-                let r = le32(body, 4);
-                if r != 0 {
-                    err(
-                        out,
-                        "v2.pv-vcpu.reserved",
-                        at + 4,
-                        format!("expected reserved 0, found {r:#x}"),
-                    );
-                }
-            }
-        }
+        | RecordType::X86_PV_VCPU_MSRS => r.pv_vcpu(out),
         RecordType::SHARED_INFO => {
-            exact(out, "v2.shared-info.length", PAGE_SIZE as u64);
+            r.exact(out, "v2.shared-info.length", PAGE_SIZE as u64);
         }
-        RecordType::X86_TSC_INFO if exact(out, "v2.tsc-info.length", 24) => {
-            let r = le32(body, 20);
-            if r != 0 {
-                err(
-                    out,
-                    "v2.tsc-info.reserved",
-                    at + 20,
-                    format!("expected reserved 0, found {r:#x}"),
-                );
-            }
+        RecordType::X86_TSC_INFO if r.exact(out, "v2.tsc-info.length", 24) => {
+            r.reserved32(out, "v2.tsc-info.reserved", 20);
         }
-        RecordType::HVM_CONTEXT if len == 0 => {
-            err(
+        RecordType::HVM_CONTEXT if r.len == 0 => {
+            r.err(
                 out,
                 "v2.hvm-context.empty",
                 rec.offset + 4,
                 "expected a non-empty HVM context, found length 0".into(),
             );
         }
-        RecordType::HVM_PARAMS => {
-            if len < 8 {
-                err(
-                    out,
-                    "v2.hvm-params.length",
-                    rec.offset + 4,
-                    format!("expected at least 8 bytes, found {len}"),
-                );
-            } else {
-                let count = u64::from(le32(body, 0));
-                let r = le32(body, 4);
-                if r != 0 {
-                    err(
-                        out,
-                        "v2.hvm-params.reserved",
-                        at + 4,
-                        format!("expected reserved 0, found {r:#x}"),
-                    );
-                }
-                if count == 0 {
-                    out.push(Finding::warning(
-                        "v2.hvm-params.empty",
-                        at,
-                        ctx.clone(),
-                        "HVM_PARAMS with no parameters",
-                    ));
-                }
-                let want = 8 + 16 * count;
-                if len != want {
-                    err(
-                        out,
-                        "v2.hvm-params.length",
-                        rec.offset + 4,
-                        format!("expected 8 + 16·{count} = {want} bytes, found {len}"),
-                    );
-                }
-            }
-        }
-        RecordType::TOOLSTACK => err(
+        RecordType::HVM_PARAMS => r.hvm_params(out),
+        RecordType::TOOLSTACK => r.err(
             out,
             "v2.toolstack.deprecated",
             rec.offset,
             "TOOLSTACK record found (deprecated; the verifier fails on it)".into(),
         ),
-        RecordType::CHECKPOINT_DIRTY_PFN_LIST => err(
+        RecordType::CHECKPOINT_DIRTY_PFN_LIST => r.err(
             out,
             "v2.checkpoint-dirty-pfn-list.present",
             rec.offset,
             "CHECKPOINT_DIRTY_PFN_LIST is a COLO back-channel record, not valid in a saved stream"
                 .into(),
         ),
-        RecordType::X86_CPUID_POLICY | RecordType::X86_MSR_POLICY => {
-            v3_only(out);
-            let unit = if rtype == RecordType::X86_CPUID_POLICY {
-                24
-            } else {
-                16
-            };
-            if len < unit || len % unit != 0 {
-                err(
-                    out,
-                    "v2.policy.length",
-                    rec.offset + 4,
-                    format!("expected a non-zero multiple of {unit} for {name}, found {len}"),
-                );
-            }
-        }
+        RecordType::X86_CPUID_POLICY => r.policy(out, 24),
+        RecordType::X86_MSR_POLICY => r.policy(out, 16),
         _ => {}
+    }
+}
+
+/// A known libxc record under check, with what every per-type check needs
+/// to place its findings.
+struct RecordCheck<'a, 'b> {
+    rec: &'a RawRecord<'b>,
+    name: &'static str,
+    ctx: Context,
+    /// Offset of the body.
+    at: u64,
+    body: &'b [u8],
+    len: u64,
+    version: u32,
+}
+
+impl RecordCheck<'_, '_> {
+    /// An error at `off`, in the record's context.
+    fn err(&self, out: &mut Findings, rule: &'static str, off: u64, msg: String) {
+        out.push(Finding::error(rule, off, self.ctx.clone(), msg))
+    }
+
+    /// A record whose body has one valid length; false (with an error on
+    /// `body_length`) when it has another, so its fields are not read.
+    fn exact(&self, out: &mut Findings, rule: &'static str, want: u64) -> bool {
+        if self.len != want {
+            out.push(Finding::error(
+                rule,
+                self.rec.offset + 4,
+                self.ctx.field("body_length"),
+                format!("expected {want} for {}, found {}", self.name, self.len),
+            ));
+            false
+        } else {
+            true
+        }
+    }
+
+    /// A record type that version 2 streams may not carry.
+    fn v3_only(&self, out: &mut Findings) {
+        if self.version < 3 {
+            out.push(Finding::error(
+                "v2.record.v3-only",
+                self.rec.offset,
+                self.ctx.field("type"),
+                format!(
+                    "{} found in a version {} stream (needs version 3)",
+                    self.name, self.version
+                ),
+            ));
+        }
+    }
+
+    /// A reserved 32-bit field at `off` into the body must be 0.
+    fn reserved32(&self, out: &mut Findings, rule: &'static str, off: usize) {
+        let v = le32(self.body, off);
+        if v != 0 {
+            self.err(
+                out,
+                rule,
+                self.at + off as u64,
+                format!("expected reserved 0, found {v:#x}"),
+            );
+        }
+    }
+
+    /// X86_PV_INFO (8 bytes, checked): guest width, paging levels, reserved.
+    fn pv_info(&self, out: &mut Findings) {
+        let (body, at) = (self.body, self.at);
+        let (width, levels) = (body[0], body[1]);
+        if width != 4 && width != 8 {
+            self.err(
+                out,
+                "v2.pv-info.width",
+                at,
+                format!("expected guest width 4 or 8, found {width}"),
+            );
+        }
+        if levels != 3 && levels != 4 {
+            self.err(
+                out,
+                "v2.pv-info.levels",
+                at + 1,
+                format!("expected 3 or 4 page-table levels, found {levels}"),
+            );
+        }
+        if body[2..].iter().any(|&b| b != 0) {
+            self.err(
+                out,
+                "v2.pv-info.reserved",
+                at + 2,
+                format!("expected reserved bytes 0, found {:02x?}", &body[2..]),
+            );
+        }
+    }
+
+    /// The PV vCPU records: a vCPU id and reserved word, then the context.
+    fn pv_vcpu(&self, out: &mut Findings) {
+        if self.len < 8 {
+            self.err(
+                out,
+                "v2.pv-vcpu.length",
+                self.rec.offset + 4,
+                format!(
+                    "expected at least 8 bytes for {}, found {}",
+                    self.name, self.len
+                ),
+            );
+            return;
+        }
+        if self.len == 8 {
+            out.push(Finding::warning(
+                "v2.pv-vcpu.empty",
+                self.at,
+                self.ctx.clone(),
+                format!("{} with no context bytes", self.name),
+            ));
+        }
+        self.reserved32(out, "v2.pv-vcpu.reserved", 4);
+    }
+
+    /// HVM_PARAMS: a count and reserved word, then 16 bytes per parameter.
+    fn hvm_params(&self, out: &mut Findings) {
+        let len = self.len;
+        if len < 8 {
+            self.err(
+                out,
+                "v2.hvm-params.length",
+                self.rec.offset + 4,
+                format!("expected at least 8 bytes, found {len}"),
+            );
+            return;
+        }
+        let count = u64::from(le32(self.body, 0));
+        self.reserved32(out, "v2.hvm-params.reserved", 4);
+        if count == 0 {
+            out.push(Finding::warning(
+                "v2.hvm-params.empty",
+                self.at,
+                self.ctx.clone(),
+                "HVM_PARAMS with no parameters",
+            ));
+        }
+        let want = 8 + 16 * count;
+        if len != want {
+            self.err(
+                out,
+                "v2.hvm-params.length",
+                self.rec.offset + 4,
+                format!("expected 8 + 16·{count} = {want} bytes, found {len}"),
+            );
+        }
+    }
+
+    /// The CPUID and MSR policies (version 3): whole entries of `unit` bytes.
+    fn policy(&self, out: &mut Findings, unit: u64) {
+        self.v3_only(out);
+        if self.len < unit || self.len % unit != 0 {
+            self.err(
+                out,
+                "v2.policy.length",
+                self.rec.offset + 4,
+                format!(
+                    "expected a non-zero multiple of {unit} for {}, found {}",
+                    self.name, self.len
+                ),
+            );
+        }
     }
 }
 
