@@ -412,7 +412,6 @@ impl Suspending<'_> {
         D: Domain + ?Sized,
         W: Write,
     {
-        let size = plan.pfn_array_size;
         self.carry.clear_all();
         if !domain.request_suspend()? {
             return Err(SaveError::Suspend("suspend request failed".into()));
@@ -423,10 +422,10 @@ impl Suspending<'_> {
         // domain's clock, and a poll cap in case that clock stands still.
         let deadline = t0 + SUSPEND_POLL * SUSPEND_TRIES;
         let max_polls = SUSPEND_TRIES as u64 * 1000;
-        let (mut sent, mut xtab, mut bytes) = (0u64, 0u64, 0u64);
+        // `[sent, xtab, bytes]` once the first batch went out.
+        let mut totals: Option<[u64; 3]> = None;
         let mut cursor = 0u64;
         let mut running_at = t0;
-        let mut started = false;
         for _ in 0..max_polls {
             if cancelled(opts) {
                 return Err(SaveError::Cancelled);
@@ -435,7 +434,7 @@ impl Suspending<'_> {
             let info = domain.info()?;
             if info.suspended {
                 let duration = domain.now().saturating_sub(t0);
-                let stats = started.then(|| {
+                let stats = totals.map(|[sent, xtab, bytes]| {
                     PassStats::sent(
                         self.iter,
                         Phase::Suspending,
@@ -454,43 +453,70 @@ impl Suspending<'_> {
             }
             domain.log_dirty_clean(self.scratch)?;
             self.carry.merge(self.scratch);
-            self.batch.clear();
-            let mut scanned = 0u64;
-            while self.batch.len() < SUSPENDING_BATCH && scanned < size {
-                let n = plan.permute(cursor);
-                cursor = (cursor + 1) % size;
-                scanned += 1;
-                if self.carry.test(n) && !plan.is_skipped(n) {
-                    self.carry.clear(n);
-                    self.batch.push(n);
-                }
-            }
+            cursor = self.pick(plan, cursor);
             if self.batch.is_empty() {
                 domain.sleep(SUSPENDING_IDLE);
                 continue;
             }
-            if !started {
-                started = true;
+            let t = totals.get_or_insert_with(|| {
                 observer(&Event::PassStarted {
                     iter: self.iter,
                     phase: Phase::Suspending,
                 });
-            }
-            let (b, nx) = send_batch(domain, writer, self.batch, self.entries, limiter.as_mut())?;
-            bytes += b;
-            sent += self.batch.len() as u64;
-            xtab += nx as u64;
-            observer(&Event::BatchWritten {
-                iter: self.iter,
-                entries: self.batch.len(),
-                xtab: nx,
-                scanned: cursor,
+                [0; 3]
             });
+            self.send(domain, writer, limiter, observer, cursor, t)?;
         }
         Err(SaveError::Suspend(format!(
             "still running {} ms after the request",
             domain.now().saturating_sub(t0).as_millis()
         )))
+    }
+
+    /// Send the picked batch and add it to `totals` (`[sent, xtab, bytes]`).
+    fn send<D, W>(
+        &mut self,
+        domain: &mut D,
+        writer: &mut hvm_format::stream::Writer<W>,
+        limiter: &mut Option<RateLimiter>,
+        observer: &mut dyn FnMut(&Event<'_>),
+        cursor: u64,
+        totals: &mut [u64; 3],
+    ) -> Result<(), SaveError>
+    where
+        D: Domain + ?Sized,
+        W: Write,
+    {
+        let (b, nx) = send_batch(domain, writer, self.batch, self.entries, limiter.as_mut())?;
+        totals[0] += self.batch.len() as u64;
+        totals[1] += nx as u64;
+        totals[2] += b;
+        observer(&Event::BatchWritten {
+            iter: self.iter,
+            entries: self.batch.len(),
+            xtab: nx,
+            scanned: cursor,
+        });
+        Ok(())
+    }
+
+    /// Fill `batch` with up to [`SUSPENDING_BATCH`] pages of `carry`, in
+    /// scan order from `cursor`, clearing their bits; at most one full scan.
+    /// Returns where the next round's scan starts.
+    fn pick(&mut self, plan: &Plan, mut cursor: u64) -> u64 {
+        let size = plan.pfn_array_size;
+        self.batch.clear();
+        let mut scanned = 0u64;
+        while self.batch.len() < SUSPENDING_BATCH && scanned < size {
+            let n = plan.permute(cursor);
+            cursor = (cursor + 1) % size;
+            scanned += 1;
+            if self.carry.test(n) && !plan.is_skipped(n) {
+                self.carry.clear(n);
+                self.batch.push(n);
+            }
+        }
+        cursor
     }
 }
 
