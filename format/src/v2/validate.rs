@@ -165,63 +165,7 @@ pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
             ),
         );
     }
-    match rtype {
-        RecordType::END | RecordType::VERIFY | RecordType::CHECKPOINT => {
-            r.exact(out, "v2.record.nonempty", 0);
-        }
-        RecordType::STATIC_DATA_END => {
-            r.exact(out, "v2.record.nonempty", 0);
-            r.v3_only(out);
-        }
-        RecordType::PAGE_DATA => check_page_data(rec, out),
-        RecordType::X86_PV_INFO if r.exact(out, "v2.pv-info.length", 8) => r.pv_info(out),
-        RecordType::X86_PV_P2M_FRAMES if r.len < 8 || r.len % 8 != 0 => {
-            r.err(
-                out,
-                "v2.p2m-frames.length",
-                rec.offset + 4,
-                format!(
-                    "expected a length of at least 8 and a multiple of 8, found {}",
-                    r.len
-                ),
-            );
-        }
-        RecordType::X86_PV_VCPU_BASIC
-        | RecordType::X86_PV_VCPU_EXTENDED
-        | RecordType::X86_PV_VCPU_XSAVE
-        | RecordType::X86_PV_VCPU_MSRS => r.pv_vcpu(out),
-        RecordType::SHARED_INFO => {
-            r.exact(out, "v2.shared-info.length", PAGE_SIZE as u64);
-        }
-        RecordType::X86_TSC_INFO if r.exact(out, "v2.tsc-info.length", 24) => {
-            r.reserved32(out, "v2.tsc-info.reserved", 20);
-        }
-        RecordType::HVM_CONTEXT if r.len == 0 => {
-            r.err(
-                out,
-                "v2.hvm-context.empty",
-                rec.offset + 4,
-                "expected a non-empty HVM context, found length 0".into(),
-            );
-        }
-        RecordType::HVM_PARAMS => r.hvm_params(out),
-        RecordType::TOOLSTACK => r.err(
-            out,
-            "v2.toolstack.deprecated",
-            rec.offset,
-            "TOOLSTACK record found (deprecated; the verifier fails on it)".into(),
-        ),
-        RecordType::CHECKPOINT_DIRTY_PFN_LIST => r.err(
-            out,
-            "v2.checkpoint-dirty-pfn-list.present",
-            rec.offset,
-            "CHECKPOINT_DIRTY_PFN_LIST is a COLO back-channel record, not valid in a saved stream"
-                .into(),
-        ),
-        RecordType::X86_CPUID_POLICY => r.policy(out, 24),
-        RecordType::X86_MSR_POLICY => r.policy(out, 16),
-        _ => {}
-    }
+    r.by_type(rtype, out);
 }
 
 /// A known libxc record under check, with what every per-type check needs
@@ -238,6 +182,67 @@ struct RecordCheck<'a, 'b> {
 }
 
 impl RecordCheck<'_, '_> {
+    /// The checks of the record's type, as the verifier's per-type methods.
+    fn by_type(&self, rtype: RecordType, out: &mut Findings) {
+        match rtype {
+            RecordType::END | RecordType::VERIFY | RecordType::CHECKPOINT => {
+                self.exact(out, "v2.record.nonempty", 0);
+            }
+            RecordType::STATIC_DATA_END => {
+                self.exact(out, "v2.record.nonempty", 0);
+                self.v3_only(out);
+            }
+            RecordType::PAGE_DATA => check_page_data(self.rec, out),
+            RecordType::X86_PV_INFO if self.exact(out, "v2.pv-info.length", 8) => self.pv_info(out),
+            RecordType::X86_PV_P2M_FRAMES if self.len < 8 || self.len % 8 != 0 => {
+                self.err(
+                    out,
+                    "v2.p2m-frames.length",
+                    self.rec.offset + 4,
+                    format!(
+                        "expected a length of at least 8 and a multiple of 8, found {}",
+                        self.len
+                    ),
+                );
+            }
+            RecordType::X86_PV_VCPU_BASIC
+            | RecordType::X86_PV_VCPU_EXTENDED
+            | RecordType::X86_PV_VCPU_XSAVE
+            | RecordType::X86_PV_VCPU_MSRS => self.pv_vcpu(out),
+            RecordType::SHARED_INFO => {
+                self.exact(out, "v2.shared-info.length", PAGE_SIZE as u64);
+            }
+            RecordType::X86_TSC_INFO if self.exact(out, "v2.tsc-info.length", 24) => {
+                self.reserved32(out, "v2.tsc-info.reserved", 20);
+            }
+            RecordType::HVM_CONTEXT if self.len == 0 => {
+                self.err(
+                    out,
+                    "v2.hvm-context.empty",
+                    self.rec.offset + 4,
+                    "expected a non-empty HVM context, found length 0".into(),
+                );
+            }
+            RecordType::HVM_PARAMS => self.hvm_params(out),
+            RecordType::TOOLSTACK => self.err(
+                out,
+                "v2.toolstack.deprecated",
+                self.rec.offset,
+                "TOOLSTACK record found (deprecated; the verifier fails on it)".into(),
+            ),
+            RecordType::CHECKPOINT_DIRTY_PFN_LIST => self.err(
+                out,
+                "v2.checkpoint-dirty-pfn-list.present",
+                self.rec.offset,
+                "CHECKPOINT_DIRTY_PFN_LIST is a COLO back-channel record, not valid in a saved stream"
+                    .into(),
+            ),
+            RecordType::X86_CPUID_POLICY => self.policy(out, 24),
+            RecordType::X86_MSR_POLICY => self.policy(out, 16),
+            _ => {}
+        }
+    }
+
     /// An error at `off`, in the record's context.
     fn err(&self, out: &mut Findings, rule: &'static str, off: u64, msg: String) {
         out.push(Finding::error(rule, off, self.ctx.clone(), msg))
