@@ -591,13 +591,73 @@ pub fn check_libxc(data: &[u8]) -> Findings {
     out
 }
 
+/// A libxl stream from `pos`: its header, then its records, the libxc
+/// image inside LIBXC_CONTEXT included.
 pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findings) {
+    if !libxl_header_at(data, pos, base, out) {
+        return;
+    }
+    let mut index = 0;
+    loop {
+        let rec = match frame_slice(data, pos, base, "libxl record", index) {
+            Ok(r) => r,
+            Err(e) => return out.push(framing(e)),
+        };
+        index += 1;
+        let len = rec.body.len();
+        let t = LibxlRecordType(rec.rtype);
+        let Some(name) = t.name() else {
+            out.push(Finding::error(
+                "v2.libxl.unknown-type",
+                rec.offset,
+                rec.context(),
+                format!("unrecognised libxl record type {:#x}", rec.rtype),
+            ));
+            continue;
+        };
+        if rec.padding.iter().any(|&b| b != 0) {
+            out.push(Finding::error(
+                "v2.record.padding",
+                rec.body_offset() + len as u64,
+                rec.context(),
+                format!(
+                    "expected zero padding, found {:02x?} after the {name} body",
+                    rec.padding
+                ),
+            ));
+        }
+        match t {
+            LibxlRecordType::END => {
+                if len != 0 {
+                    libxl_nonempty(&rec, name, out);
+                }
+                return;
+            }
+            LibxlRecordType::LIBXC_CONTEXT => {
+                if len != 0 {
+                    libxl_nonempty(&rec, name, out);
+                }
+                if !libxc_at(data, pos, base, out) {
+                    return;
+                }
+            }
+            _ => check_libxl_record(&rec, t, name, out),
+        }
+    }
+}
+
+/// The libxl header at `pos`; false when the records cannot be read
+/// (wrong identity or version, big-endian). Moves `pos` past it.
+fn libxl_header_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findings) -> bool {
     let at = base + *pos as u64;
     let ctx = Context::root().field("libxl header");
     // Nothing left is reported by the header parse as a truncation at `at`.
     let hdr = match LibxlHeader::parse(data.get(*pos..).unwrap_or_default(), at) {
         Ok(h) => h,
-        Err(e) => return out.push(framing(e)),
+        Err(e) => {
+            out.push(framing(e));
+            return false;
+        }
     };
     if hdr.ident != LibxlHeader::IDENT {
         out.push(Finding::error(
@@ -610,7 +670,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findin
                 hdr.ident
             ),
         ));
-        return;
+        return false;
     }
     if hdr.version != LibxlHeader::VERSION {
         out.push(Finding::error(
@@ -619,7 +679,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findin
             ctx.field("version"),
             format!("expected 2, found {}", hdr.version),
         ));
-        return;
+        return false;
     }
     if hdr.options & LibxlHeader::OPT_RESERVED_MASK != 0 {
         out.push(Finding::error(
@@ -636,125 +696,106 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findin
             ctx.field("options"),
             "expected a little-endian stream, found options bit 0 set; not validated further",
         ));
-        return;
+        return false;
     }
     *pos += LibxlHeader::SIZE;
-    let mut index = 0;
-    loop {
-        let rec = match frame_slice(data, pos, base, "libxl record", index) {
-            Ok(r) => r,
-            Err(e) => return out.push(framing(e)),
-        };
-        index += 1;
-        let rctx = rec.context();
-        let len = rec.body.len();
-        let t = LibxlRecordType(rec.rtype);
-        let Some(name) = t.name() else {
-            out.push(Finding::error(
-                "v2.libxl.unknown-type",
-                rec.offset,
-                rctx,
-                format!("unrecognised libxl record type {:#x}", rec.rtype),
-            ));
-            continue;
-        };
-        if rec.padding.iter().any(|&b| b != 0) {
-            out.push(Finding::error(
-                "v2.record.padding",
-                rec.body_offset() + len as u64,
-                rctx.clone(),
-                format!(
-                    "expected zero padding, found {:02x?} after the {name} body",
-                    rec.padding
-                ),
-            ));
+    true
+}
+
+/// The checks of a libxl record other than END and LIBXC_CONTEXT, whose
+/// effect on the walk [`libxl_at`] handles.
+fn check_libxl_record(
+    rec: &RawRecord<'_>,
+    t: LibxlRecordType,
+    name: &'static str,
+    out: &mut Findings,
+) {
+    let len = rec.body.len();
+    match t {
+        LibxlRecordType::CHECKPOINT_END if len != 0 => {
+            libxl_nonempty(rec, name, out);
         }
-        let nonempty = |out: &mut Findings| {
+        LibxlRecordType::CHECKPOINT_STATE if len == 0 => {
             out.push(Finding::error(
-                "v2.libxl.nonempty",
+                "v2.libxl.checkpoint-state-empty",
                 rec.offset + 4,
-                rctx.field("body_length"),
-                format!("expected an empty {name}, found length {len}"),
-            ))
-        };
-        let emulator = |out: &mut Findings| -> bool {
-            if len < 8 {
-                out.push(Finding::error(
-                    "v2.libxl.emulator-length",
-                    rec.offset + 4,
-                    rctx.field("body_length"),
-                    format!("expected at least 8 bytes for {name}, found {len}"),
-                ));
-                return false;
-            }
-            let id = le32(rec.body, 0);
-            if let EmulatorId::Other(v) = EmulatorId::from_raw(id) {
-                out.push(Finding::error(
-                    "v2.libxl.emulator-id",
-                    rec.body_offset(),
-                    rctx.field("emulator_id"),
-                    format!("expected emulator id 0, 1 or 2, found {v:#x}"),
-                ));
-            }
-            true
-        };
-        match t {
-            LibxlRecordType::END => {
-                if len != 0 {
-                    nonempty(out);
-                }
-                return;
-            }
-            LibxlRecordType::LIBXC_CONTEXT => {
-                if len != 0 {
-                    nonempty(out);
-                }
-                if !libxc_at(data, pos, base, out) {
-                    return;
-                }
-            }
-            LibxlRecordType::CHECKPOINT_END if len != 0 => {
-                nonempty(out);
-            }
-            LibxlRecordType::CHECKPOINT_STATE if len == 0 => {
-                out.push(Finding::error(
-                    "v2.libxl.checkpoint-state-empty",
-                    rec.offset + 4,
-                    rctx.field("body_length"),
-                    "expected a non-empty CHECKPOINT_STATE, found length 0",
-                ));
-            }
-            LibxlRecordType::EMULATOR_CONTEXT => {
-                emulator(out);
-            }
-            LibxlRecordType::EMULATOR_XENSTORE_DATA if emulator(out) && len > 8 => {
-                // Guarded by `len > 8`: never empty.
-                let data = rec.body.get(8..).unwrap_or_default();
-                if data.last() != Some(&0) {
-                    out.push(Finding::error(
-                        "v2.libxl.xenstore-nul",
-                        rec.body_offset() + 8,
-                        rctx.field("data"),
-                        "expected NUL-terminated key/value strings, found no final NUL",
-                    ));
-                } else if data.iter().filter(|&&b| b == 0).count() % 2 != 0 {
-                    out.push(Finding::error(
-                        "v2.libxl.xenstore-pairs",
-                        rec.body_offset() + 8,
-                        rctx.field("data"),
-                        "expected an even number of strings (key, value, …), found an odd number",
-                    ));
-                } else {
-                    out.push(Finding::warning(
-                            "v2.libxl.xenstore-verifier-bug",
-                            rec.body_offset() + 8,
-                            rctx.field("data"),
-                            "valid, but Xen 4.17's verify-stream-v2 rejects every non-empty EMULATOR_XENSTORE_DATA (Python 3 bytes/str bug)",
-                        ));
-                }
-            }
-            _ => {}
+                rec.context().field("body_length"),
+                "expected a non-empty CHECKPOINT_STATE, found length 0",
+            ));
         }
+        LibxlRecordType::EMULATOR_CONTEXT => {
+            libxl_emulator(rec, name, out);
+        }
+        LibxlRecordType::EMULATOR_XENSTORE_DATA if libxl_emulator(rec, name, out) && len > 8 => {
+            libxl_xenstore(rec, out);
+        }
+        _ => {}
+    }
+}
+
+/// A libxl record that must be empty is not.
+fn libxl_nonempty(rec: &RawRecord<'_>, name: &str, out: &mut Findings) {
+    out.push(Finding::error(
+        "v2.libxl.nonempty",
+        rec.offset + 4,
+        rec.context().field("body_length"),
+        format!("expected an empty {name}, found length {}", rec.body.len()),
+    ))
+}
+
+/// The emulator header of EMULATOR_* records; false when the body is too
+/// short to hold it.
+fn libxl_emulator(rec: &RawRecord<'_>, name: &str, out: &mut Findings) -> bool {
+    let len = rec.body.len();
+    let rctx = rec.context();
+    if len < 8 {
+        out.push(Finding::error(
+            "v2.libxl.emulator-length",
+            rec.offset + 4,
+            rctx.field("body_length"),
+            format!("expected at least 8 bytes for {name}, found {len}"),
+        ));
+        return false;
+    }
+    let id = le32(rec.body, 0);
+    if let EmulatorId::Other(v) = EmulatorId::from_raw(id) {
+        out.push(Finding::error(
+            "v2.libxl.emulator-id",
+            rec.body_offset(),
+            rctx.field("emulator_id"),
+            format!("expected emulator id 0, 1 or 2, found {v:#x}"),
+        ));
+    }
+    true
+}
+
+/// EMULATOR_XENSTORE_DATA of more than 8 bytes: NUL-terminated key/value
+/// pairs, and a warning that Xen 4.17's verifier rejects it anyway.
+fn libxl_xenstore(rec: &RawRecord<'_>, out: &mut Findings) {
+    let rctx = rec.context();
+    // Guarded by `len > 8`: never empty.
+    let data = rec.body.get(8..).unwrap_or_default();
+    if data.last() != Some(&0) {
+        out.push(Finding::error(
+            "v2.libxl.xenstore-nul",
+            rec.body_offset() + 8,
+            rctx.field("data"),
+            "expected NUL-terminated key/value strings, found no final NUL",
+        ));
+    } else if data.iter().filter(|&&b| b == 0).count() % 2 != 0 {
+        out.push(Finding::error(
+            "v2.libxl.xenstore-pairs",
+            rec.body_offset() + 8,
+            rctx.field("data"),
+            "expected an even number of strings (key, value, …), found an odd number",
+        ));
+    } else {
+        out.push(Finding::warning(
+            "v2.libxl.xenstore-verifier-bug",
+            rec.body_offset() + 8,
+            rctx.field("data"),
+            "valid, but Xen 4.17's verify-stream-v2 rejects every non-empty EMULATOR_XENSTORE_DATA (Python 3 bytes/str bug)",
+        ));
     }
 }
 
