@@ -184,7 +184,7 @@ fn pages<R: Read, W: Write>(
                         .push("-18 TOOLSTACK (empty) dropped".into()),
                     -18 => {
                         let data = c.payload.get(4..).unwrap_or_default();
-                        let keys = physmap_keys(data, rep.word_bits, c.offset + 8)?;
+                        let keys = hvm_format::v2::libxl::physmap_keys(data, rep.word_bits, c.offset + 8)?;
                         rep.translations.push(format!(
                             "-18 TOOLSTACK: {} libxl physmap entries → EMULATOR_XENSTORE_DATA physmap/* keys",
                             keys.len() / 3
@@ -219,91 +219,6 @@ fn pages<R: Read, W: Write>(
         ));
     }
     Ok(())
-}
-
-/// libxl's "toolstack" data of a −18 chunk, version 1 (`u32 version,
-/// u32 count`, then per entry `u64 phys_offset, u64 start_addr, u64 size,
-/// u32 namelen`, a NUL-terminated name, and on a 64-bit toolstack 4 bytes of
-/// padding libxl leaked after it) as the xenstore keys libxl restores QEMU's
-/// physmap from: `physmap/PHYS/start_addr`, `…/size` (hex) and `…/name`,
-/// as Xen's `convert-legacy-stream` writes them. `at` is the data's offset.
-fn physmap_keys(data: &[u8], word_bits: u32, at: u64) -> hvm_format::Result<Vec<(String, String)>> {
-    let field = |name: &'static str| Context::root().field("toolstack").field(name);
-    let short = |off: usize, what: &'static str, need: usize| {
-        Error::new(
-            at + off as u64,
-            field(what),
-            ErrorKind::Truncated {
-                needed: need as u64,
-                available: data.len().saturating_sub(off) as u64,
-            },
-        )
-    };
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
-        return Err(short(0, "header", 8));
-    };
-    if version != 1 {
-        return Err(bad(
-            at,
-            "toolstack",
-            "libxl toolstack version 1",
-            version.to_string(),
-        ));
-    }
-    let pad = if word_bits == 64 { 4 } else { 0 };
-    let mut keys = Vec::new();
-    let mut o = 8usize;
-    for _ in 0..count {
-        let (Some(phys), Some(start), Some(size), Some(namelen)) =
-            (u64_at(o), u64_at(o + 8), u64_at(o + 16), u32_at(o + 24))
-        else {
-            return Err(short(o, "physmap entry", 28));
-        };
-        o += 28;
-        let namelen = namelen as usize;
-        let name = data
-            .get(o..o.saturating_add(namelen))
-            .filter(|_| data.len() >= o + namelen + pad)
-            .ok_or_else(|| short(o, "physmap name", namelen + pad))?;
-        let Some((0, name)) = name.split_last() else {
-            return Err(bad(
-                at + o as u64,
-                "toolstack",
-                "a NUL-terminated physmap name",
-                format!("{:?}", String::from_utf8_lossy(name)),
-            ));
-        };
-        let name = std::str::from_utf8(name).map_err(|_| {
-            bad(
-                at + o as u64,
-                "toolstack",
-                "an ASCII physmap name",
-                format!("{name:?}"),
-            )
-        })?;
-        o += namelen + pad;
-        let root = format!("physmap/{phys:x}");
-        keys.push((format!("{root}/start_addr"), format!("{start:x}")));
-        keys.push((format!("{root}/size"), format!("{size:x}")));
-        keys.push((format!("{root}/name"), name.to_string()));
-    }
-    if o != data.len() {
-        return Err(bad(
-            at + o as u64,
-            "toolstack",
-            "the end of the toolstack data",
-            format!("{} more bytes", data.len() - o),
-        ));
-    }
-    Ok(keys)
 }
 
 /// HVM_PARAMS, TSC_INFO and HVM_CONTEXT, after the pages.
@@ -830,62 +745,4 @@ pub fn render(r: &ConvertReport) -> String {
         let _ = writeln!(o, "  - {t}");
     }
     o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(d: &mut Vec<u8>, phys: u64, name: &[u8], pad: usize) {
-        for v in [phys, 0x1000, 0x2000] {
-            d.extend_from_slice(&v.to_le_bytes());
-        }
-        d.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        d.extend_from_slice(name);
-        d.extend(std::iter::repeat_n(0xEE, pad));
-    }
-
-    fn header(count: u32) -> Vec<u8> {
-        let mut d = 1u32.to_le_bytes().to_vec();
-        d.extend_from_slice(&count.to_le_bytes());
-        d
-    }
-
-    #[test]
-    fn physmap_keys_follow_the_word_size_and_refuse_bad_data() {
-        let mut d = header(1);
-        entry(&mut d, 0xF000_0000, b"vga.vram\0", 4);
-        let keys = physmap_keys(&d, 64, 100).unwrap();
-        assert_eq!(
-            keys,
-            [
-                ("physmap/f0000000/start_addr".into(), "1000".into()),
-                ("physmap/f0000000/size".into(), "2000".into()),
-                ("physmap/f0000000/name".into(), "vga.vram".into()),
-            ]
-        );
-        // The same bytes read as a 32-bit toolstack's: 4 bytes too many.
-        let e = physmap_keys(&d, 32, 100).unwrap_err();
-        assert_eq!(e.offset, 100 + 8 + 28 + 9, "{e}");
-        // A count the data cannot hold: truncated at the missing entry.
-        let mut d = header(u32::MAX);
-        entry(&mut d, 1, b"a\0", 0);
-        let e = physmap_keys(&d, 32, 0).unwrap_err();
-        assert_eq!(e.offset, 8 + 28 + 2, "{e}");
-        assert!(e.to_string().contains("physmap entry"), "{e}");
-        // A name without its NUL.
-        let mut d = header(1);
-        entry(&mut d, 1, b"abc", 0);
-        let e = physmap_keys(&d, 32, 0).unwrap_err();
-        assert!(e.to_string().contains("NUL-terminated"), "{e}");
-        // Another version.
-        let mut d = 2u32.to_le_bytes().to_vec();
-        d.extend_from_slice(&0u32.to_le_bytes());
-        assert!(physmap_keys(&d, 64, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("version 1"));
-        // Too short for the header.
-        assert!(physmap_keys(&[1, 0, 0], 64, 0).is_err());
-    }
 }

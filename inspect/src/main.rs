@@ -285,6 +285,7 @@ fn open_input(g: &Global, name: &str) -> Result<Input, InspectError> {
     })
 }
 
+/// Dispatch: a bare image means `summary`; each subcommand has its own function.
 fn run(cli: Cli) -> Result<u8, InspectError> {
     let g = cli.global;
     let opts = OpenOptions {
@@ -301,181 +302,217 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
         }
     };
     match cmd {
-        Cmd::Summary { image } => {
-            let input = open_input(&g, &image)?;
-            let pb = progress_bar(&g, input.len());
-            let cb = |n: u64| {
-                if let Some(p) = &pb {
-                    p.set_position(n)
-                }
-            };
-            let s = report::summary(input, opts, &cb)?;
-            if let Some(p) = pb {
-                p.finish_and_clear();
-            }
-            let bad = !s.verdict.valid;
-            emit(
-                &g,
-                if g.json {
-                    json::render("summary", &s)
-                } else {
-                    text::summary(&s)
-                },
-            )?;
-            Ok(u8::from(bad))
-        }
+        Cmd::Summary { image } => cmd_summary(&g, opts, image),
         Cmd::Validate {
             strict,
             memory_mib,
             image,
-        } => {
-            let input = open_input(&g, &image)?;
-            let pb = progress_bar(&g, input.len());
-            let cb = |n: u64| {
-                if let Some(p) = &pb {
-                    p.set_position(n)
-                }
-            };
-            let check = CheckOptions {
-                strict,
-                memory_pages: memory_mib.map(|m| m.saturating_mul(256)),
-                ..Default::default()
-            };
-            let v = report::validate(input, opts, check, &cb)?;
-            if let Some(p) = pb {
-                p.finish_and_clear();
-            }
-            let bad = !v.verdict.valid;
-            emit(
-                &g,
-                if g.json {
-                    json::render("validate", &v)
-                } else {
-                    text::validation(&v)
-                },
-            )?;
-            Ok(u8::from(bad))
-        }
-        Cmd::Show { what } => {
-            let (image, w, name) = match what {
-                ShowCmd::Hvm { image } => (image, ShowWhat::Hvm, "show hvm"),
-                ShowCmd::Vcpu { image } => (image, ShowWhat::Vcpu, "show vcpu"),
-                ShowCmd::Pages { image } => (image, ShowWhat::Pages, "show pages"),
-                ShowCmd::Page { pfn, image } => (image, ShowWhat::Page(pfn), "show page"),
-            };
-            let input = open_input(&g, &image)?;
-            let pb = progress_bar(&g, input.len());
-            let cb = |n: u64| {
-                if let Some(p) = &pb {
-                    p.set_position(n)
-                }
-            };
-            if w == ShowWhat::Pages {
-                return show_pages(&g, input, opts, &cb, &image, pb.as_ref());
-            }
-            let (s, verdict) = report::show(input, w, opts, &cb)?;
-            if let Some(p) = pb {
-                p.finish_and_clear();
-            }
-            let damaged = match &s {
-                report::Show::Hvm(x) => x.error.is_some(),
-                report::Show::Vcpu(x) => x.error.is_some(),
-                report::Show::Pages(x) => x.error.is_some(),
-                report::Show::Page(x) => x.error.is_some(),
-            };
-            emit(
-                &g,
-                if g.json {
-                    json::render(name, &s)
-                } else {
-                    text::show(&s)
-                },
-            )?;
-            Ok(u8::from(damaged || invalid(&g, &image, &verdict)))
-        }
-        Cmd::Digest { workers, image } => {
-            let input = open_input(&g, &image)?;
-            let pb = progress_bar(&g, input.len());
-            let cb = |n: u64| {
-                if let Some(p) = &pb {
-                    p.set_position(n)
-                }
-            };
-            let workers = workers
-                .map_or_else(report::digest_workers, usize::from)
-                .max(1);
-            let (d, verdict) = report::digest(input, opts, workers, &cb)?;
-            if let Some(p) = pb {
-                p.finish_and_clear();
-            }
-            emit(
-                &g,
-                if g.json {
-                    json::render("digest", &d)
-                } else {
-                    text::digest(&d)
-                },
-            )?;
-            Ok(u8::from(invalid(&g, &image, &verdict)))
-        }
-        Cmd::Diff { a, b } => {
-            let (ia, ib) = (open_input(&g, &a), open_input(&g, &b));
-            let (ia, ib) = (ia.map_err(diff_error)?, ib.map_err(diff_error)?);
-            let pb = progress_bar(&g, ia.len().max(ib.len()));
-            let cb = |n: u64| {
-                if let Some(p) = &pb {
-                    p.set_position(n)
-                }
-            };
-            let d = diff::diff(ia, ib, opts, &cb).map_err(diff_error)?;
-            if let Some(p) = pb {
-                p.finish_and_clear();
-            }
-            emit(
-                &g,
-                if g.json {
-                    json::render("diff", &d)
-                } else {
-                    text::diff(&d)
-                },
-            )?;
-            Ok(u8::from(!d.same))
-        }
+        } => cmd_validate(&g, opts, strict, memory_mib, image),
+        Cmd::Show { what } => cmd_show(&g, opts, what),
+        Cmd::Digest { workers, image } => cmd_digest(&g, opts, workers, image),
+        Cmd::Diff { a, b } => cmd_diff(&g, opts, a, b),
         Cmd::Convert {
             output,
             force,
             to,
             image,
-        } => {
-            use hvm_inspect::convert::{convert_to, render, Destination};
-            hvm_cli::signal::remove_temporaries_on_signal();
-            let input = open_input(&g, &image)?;
-            let mut outputs = hvm_cli::Outputs::new();
-            let dest = Destination::open(&mut outputs, &image, &output, force)?;
-            for p in outputs.take_stale() {
-                hvm_cli::stdout::warn(format_args!(
-                    "hvm-inspect: removed {}, left behind by a run that was killed",
-                    p.display()
-                ));
-            }
-            let to_stdout = matches!(dest, Destination::Stdout(_));
-            let r = convert_to(input, &output, dest, to, opts)?;
-            let report = if g.json {
-                json::render("convert", &r)
-            } else {
-                render(&r)
-            };
-            if to_stdout {
-                // Standard output carries the image.
-                if !g.quiet {
-                    let _ = std::io::stderr().write_all(report.as_bytes());
-                }
-            } else {
-                emit(&g, report)?;
-            }
-            Ok(0)
-        }
+        } => cmd_convert(&g, opts, output, force, to, image),
     }
+}
+
+/// `summary`: the image described section by section.
+fn cmd_summary(g: &Global, opts: OpenOptions, image: String) -> Result<u8, InspectError> {
+    let input = open_input(g, &image)?;
+    let pb = progress_bar(g, input.len());
+    let cb = |n: u64| {
+        if let Some(p) = &pb {
+            p.set_position(n)
+        }
+    };
+    let s = report::summary(input, opts, &cb)?;
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    let bad = !s.verdict.valid;
+    emit(
+        g,
+        if g.json {
+            json::render("summary", &s)
+        } else {
+            text::summary(&s)
+        },
+    )?;
+    Ok(u8::from(bad))
+}
+
+/// `validate`: the verdict alone, exit status 1 when invalid.
+fn cmd_validate(
+    g: &Global,
+    opts: OpenOptions,
+    strict: bool,
+    memory_mib: Option<u64>,
+    image: String,
+) -> Result<u8, InspectError> {
+    let input = open_input(g, &image)?;
+    let pb = progress_bar(g, input.len());
+    let cb = |n: u64| {
+        if let Some(p) = &pb {
+            p.set_position(n)
+        }
+    };
+    let check = CheckOptions {
+        strict,
+        memory_pages: memory_mib.map(|m| m.saturating_mul(256)),
+        ..Default::default()
+    };
+    let v = report::validate(input, opts, check, &cb)?;
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    let bad = !v.verdict.valid;
+    emit(
+        g,
+        if g.json {
+            json::render("validate", &v)
+        } else {
+            text::validation(&v)
+        },
+    )?;
+    Ok(u8::from(bad))
+}
+
+/// `show`: one part of the image in detail; the page listing streams.
+fn cmd_show(g: &Global, opts: OpenOptions, what: ShowCmd) -> Result<u8, InspectError> {
+    let (image, w, name) = match what {
+        ShowCmd::Hvm { image } => (image, ShowWhat::Hvm, "show hvm"),
+        ShowCmd::Vcpu { image } => (image, ShowWhat::Vcpu, "show vcpu"),
+        ShowCmd::Pages { image } => (image, ShowWhat::Pages, "show pages"),
+        ShowCmd::Page { pfn, image } => (image, ShowWhat::Page(pfn), "show page"),
+    };
+    let input = open_input(g, &image)?;
+    let pb = progress_bar(g, input.len());
+    let cb = |n: u64| {
+        if let Some(p) = &pb {
+            p.set_position(n)
+        }
+    };
+    if w == ShowWhat::Pages {
+        return show_pages(g, input, opts, &cb, &image, pb.as_ref());
+    }
+    let (s, verdict) = report::show(input, w, opts, &cb)?;
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    let damaged = match &s {
+        report::Show::Hvm(x) => x.error.is_some(),
+        report::Show::Vcpu(x) => x.error.is_some(),
+        report::Show::Pages(x) => x.error.is_some(),
+        report::Show::Page(x) => x.error.is_some(),
+    };
+    emit(
+        g,
+        if g.json {
+            json::render(name, &s)
+        } else {
+            text::show(&s)
+        },
+    )?;
+    Ok(u8::from(damaged || invalid(g, &image, &verdict)))
+}
+
+/// `digest`: the image's memory and state hashed, as a manifest compares them.
+fn cmd_digest(
+    g: &Global,
+    opts: OpenOptions,
+    workers: Option<u16>,
+    image: String,
+) -> Result<u8, InspectError> {
+    let input = open_input(g, &image)?;
+    let pb = progress_bar(g, input.len());
+    let cb = |n: u64| {
+        if let Some(p) = &pb {
+            p.set_position(n)
+        }
+    };
+    let workers = workers
+        .map_or_else(report::digest_workers, usize::from)
+        .max(1);
+    let (d, verdict) = report::digest(input, opts, workers, &cb)?;
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    emit(
+        g,
+        if g.json {
+            json::render("digest", &d)
+        } else {
+            text::digest(&d)
+        },
+    )?;
+    Ok(u8::from(invalid(g, &image, &verdict)))
+}
+
+/// `diff`: two images compared; exit status 1 means they differ.
+fn cmd_diff(g: &Global, opts: OpenOptions, a: String, b: String) -> Result<u8, InspectError> {
+    let (ia, ib) = (open_input(g, &a), open_input(g, &b));
+    let (ia, ib) = (ia.map_err(diff_error)?, ib.map_err(diff_error)?);
+    let pb = progress_bar(g, ia.len().max(ib.len()));
+    let cb = |n: u64| {
+        if let Some(p) = &pb {
+            p.set_position(n)
+        }
+    };
+    let d = diff::diff(ia, ib, opts, &cb).map_err(diff_error)?;
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    emit(
+        g,
+        if g.json {
+            json::render("diff", &d)
+        } else {
+            text::diff(&d)
+        },
+    )?;
+    Ok(u8::from(!d.same))
+}
+
+/// `convert`: the image rewritten in another dialect, to a file or stdout.
+fn cmd_convert(
+    g: &Global,
+    opts: OpenOptions,
+    output: std::path::PathBuf,
+    force: bool,
+    to: hvm_inspect::convert::Target,
+    image: String,
+) -> Result<u8, InspectError> {
+    use hvm_inspect::convert::{convert_to, render, Destination};
+    hvm_cli::signal::remove_temporaries_on_signal();
+    let input = open_input(g, &image)?;
+    let mut outputs = hvm_cli::Outputs::new();
+    let dest = Destination::open(&mut outputs, &image, &output, force)?;
+    for p in outputs.take_stale() {
+        hvm_cli::stdout::warn(format_args!(
+            "hvm-inspect: removed {}, left behind by a run that was killed",
+            p.display()
+        ));
+    }
+    let to_stdout = matches!(dest, Destination::Stdout(_));
+    let r = convert_to(input, &output, dest, to, opts)?;
+    let report = if g.json {
+        json::render("convert", &r)
+    } else {
+        render(&r)
+    };
+    if to_stdout {
+        // Standard output carries the image.
+        if !g.quiet {
+            let _ = std::io::stderr().write_all(report.as_bytes());
+        }
+    } else {
+        emit(g, report)?;
+    }
+    Ok(0)
 }
 
 /// For `diff`, exit status 1 means "different", so every error is 2.

@@ -160,37 +160,56 @@ fn hex_or_none(v: Option<u64>) -> String {
     v.map_or("-".into(), |x| format!("{x:#x}"))
 }
 
-/// `summary` as text.
+/// `summary` as text: one section after another, in the order of the image.
 pub fn summary(s: &Summary) -> String {
     let mut o = String::new();
-    kv(&mut o, "file", &s.file);
-    if let Some(n) = s.file_len {
-        kv(&mut o, "  size", &format!("{n} bytes ({} MiB)", n >> 20));
+    summary_framing(&mut o, s);
+    summary_chunks(&mut o, s);
+    summary_passes(&mut o, s);
+    summary_vcpus(&mut o, s);
+    summary_hvm(&mut o, s);
+    summary_tail(&mut o, s);
+    if let Some(e) = &s.stream_error {
+        error_report(&mut o, "stream stops", e);
     }
-    kv(&mut o, "envelope", s.envelope.name);
-    evidence(&mut o, &s.envelope.evidence);
+    verdict(&mut o, &s.verdict, false);
+    o
+}
+
+/// Where the stream sits in the file and which dialect it speaks.
+fn summary_framing(o: &mut String, s: &Summary) {
+    kv(o, "file", &s.file);
+    if let Some(n) = s.file_len {
+        kv(o, "  size", &format!("{n} bytes ({} MiB)", n >> 20));
+    }
+    kv(o, "envelope", s.envelope.name);
+    evidence(o, &s.envelope.evidence);
     if let Some(m) = s.envelope.config_memory_mib {
-        kv(&mut o, "  config memory", &format!("{m} MiB"));
+        kv(o, "  config memory", &format!("{m} MiB"));
     }
     kv(
-        &mut o,
+        o,
         "  stream at",
         &format!(
             "{:#x} ({})",
             s.envelope.stream_offset, s.envelope.stream_offset
         ),
     );
-    kv(&mut o, "dialect", s.dialect.description);
+    kv(o, "dialect", s.dialect.description);
     kv(
-        &mut o,
+        o,
         "word size",
         &format!("{}-bit toolstack", s.dialect.word_bits),
     );
-    evidence(&mut o, &s.dialect.evidence);
-    kv(&mut o, "max_pfn", &hex_or_none(s.max_pfn));
+    evidence(o, &s.dialect.evidence);
+    kv(o, "max_pfn", &hex_or_none(s.max_pfn));
+}
+
+/// The chunks before the pages, and what they tell about the guest.
+fn summary_chunks(o: &mut String, s: &Summary) {
     if !s.chunks.is_empty() {
         kv(
-            &mut o,
+            o,
             "chunks",
             &(s.chunks.len() as u64 + s.chunks_not_listed).to_string(),
         );
@@ -208,7 +227,7 @@ pub fn summary(s: &Summary) -> String {
     }
     if let Some(m) = &s.magic_pfns {
         kv(
-            &mut o,
+            o,
             "magic pfns",
             &format!(
                 "ioreq {:#x}, bufioreq {:#x}, store {:#x} (at {:#x})",
@@ -217,11 +236,11 @@ pub fn summary(s: &Summary) -> String {
         );
     }
     if let Some(f) = s.shared_info_frame {
-        kv(&mut o, "shared_info", &format!("frame {f:#x}"));
+        kv(o, "shared_info", &format!("frame {f:#x}"));
     }
     if let Some(d) = &s.device_model {
         kv(
-            &mut o,
+            o,
             "device model",
             &format!(
                 "DeviceModelRecord0002 at {:#x}, {} bytes{}",
@@ -231,8 +250,12 @@ pub fn summary(s: &Summary) -> String {
             ),
         );
     }
+}
+
+/// The pre-copy passes as a table, then the page totals.
+fn summary_passes(o: &mut String, s: &Summary) {
     kv(
-        &mut o,
+        o,
         "passes",
         &format!(
             "{}{}",
@@ -260,9 +283,9 @@ pub fn summary(s: &Summary) -> String {
             );
         }
     }
-    kv(&mut o, "batches", &s.batches.to_string());
+    kv(o, "batches", &s.batches.to_string());
     kv(
-        &mut o,
+        o,
         "pages",
         &format!(
             "{} copies, {} bytes ({} MiB)",
@@ -271,17 +294,21 @@ pub fn summary(s: &Summary) -> String {
             s.page_bytes >> 20
         ),
     );
-    kv(&mut o, "distinct pfns", &s.distinct_pfns.to_string());
-    kv(&mut o, "xtab entries", &s.xtab_entries.to_string());
+    kv(o, "distinct pfns", &s.distinct_pfns.to_string());
+    kv(o, "xtab entries", &s.xtab_entries.to_string());
     kv(
-        &mut o,
+        o,
         "verify pass",
         &s.verify
             .as_ref()
             .map_or("absent".into(), |v| format!("present, {} pages", v.pages)),
     );
+}
+
+/// Each vCPU's key registers, or why its record could not be read.
+fn summary_vcpus(o: &mut String, s: &Summary) {
     kv(
-        &mut o,
+        o,
         "vcpus",
         &s.nr_vcpus.map_or("-".into(), |n| n.to_string()),
     );
@@ -305,7 +332,7 @@ pub fn summary(s: &Summary) -> String {
                 );
             }
             None => wrap(
-                &mut o,
+                o,
                 &format!("  {:<3} ", v.index),
                 6,
                 &format!(
@@ -317,11 +344,15 @@ pub fn summary(s: &Summary) -> String {
             ),
         }
     }
+}
+
+/// The HVM blob's records, each with the Xen eras that wrote its size.
+fn summary_hvm(o: &mut String, s: &Summary) {
     match &s.hvm {
-        None => kv(&mut o, "hvm blob", "-"),
+        None => kv(o, "hvm blob", "-"),
         Some(h) => {
             kv(
-                &mut o,
+                o,
                 "hvm blob",
                 &format!(
                     "{} records, {} bytes at {:#x}",
@@ -342,7 +373,7 @@ pub fn summary(s: &Summary) -> String {
                     r.eras.join("; ")
                 };
                 wrap(
-                    &mut o,
+                    o,
                     &format!(
                         "  {:>3} {:<16} {:>4} {:>6}  ",
                         r.index, r.name, r.instance, r.length
@@ -352,16 +383,20 @@ pub fn summary(s: &Summary) -> String {
                 );
             }
             if h.trailer > 0 {
-                kv(&mut o, "  after END", &format!("{} bytes", h.trailer));
+                kv(o, "  after END", &format!("{} bytes", h.trailer));
             }
             if let Some(e) = &h.error {
-                error_report(&mut o, "  hvm framing error", e);
+                error_report(o, "  hvm framing error", e);
             }
         }
     }
+}
+
+/// What follows the HVM blob: the qemu record and stray bytes.
+fn summary_tail(o: &mut String, s: &Summary) {
     if let Some(q) = &s.qemu {
         kv(
-            &mut o,
+            o,
             "qemu tail",
             &format!(
                 "QemuDeviceModelRecord at {:#x}, {} QEVM sections",
@@ -371,7 +406,7 @@ pub fn summary(s: &Summary) -> String {
         );
         for sec in &q.sections {
             wrap(
-                &mut o,
+                o,
                 "  ",
                 4,
                 &format!(
@@ -387,7 +422,7 @@ pub fn summary(s: &Summary) -> String {
     }
     if let Some(t) = &s.trailing {
         kv(
-            &mut o,
+            o,
             "trailing bytes",
             &format!(
                 "{}{} at {:#x}",
@@ -397,11 +432,6 @@ pub fn summary(s: &Summary) -> String {
             ),
         );
     }
-    if let Some(e) = &s.stream_error {
-        error_report(&mut o, "stream stops", e);
-    }
-    verdict(&mut o, &s.verdict, false);
-    o
 }
 
 /// `validate` as text.

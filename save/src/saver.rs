@@ -412,7 +412,6 @@ impl Suspending<'_> {
         D: Domain + ?Sized,
         W: Write,
     {
-        let size = plan.pfn_array_size;
         self.carry.clear_all();
         if !domain.request_suspend()? {
             return Err(SaveError::Suspend("suspend request failed".into()));
@@ -423,10 +422,10 @@ impl Suspending<'_> {
         // domain's clock, and a poll cap in case that clock stands still.
         let deadline = t0 + SUSPEND_POLL * SUSPEND_TRIES;
         let max_polls = SUSPEND_TRIES as u64 * 1000;
-        let (mut sent, mut xtab, mut bytes) = (0u64, 0u64, 0u64);
+        // `[sent, xtab, bytes]` once the first batch went out.
+        let mut totals: Option<[u64; 3]> = None;
         let mut cursor = 0u64;
         let mut running_at = t0;
-        let mut started = false;
         for _ in 0..max_polls {
             if cancelled(opts) {
                 return Err(SaveError::Cancelled);
@@ -435,7 +434,7 @@ impl Suspending<'_> {
             let info = domain.info()?;
             if info.suspended {
                 let duration = domain.now().saturating_sub(t0);
-                let stats = started.then(|| {
+                let stats = totals.map(|[sent, xtab, bytes]| {
                     PassStats::sent(
                         self.iter,
                         Phase::Suspending,
@@ -454,46 +453,75 @@ impl Suspending<'_> {
             }
             domain.log_dirty_clean(self.scratch)?;
             self.carry.merge(self.scratch);
-            self.batch.clear();
-            let mut scanned = 0u64;
-            while self.batch.len() < SUSPENDING_BATCH && scanned < size {
-                let n = plan.permute(cursor);
-                cursor = (cursor + 1) % size;
-                scanned += 1;
-                if self.carry.test(n) && !plan.is_skipped(n) {
-                    self.carry.clear(n);
-                    self.batch.push(n);
-                }
-            }
+            cursor = self.pick(plan, cursor);
             if self.batch.is_empty() {
                 domain.sleep(SUSPENDING_IDLE);
                 continue;
             }
-            if !started {
-                started = true;
+            let t = totals.get_or_insert_with(|| {
                 observer(&Event::PassStarted {
                     iter: self.iter,
                     phase: Phase::Suspending,
                 });
-            }
-            let (b, nx) = send_batch(domain, writer, self.batch, self.entries, limiter.as_mut())?;
-            bytes += b;
-            sent += self.batch.len() as u64;
-            xtab += nx as u64;
-            observer(&Event::BatchWritten {
-                iter: self.iter,
-                entries: self.batch.len(),
-                xtab: nx,
-                scanned: cursor,
+                [0; 3]
             });
+            self.send(domain, writer, limiter, observer, cursor, t)?;
         }
         Err(SaveError::Suspend(format!(
             "still running {} ms after the request",
             domain.now().saturating_sub(t0).as_millis()
         )))
     }
+
+    /// Send the picked batch and add it to `totals` (`[sent, xtab, bytes]`).
+    fn send<D, W>(
+        &mut self,
+        domain: &mut D,
+        writer: &mut hvm_format::stream::Writer<W>,
+        limiter: &mut Option<RateLimiter>,
+        observer: &mut dyn FnMut(&Event<'_>),
+        cursor: u64,
+        totals: &mut [u64; 3],
+    ) -> Result<(), SaveError>
+    where
+        D: Domain + ?Sized,
+        W: Write,
+    {
+        let (b, nx) = send_batch(domain, writer, self.batch, self.entries, limiter.as_mut())?;
+        totals[0] += self.batch.len() as u64;
+        totals[1] += nx as u64;
+        totals[2] += b;
+        observer(&Event::BatchWritten {
+            iter: self.iter,
+            entries: self.batch.len(),
+            xtab: nx,
+            scanned: cursor,
+        });
+        Ok(())
+    }
+
+    /// Fill `batch` with up to [`SUSPENDING_BATCH`] pages of `carry`, in
+    /// scan order from `cursor`, clearing their bits; at most one full scan.
+    /// Returns where the next round's scan starts.
+    fn pick(&mut self, plan: &Plan, mut cursor: u64) -> u64 {
+        let size = plan.pfn_array_size;
+        self.batch.clear();
+        let mut scanned = 0u64;
+        while self.batch.len() < SUSPENDING_BATCH && scanned < size {
+            let n = plan.permute(cursor);
+            cursor = (cursor + 1) % size;
+            scanned += 1;
+            if self.carry.test(n) && !plan.is_skipped(n) {
+                self.carry.clear(n);
+                self.batch.push(n);
+            }
+        }
+        cursor
+    }
 }
 
+/// The save in order: examine the domain, open the stream, run the passes,
+/// write the tail, then the manifest and the summary.
 fn run<D, W>(
     domain: &mut D,
     policy: &mut dyn Policy,
@@ -508,9 +536,74 @@ where
 {
     let live = opts.live;
     let word = opts.word.unwrap_or(WordSize::W64);
+    let start = examine(domain)?;
+    let nr_vcpus = start.info.nr_online_vcpus;
+    write_xend_header(out, opts, &start)?;
+    let (plan, suspend_at) = begin(domain, opts, undo, observer, start)?;
+
+    let mut writer = hvm_format::stream::Writer::new(&mut *out, word);
+    writer.max_pfn(plan.max_pfn)?;
+    observer(&Event::Started { plan: &plan, live });
+
+    let mut passes = Passes::new(&plan, opts, suspend_at);
+    passes.run(domain, policy, undo, &mut writer, observer)?;
+
+    let tail = write_vcpus_and_hvm(domain, writer, nr_vcpus)?;
+    let downtime = passes
+        .suspend_at
+        .map_or(Duration::ZERO, |t| domain.now().saturating_sub(t));
+    if matches!(opts.envelope, Envelope::Xend { .. }) {
+        let qevm = domain.device_model_state()?;
+        xend::write_tail(out, qevm.as_deref())?;
+    }
+    out.flush()?;
+
+    let manifest = if opts.manifest {
+        Some(build_manifest(domain, opts, &plan, &tail)?)
+    } else {
+        None
+    };
+    if undo.log_dirty {
+        if let Err(e) = domain.log_dirty_off() {
+            observer(&Event::Warning(&format!("couldn't disable log-dirty: {e}")));
+        }
+        undo.log_dirty = false;
+    }
+
+    let size = plan.pfn_array_size;
+    let summary = SaveSummary {
+        policy: if live { policy.name() } else { "non-live" }.to_string(),
+        live,
+        passes: passes.iter,
+        total_sent: passes.total_sent,
+        pfn_array_size: size,
+        factor: passes.total_sent as f64 / size as f64,
+        downtime_pages: passes.downtime_pages,
+        downtime_us: downtime.as_micros() as u64,
+        stream_bytes: tail.stream_bytes,
+        stop: passes.stop,
+        vcpus: nr_vcpus,
+    };
+    observer(&Event::Done(&summary));
+    Ok(SaveOutcome {
+        summary,
+        passes: passes.stats,
+        manifest,
+    })
+}
+
+/// What the save learns from the domain before writing anything.
+struct Start {
+    info: DomainInfo,
+    stdvga: bool,
+    magic: MagicPfns,
+}
+
+/// Read the platform, the domain and its magic pfns, refusing a domain
+/// larger than the host can address before a byte is written.
+fn examine<D: Domain + ?Sized>(domain: &mut D) -> Result<Start, SaveError> {
     let platform = domain.platform()?;
-    let mut info = domain.info()?;
-    let nr_vcpus = info.nr_online_vcpus;
+    let info = domain.info()?;
     if (info.max_memkb >> 2) > platform.max_mfn {
         return Err(SaveError::InvalidDomain(format!(
             "pfn count out of range: {} pages > max_mfn {:#x}",
@@ -523,22 +616,45 @@ where
         ioreq: domain.hvm_param(HvmParam::IoreqPfn)?,
         bufioreq: domain.hvm_param(HvmParam::BufIoreqPfn)?,
     };
+    Ok(Start {
+        info,
+        stdvga: platform.stdvga,
+        magic,
+    })
+}
 
+/// xend's config record goes before the stream, so it is written first.
+fn write_xend_header<W: Write>(
+    out: &mut W,
+    opts: &SaveOptions,
+    start: &Start,
+) -> Result<(), SaveError> {
     if let Envelope::Xend { domid, name } = &opts.envelope {
         let cfg = xend::GuestConfig {
             domid: *domid,
             name: name.clone(),
-            memory_mib: info.max_memkb / 1024,
-            vcpus: nr_vcpus,
-            stdvga: platform.stdvga,
+            memory_mib: start.info.max_memkb / 1024,
+            vcpus: start.info.nr_online_vcpus,
+            stdvga: start.stdvga,
         };
         xend::write_header(out, &cfg)?;
     }
+    Ok(())
+}
 
-    let mut last_iter = !live;
+/// Turn log-dirty on for a live save, or suspend at once for a non-live
+/// one (whose page count is then read from the stopped guest), and derive
+/// the layout. Returns the plan and when the guest stopped, if it did.
+fn begin<D: Domain + ?Sized>(
+    domain: &mut D,
+    opts: &SaveOptions,
+    undo: &mut Undo,
+    observer: &mut dyn FnMut(&Event<'_>),
+    start: Start,
+) -> Result<(Plan, Option<Duration>), SaveError> {
+    let mut info = start.info;
     let mut suspend_at = None;
-    let mut stop = StopReason::NotLive;
-    if live {
+    if opts.live {
         domain.log_dirty_enable()?;
         undo.log_dirty = true;
     } else {
@@ -546,188 +662,31 @@ where
         suspend_at = Some(domain.now());
         observer(&Event::Suspended { iter: 0 });
     }
-
-    let plan = Plan::derive(info.nr_pages, live, platform.stdvga, magic);
-    let size = plan.pfn_array_size;
-    let (mut qemu_active, mut qemu_non_active) = (0usize, 1usize);
-    if live {
-        domain.dm_dirty_init(size)?;
+    let plan = Plan::derive(info.nr_pages, opts.live, start.stdvga, start.magic);
+    if opts.live {
+        domain.dm_dirty_init(plan.pfn_array_size)?;
     }
+    Ok((plan, suspend_at))
+}
 
-    let mut to_send = DirtyBitmap::new(size);
-    to_send.fill();
-    let mut to_skip = DirtyBitmap::new(size);
-    let mut scratch = DirtyBitmap::new(size);
-    let mut limiter = opts.max_rate.map(RateLimiter::new);
+/// What the stream's tail carries, kept for the manifest.
+struct Tail {
+    contexts: Vec<Vec<u8>>,
+    blob: Vec<u8>,
+    stream_bytes: u64,
+}
 
-    let mut writer = hvm_format::stream::Writer::new(&mut *out, word);
-    writer.max_pfn(plan.max_pfn)?;
-    observer(&Event::Started { plan: &plan, live });
-
-    let mut debug = opts.debug;
-    let mut verify = false;
-    let mut iter = 0u32;
-    let mut total_sent = 0u64;
-    let mut sent_last = size;
-    let mut downtime_pages = 0u64;
-    let mut passes: Vec<PassStats> = Vec::new();
-    let mut batch: Vec<u64> = Vec::with_capacity(MAX_BATCH);
-    let mut entries: Vec<PfnEntry> = Vec::with_capacity(MAX_BATCH);
-
-    loop {
-        iter += 1;
-        let phase = match (last_iter, verify) {
-            (false, _) => Phase::PreCopy,
-            (true, false) => Phase::Final,
-            (true, true) => Phase::Verify,
-        };
-        observer(&Event::PassStarted { iter, phase });
-        let t0 = domain.now();
-        let (mut sent, mut skipped, mut xtab, mut bytes) = (0u64, 0u64, 0u64, 0u64);
-        let mut n_scan = 0u64;
-        while n_scan < size {
-            if cancelled(opts) {
-                return Err(SaveError::Cancelled);
-            }
-            if !last_iter {
-                domain.log_dirty_peek(&mut to_skip)?;
-            }
-            batch.clear();
-            while batch.len() < MAX_BATCH && n_scan < size {
-                let n = plan.permute(n_scan);
-                n_scan += 1;
-                let send = to_send.test(n);
-                let dirty = to_skip.test(n);
-                if !last_iter && send && dirty {
-                    skipped += 1;
-                }
-                if !(send && (!dirty || last_iter)) || plan.is_skipped(n) {
-                    continue;
-                }
-                batch.push(n);
-            }
-            if batch.is_empty() {
-                // A batch fills until 1024 entries or the end of the scan, so
-                // an empty one means the scan is over (the seed's `goto skip`).
-                break;
-            }
-            let (b, nx) = send_batch(domain, &mut writer, &batch, &mut entries, limiter.as_mut())?;
-            bytes += b;
-            sent += batch.len() as u64;
-            xtab += nx as u64;
-            observer(&Event::BatchWritten {
-                iter,
-                entries: batch.len(),
-                xtab: nx,
-                scanned: n_scan,
-            });
-        }
-        total_sent += sent;
-        let duration = domain.now().saturating_sub(t0);
-        let mut stats = PassStats::sent(iter, phase, [sent, skipped, xtab, bytes], duration);
-        if phase == Phase::Final {
-            downtime_pages = sent;
-        }
-
-        if last_iter && debug {
-            to_send.fill();
-            debug = false;
-            verify = true;
-            writer.verify_marker()?;
-            observer(&Event::PassEnded(&stats));
-            passes.push(stats);
-            continue;
-        }
-        if last_iter {
-            observer(&Event::PassEnded(&stats));
-            passes.push(stats);
-            break;
-        }
-
-        // Pre-copy pass done: decide, then collect what was dirtied.
-        let dirty_now = if policy.wants_dirty_count() {
-            domain.log_dirty_peek(&mut scratch)?;
-            Some(scratch.count())
-        } else {
-            None
-        };
-        let report = PassReport {
-            iter,
-            sent,
-            skipped,
-            total_sent,
-            sent_last,
-            pfn_array_size: size,
-            bytes,
-            duration,
-            dirty_now,
-        };
-        stats.dirty_now = dirty_now;
-        if let Decision::StopAndCopy(why) = policy.after_pass(&report) {
-            stop = why;
-            stats.stop = Some(why);
-            last_iter = true;
-            if policy.send_while_suspending() {
-                // The decided pass ends here; the wait is a pass of its own
-                // when the guest did not stop at once.
-                observer(&Event::PassEnded(&stats));
-                passes.push(stats);
-                // `to_skip` has served its purpose: pre-copy is over.
-                let mut wait = Suspending {
-                    iter: iter + 1,
-                    carry: &mut to_skip,
-                    scratch: &mut scratch,
-                    batch: &mut batch,
-                    entries: &mut entries,
-                };
-                let (running_at, wait_stats) = wait.run(
-                    domain,
-                    undo,
-                    opts,
-                    &plan,
-                    &mut writer,
-                    &mut limiter,
-                    observer,
-                )?;
-                suspend_at = Some(running_at);
-                // The final round: what the last CLEAN reports plus what the
-                // wait left dirty and unsent.
-                let clean = domain.log_dirty_clean(&mut to_send)?;
-                to_send.merge(&to_skip);
-                domain.dm_take(qemu_active, &mut to_send, false)?;
-                if let Some(mut w) = wait_stats {
-                    iter += 1;
-                    total_sent += w.sent;
-                    w.dirtied = Some(clean.dirty_count);
-                    observer(&Event::Suspended { iter });
-                    observer(&Event::PassEnded(&w));
-                    passes.push(w);
-                } else {
-                    observer(&Event::Suspended { iter });
-                }
-                continue;
-            }
-            suspend_and_state(domain, undo)?;
-            suspend_at = Some(domain.now());
-            observer(&Event::Suspended { iter });
-        }
-        let clean = domain.log_dirty_clean(&mut to_send)?;
-        stats.dirtied = Some(clean.dirty_count);
-        stats.dirty_pages_per_s =
-            (!duration.is_zero()).then(|| clean.dirty_count as f64 / duration.as_secs_f64());
-        if !last_iter {
-            qemu_active = qemu_non_active;
-            qemu_non_active = 1 - qemu_active;
-            domain.dm_flip(qemu_active)?;
-            domain.dm_take(qemu_non_active, &mut to_send, true)?;
-        } else {
-            domain.dm_take(qemu_active, &mut to_send, false)?;
-        }
-        sent_last = sent;
-        observer(&Event::PassEnded(&stats));
-        passes.push(stats);
-    }
-
+/// The stream after the last page batch: end marker, vCPU contexts and
+/// the HVM blob, then the stream's length.
+fn write_vcpus_and_hvm<D, W>(
+    domain: &mut D,
+    mut writer: hvm_format::stream::Writer<W>,
+    nr_vcpus: u32,
+) -> Result<Tail, SaveError>
+where
+    D: Domain + ?Sized,
+    W: Write,
+{
     writer.end()?;
     writer.vcpu_count(nr_vcpus)?;
     let mut contexts = Vec::with_capacity(nr_vcpus as usize);
@@ -740,55 +699,326 @@ where
     writer.hvm_blob(&blob)?;
     let stream_bytes = writer.position();
     writer.finish()?;
-    let downtime = suspend_at.map_or(Duration::ZERO, |t| domain.now().saturating_sub(t));
-
-    if matches!(opts.envelope, Envelope::Xend { .. }) {
-        let qevm = domain.device_model_state()?;
-        xend::write_tail(out, qevm.as_deref())?;
-    }
-    out.flush()?;
-
-    let manifest = if opts.manifest {
-        let workers = if opts.digest_workers == 0 {
-            2
-        } else {
-            opts.digest_workers
-        };
-        let mut pages = opts.page_digests.then(Vec::new);
-        let mem = digest_memory(domain, &plan, workers, pages.as_mut())?;
-        let mut m = Manifest::new(plan.max_pfn, &mem, &contexts, &blob);
-        if let Some(p) = &pages {
-            m.set_page_digests(p);
-        }
-        Some(m)
-    } else {
-        None
-    };
-
-    if undo.log_dirty {
-        if let Err(e) = domain.log_dirty_off() {
-            observer(&Event::Warning(&format!("couldn't disable log-dirty: {e}")));
-        }
-        undo.log_dirty = false;
-    }
-
-    let summary = SaveSummary {
-        policy: if live { policy.name() } else { "non-live" }.to_string(),
-        live,
-        passes: iter,
-        total_sent,
-        pfn_array_size: size,
-        factor: total_sent as f64 / size as f64,
-        downtime_pages,
-        downtime_us: downtime.as_micros() as u64,
+    Ok(Tail {
+        contexts,
+        blob,
         stream_bytes,
-        stop,
-        vcpus: nr_vcpus,
-    };
-    observer(&Event::Done(&summary));
-    Ok(SaveOutcome {
-        summary,
-        passes,
-        manifest,
     })
+}
+
+/// Digest the suspended guest's memory and state, so a restore can be
+/// checked against what was saved.
+fn build_manifest<D: Domain + ?Sized>(
+    domain: &mut D,
+    opts: &SaveOptions,
+    plan: &Plan,
+    tail: &Tail,
+) -> Result<Manifest, SaveError> {
+    let workers = if opts.digest_workers == 0 {
+        2
+    } else {
+        opts.digest_workers
+    };
+    let mut pages = opts.page_digests.then(Vec::new);
+    let mem = digest_memory(domain, plan, workers, pages.as_mut())?;
+    let mut m = Manifest::new(plan.max_pfn, &mem, &tail.contexts, &tail.blob);
+    if let Some(p) = &pages {
+        m.set_page_digests(p);
+    }
+    Ok(m)
+}
+
+/// The state the passes share: what is left to send, the dirty-log
+/// buffers, the device model's active buffer and the running totals.
+struct Passes<'a> {
+    plan: &'a Plan,
+    opts: &'a SaveOptions,
+    to_send: DirtyBitmap,
+    to_skip: DirtyBitmap,
+    scratch: DirtyBitmap,
+    limiter: Option<RateLimiter>,
+    batch: Vec<u64>,
+    entries: Vec<PfnEntry>,
+    /// The device model's dirty buffer being filled (the other one is read).
+    qemu_active: usize,
+    /// Set once the guest is suspended: the final round (or verify) runs.
+    last_iter: bool,
+    /// `--debug` still owes its `-1` marker and full resend.
+    debug: bool,
+    /// The current pass is the `--debug` resend.
+    verify: bool,
+    iter: u32,
+    total_sent: u64,
+    sent_last: u64,
+    downtime_pages: u64,
+    suspend_at: Option<Duration>,
+    stop: StopReason,
+    stats: Vec<PassStats>,
+}
+
+impl<'a> Passes<'a> {
+    /// Everything to send, nothing to skip; a non-live save starts at its
+    /// final round.
+    fn new(plan: &'a Plan, opts: &'a SaveOptions, suspend_at: Option<Duration>) -> Self {
+        let size = plan.pfn_array_size;
+        let mut to_send = DirtyBitmap::new(size);
+        to_send.fill();
+        Passes {
+            plan,
+            opts,
+            to_send,
+            to_skip: DirtyBitmap::new(size),
+            scratch: DirtyBitmap::new(size),
+            limiter: opts.max_rate.map(RateLimiter::new),
+            batch: Vec::with_capacity(MAX_BATCH),
+            entries: Vec::with_capacity(MAX_BATCH),
+            qemu_active: 0,
+            last_iter: !opts.live,
+            debug: opts.debug,
+            verify: false,
+            iter: 0,
+            total_sent: 0,
+            sent_last: size,
+            downtime_pages: 0,
+            suspend_at,
+            stop: StopReason::NotLive,
+            stats: Vec::new(),
+        }
+    }
+
+    /// Pass after pass until the final round (and `--debug`'s resend) is out.
+    fn run<D, W>(
+        &mut self,
+        domain: &mut D,
+        policy: &mut dyn Policy,
+        undo: &mut Undo,
+        writer: &mut hvm_format::stream::Writer<W>,
+        observer: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<(), SaveError>
+    where
+        D: Domain + ?Sized,
+        W: Write,
+    {
+        loop {
+            self.iter += 1;
+            let phase = match (self.last_iter, self.verify) {
+                (false, _) => Phase::PreCopy,
+                (true, false) => Phase::Final,
+                (true, true) => Phase::Verify,
+            };
+            observer(&Event::PassStarted {
+                iter: self.iter,
+                phase,
+            });
+            let t0 = domain.now();
+            let counts = self.scan(domain, writer, observer)?;
+            self.total_sent += counts[0];
+            let duration = domain.now().saturating_sub(t0);
+            let stats = PassStats::sent(self.iter, phase, counts, duration);
+            if phase == Phase::Final {
+                self.downtime_pages = counts[0];
+            }
+            if !self.last_iter {
+                self.after_precopy(domain, policy, undo, writer, observer, stats, duration)?;
+                continue;
+            }
+            let resend = self.debug;
+            if resend {
+                self.to_send.fill();
+                self.debug = false;
+                self.verify = true;
+                writer.verify_marker()?;
+            }
+            observer(&Event::PassEnded(&stats));
+            self.stats.push(stats);
+            if !resend {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One scan of `0..pfn_array_size` in permuted order, sending in
+    /// batches what is due. Returns `[sent, skipped, xtab, bytes]`.
+    fn scan<D, W>(
+        &mut self,
+        domain: &mut D,
+        writer: &mut hvm_format::stream::Writer<W>,
+        observer: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<[u64; 4], SaveError>
+    where
+        D: Domain + ?Sized,
+        W: Write,
+    {
+        let size = self.plan.pfn_array_size;
+        let last_iter = self.last_iter;
+        let (mut sent, mut skipped, mut xtab, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+        let mut n_scan = 0u64;
+        while n_scan < size {
+            if cancelled(self.opts) {
+                return Err(SaveError::Cancelled);
+            }
+            if !last_iter {
+                domain.log_dirty_peek(&mut self.to_skip)?;
+            }
+            self.batch.clear();
+            while self.batch.len() < MAX_BATCH && n_scan < size {
+                let n = self.plan.permute(n_scan);
+                n_scan += 1;
+                let send = self.to_send.test(n);
+                let dirty = self.to_skip.test(n);
+                if !last_iter && send && dirty {
+                    skipped += 1;
+                }
+                if !(send && (!dirty || last_iter)) || self.plan.is_skipped(n) {
+                    continue;
+                }
+                self.batch.push(n);
+            }
+            if self.batch.is_empty() {
+                // A batch fills until 1024 entries or the end of the scan, so
+                // an empty one means the scan is over (the seed's `goto skip`).
+                break;
+            }
+            let limiter = self.limiter.as_mut();
+            let (b, nx) = send_batch(domain, writer, &self.batch, &mut self.entries, limiter)?;
+            bytes += b;
+            sent += self.batch.len() as u64;
+            xtab += nx as u64;
+            observer(&Event::BatchWritten {
+                iter: self.iter,
+                entries: self.batch.len(),
+                xtab: nx,
+                scanned: n_scan,
+            });
+        }
+        Ok([sent, skipped, xtab, bytes])
+    }
+
+    /// A pre-copy pass is done: ask the policy whether to stop, suspend if
+    /// so, and collect what was dirtied for the next pass.
+    #[allow(clippy::too_many_arguments)]
+    fn after_precopy<D, W>(
+        &mut self,
+        domain: &mut D,
+        policy: &mut dyn Policy,
+        undo: &mut Undo,
+        writer: &mut hvm_format::stream::Writer<W>,
+        observer: &mut dyn FnMut(&Event<'_>),
+        mut stats: PassStats,
+        duration: Duration,
+    ) -> Result<(), SaveError>
+    where
+        D: Domain + ?Sized,
+        W: Write,
+    {
+        let dirty_now = if policy.wants_dirty_count() {
+            domain.log_dirty_peek(&mut self.scratch)?;
+            Some(self.scratch.count())
+        } else {
+            None
+        };
+        let report = PassReport {
+            iter: self.iter,
+            sent: stats.sent,
+            skipped: stats.skipped,
+            total_sent: self.total_sent,
+            sent_last: self.sent_last,
+            pfn_array_size: self.plan.pfn_array_size,
+            bytes: stats.bytes,
+            duration,
+            dirty_now,
+        };
+        stats.dirty_now = dirty_now;
+        if let Decision::StopAndCopy(why) = policy.after_pass(&report) {
+            self.stop = why;
+            stats.stop = Some(why);
+            self.last_iter = true;
+            if policy.send_while_suspending() {
+                // The decided pass ends here; the wait is a pass of its own
+                // when the guest did not stop at once.
+                observer(&Event::PassEnded(&stats));
+                self.stats.push(stats);
+                return self.suspend_sending(domain, undo, writer, observer);
+            }
+            suspend_and_state(domain, undo)?;
+            self.suspend_at = Some(domain.now());
+            observer(&Event::Suspended { iter: self.iter });
+        }
+        self.collect_dirty(domain, observer, stats, duration)
+    }
+
+    /// CLEAN the log into `to_send` and merge the device model's bitmap:
+    /// flip buffers while the guest runs, take the active one once it is
+    /// suspended. Records the pass's dirtying figures and ends the pass.
+    fn collect_dirty<D: Domain + ?Sized>(
+        &mut self,
+        domain: &mut D,
+        observer: &mut dyn FnMut(&Event<'_>),
+        mut stats: PassStats,
+        duration: Duration,
+    ) -> Result<(), SaveError> {
+        let clean = domain.log_dirty_clean(&mut self.to_send)?;
+        stats.dirtied = Some(clean.dirty_count);
+        stats.dirty_pages_per_s =
+            (!duration.is_zero()).then(|| clean.dirty_count as f64 / duration.as_secs_f64());
+        if !self.last_iter {
+            self.qemu_active = 1 - self.qemu_active;
+            domain.dm_flip(self.qemu_active)?;
+            domain.dm_take(1 - self.qemu_active, &mut self.to_send, true)?;
+        } else {
+            domain.dm_take(self.qemu_active, &mut self.to_send, false)?;
+        }
+        self.sent_last = stats.sent;
+        observer(&Event::PassEnded(&stats));
+        self.stats.push(stats);
+        Ok(())
+    }
+
+    /// The suspend wait spent sending ([`Policy::send_while_suspending`]),
+    /// then the final round's set: the last CLEAN plus what the wait left
+    /// dirty and unsent.
+    fn suspend_sending<D, W>(
+        &mut self,
+        domain: &mut D,
+        undo: &mut Undo,
+        writer: &mut hvm_format::stream::Writer<W>,
+        observer: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<(), SaveError>
+    where
+        D: Domain + ?Sized,
+        W: Write,
+    {
+        // `to_skip` has served its purpose: pre-copy is over.
+        let mut wait = Suspending {
+            iter: self.iter + 1,
+            carry: &mut self.to_skip,
+            scratch: &mut self.scratch,
+            batch: &mut self.batch,
+            entries: &mut self.entries,
+        };
+        let (running_at, wait_stats) = wait.run(
+            domain,
+            undo,
+            self.opts,
+            self.plan,
+            writer,
+            &mut self.limiter,
+            observer,
+        )?;
+        self.suspend_at = Some(running_at);
+        let clean = domain.log_dirty_clean(&mut self.to_send)?;
+        self.to_send.merge(&self.to_skip);
+        domain.dm_take(self.qemu_active, &mut self.to_send, false)?;
+        if let Some(mut w) = wait_stats {
+            self.iter += 1;
+            self.total_sent += w.sent;
+            w.dirtied = Some(clean.dirty_count);
+            observer(&Event::Suspended { iter: self.iter });
+            observer(&Event::PassEnded(&w));
+            self.stats.push(w);
+        } else {
+            observer(&Event::Suspended { iter: self.iter });
+        }
+        Ok(())
+    }
 }

@@ -152,137 +152,15 @@ fn cpu_from_seed(s: &CpuSeed, ctx: &VcpuContext) -> Cpu {
 /// CPU records. The result passes [`check_current_load`] or this fails.
 pub fn to_current(blob: &[u8], vcpus: &[VcpuContext]) -> Result<Translation> {
     let parsed = HvmBlob::parse(blob)?;
-    let mut notes = Vec::new();
+    let mut t = Translator {
+        parsed: &parsed,
+        vcpus,
+        notes: Vec::new(),
+        cpus: 0,
+    };
     let mut out = Vec::with_capacity(blob.len() + 1024 * vcpus.len());
-    let mut cpus = 0u32;
     for rec in &parsed.records {
-        let at = rec.payload_offset();
-        let name = type_name(rec.typecode).unwrap_or("UNKNOWN");
-        let len = rec.payload.len();
-        let payload: Vec<u8> = match (rec.typecode, len) {
-            (code::END, _) => rec.payload.to_vec(),
-            (code::HEADER, 20 | 24) => {
-                let mut h = rec.payload.to_vec();
-                if h.get(0..4) != Some(&HVM_FILE_MAGIC.to_le_bytes()[..]) {
-                    return Err(Error::invalid(
-                        at,
-                        Context::root()
-                            .field("hvm blob")
-                            .field("HEADER")
-                            .field("magic"),
-                        format!("{HVM_FILE_MAGIC:#x}"),
-                        format!("{:02x?}", h.get(0..4)),
-                    ));
-                }
-                if len == 20 {
-                    h.extend_from_slice(&0u32.to_le_bytes());
-                    notes.push("HEADER: 20 → 24 bytes (32-bit Xen), gtsc_khz 0".into());
-                } else if h.get(20..24) != Some(&[0u8; 4][..]) && rec_era_is_seed(&parsed) {
-                    h[20..24].copy_from_slice(&[0; 4]);
-                    notes.push(
-                        "HEADER: the 2007 tail padding (uninitialised bytes) would read as gtsc_khz; set to 0".into(),
-                    );
-                }
-                h
-            }
-            (code::CPU, 320) => {
-                let seed: CpuSeed = decode(rec.payload, at, "CPU")?;
-                let ctx = vcpus.get(rec.instance as usize).ok_or_else(|| {
-                    Error::invalid(
-                        at,
-                        Context::root().field("hvm blob").index("CPU", rec.instance.into()),
-                        "a libxc vCPU context for this vCPU (its GPRs and FPU are not in a 320-byte CPU record)",
-                        format!("{} vCPU contexts", vcpus.len()),
-                    )
-                })?;
-                let vr = ctx.registers();
-                if vr.rip != seed.eip || vr.rsp != seed.esp {
-                    notes.push(format!(
-                        "CPU {}: the vCPU context's rip/rsp ({:#x}/{:#x}) differ from the CPU record's eip/esp ({:#x}/{:#x}); the CPU record's are kept",
-                        rec.instance, vr.rip, vr.rsp, seed.eip, seed.esp
-                    ));
-                }
-                cpus += 1;
-                notes.push(format!(
-                    "CPU {}: 320 → 1032 bytes: segments, control registers and MSRs from the CPU record; GPRs, FPU (FXSAVE), CR2 and DR0–7 from vCPU context {}; flags FPU_INITIALISED",
-                    rec.instance, rec.instance
-                ));
-                encode(&cpu_from_seed(&seed, ctx))
-            }
-            (code::CPU, 1016 | 1024 | 1032) => rec.payload.to_vec(),
-            (code::CPU, n) => {
-                return Err(Error::invalid(
-                    at,
-                    Context::root()
-                        .field("hvm blob")
-                        .index("CPU", rec.instance.into()),
-                    "a CPU record of 320, 1016, 1024 or 1032 bytes",
-                    format!("{n} bytes (no translation known)"),
-                ))
-            }
-            (code::PIT, 52) => {
-                let p: PitSeed = decode(rec.payload, at, "PIT")?;
-                notes.push("PIT: 52 → 56 bytes (tail padding)".into());
-                encode(&Pit {
-                    channels: p.channels,
-                    speaker_data_on: p.speaker_data_on,
-                    pad0: 0,
-                })
-            }
-            (code::PCI_LINK, 4) => {
-                notes.push("PCI_LINK: 4 → 8 bytes (tail padding)".into());
-                let mut v = rec.payload.to_vec();
-                v.extend_from_slice(&[0; 4]);
-                v
-            }
-            (code::RTC, 15 | 16) => {
-                let (cmos_data, cmos_index) = if len == 15 {
-                    let r: RtcSeed = decode(rec.payload, at, "RTC")?;
-                    (r.cmos_data, r.cmos_index)
-                } else {
-                    let r: RtcPadded = decode(rec.payload, at, "RTC")?;
-                    (r.cmos_data, r.cmos_index)
-                };
-                notes.push(format!("RTC: {len} → 24 bytes, rtc_offset 0"));
-                encode(&Rtc {
-                    cmos_data,
-                    cmos_index,
-                    pad0: 0,
-                    rtc_offset: 0,
-                })
-            }
-            (code::LAPIC, 16 | 24) => {
-                let (base, disabled, divisor, tdt) = if len == 16 {
-                    let l: LapicSeed = decode(rec.payload, at, "LAPIC")?;
-                    (l.apic_base_msr, l.disabled, l.timer_divisor, 0)
-                } else {
-                    let l: LapicTdt = decode(rec.payload, at, "LAPIC")?;
-                    (l.apic_base_msr, l.disabled, l.timer_divisor, l.tdt_msr)
-                };
-                notes.push(format!(
-                    "LAPIC {}: {len} → 32 bytes{}, pending_esr 0",
-                    rec.instance,
-                    if len == 16 { ", tdt_msr 0" } else { "" }
-                ));
-                encode(&Lapic {
-                    apic_base_msr: base,
-                    disabled,
-                    timer_divisor: divisor,
-                    tdt_msr: tdt,
-                    pending_esr: 0,
-                    tail_pad: 0,
-                })
-            }
-            (t, _) if t <= code::CURRENT_MAX => rec.payload.to_vec(),
-            (t, _) => {
-                return Err(Error::invalid(
-                    at,
-                    Context::root().field("hvm blob").field(name),
-                    format!("a type code current Xen loads (0..={})", code::CURRENT_MAX),
-                    t.to_string(),
-                ))
-            }
-        };
+        let payload = t.record(rec)?;
         OwnedRecord {
             typecode: rec.typecode,
             instance: rec.instance,
@@ -290,14 +168,22 @@ pub fn to_current(blob: &[u8], vcpus: &[VcpuContext]) -> Result<Translation> {
         }
         .encode_into(&mut out);
     }
+    let mut notes = t.notes;
     if !parsed.trailer.is_empty() {
         notes.push(format!(
             "{} bytes after END dropped (no loader reads them)",
             parsed.trailer.len()
         ));
     }
+    check_translated(&out, t.cpus)?;
+    Ok(Translation { blob: out, notes })
+}
+
+/// The translated blob must load in current Xen: its first error, if any,
+/// is this translation's error.
+fn check_translated(out: &[u8], cpus: u32) -> Result<()> {
     let findings = check_current_load(
-        &out,
+        out,
         &CurrentLoadOptions {
             host_cpuid: None,
             nr_vcpus: (cpus > 0).then_some(cpus),
@@ -311,7 +197,171 @@ pub fn to_current(blob: &[u8], vcpus: &[VcpuContext]) -> Result<Translation> {
             format!("{}: {}", f.rule, f.message),
         ));
     }
-    Ok(Translation { blob: out, notes })
+    Ok(())
+}
+
+/// One blob's translation under way: the notes so far and the CPU records
+/// rebuilt (the vCPU count the result is checked with).
+struct Translator<'p, 'a, 'v> {
+    parsed: &'p HvmBlob<'a>,
+    vcpus: &'v [VcpuContext],
+    notes: Vec<String>,
+    cpus: u32,
+}
+
+impl Translator<'_, '_, '_> {
+    /// The current payload of one record: kept, padded or rebuilt by its
+    /// type and length; an unknown layout is an error.
+    fn record(&mut self, rec: &super::RawRecord<'_>) -> Result<Vec<u8>> {
+        let at = rec.payload_offset();
+        let name = type_name(rec.typecode).unwrap_or("UNKNOWN");
+        let len = rec.payload.len();
+        Ok(match (rec.typecode, len) {
+            (code::END, _) => rec.payload.to_vec(),
+            (code::HEADER, 20 | 24) => self.header(rec)?,
+            (code::CPU, 320) => self.cpu_seed(rec)?,
+            (code::CPU, 1016 | 1024 | 1032) => rec.payload.to_vec(),
+            (code::CPU, n) => {
+                return Err(Error::invalid(
+                    at,
+                    Context::root()
+                        .field("hvm blob")
+                        .index("CPU", rec.instance.into()),
+                    "a CPU record of 320, 1016, 1024 or 1032 bytes",
+                    format!("{n} bytes (no translation known)"),
+                ))
+            }
+            (code::PIT, 52) => {
+                let p: PitSeed = decode(rec.payload, at, "PIT")?;
+                self.notes.push("PIT: 52 → 56 bytes (tail padding)".into());
+                encode(&Pit {
+                    channels: p.channels,
+                    speaker_data_on: p.speaker_data_on,
+                    pad0: 0,
+                })
+            }
+            (code::PCI_LINK, 4) => {
+                self.notes
+                    .push("PCI_LINK: 4 → 8 bytes (tail padding)".into());
+                let mut v = rec.payload.to_vec();
+                v.extend_from_slice(&[0; 4]);
+                v
+            }
+            (code::RTC, 15 | 16) => self.rtc(rec)?,
+            (code::LAPIC, 16 | 24) => self.lapic(rec)?,
+            (t, _) if t <= code::CURRENT_MAX => rec.payload.to_vec(),
+            (t, _) => {
+                return Err(Error::invalid(
+                    at,
+                    Context::root().field("hvm blob").field(name),
+                    format!("a type code current Xen loads (0..={})", code::CURRENT_MAX),
+                    t.to_string(),
+                ))
+            }
+        })
+    }
+
+    /// HEADER: 32-bit Xen's 20 bytes gain a zero gtsc_khz; the seed's
+    /// uninitialised tail padding is cleared so it does not read as one.
+    fn header(&mut self, rec: &super::RawRecord<'_>) -> Result<Vec<u8>> {
+        let mut h = rec.payload.to_vec();
+        if h.get(0..4) != Some(&HVM_FILE_MAGIC.to_le_bytes()[..]) {
+            return Err(Error::invalid(
+                rec.payload_offset(),
+                Context::root()
+                    .field("hvm blob")
+                    .field("HEADER")
+                    .field("magic"),
+                format!("{HVM_FILE_MAGIC:#x}"),
+                format!("{:02x?}", h.get(0..4)),
+            ));
+        }
+        if rec.payload.len() == 20 {
+            h.extend_from_slice(&0u32.to_le_bytes());
+            self.notes
+                .push("HEADER: 20 → 24 bytes (32-bit Xen), gtsc_khz 0".into());
+        } else if h.get(20..24) != Some(&[0u8; 4][..]) && rec_era_is_seed(self.parsed) {
+            h[20..24].copy_from_slice(&[0; 4]);
+            self.notes.push(
+                "HEADER: the 2007 tail padding (uninitialised bytes) would read as gtsc_khz; set to 0".into(),
+            );
+        }
+        Ok(h)
+    }
+
+    /// The seed's 320-byte CPU record, completed from its vCPU's libxc
+    /// context into the 1032-byte layout.
+    fn cpu_seed(&mut self, rec: &super::RawRecord<'_>) -> Result<Vec<u8>> {
+        let at = rec.payload_offset();
+        let seed: CpuSeed = decode(rec.payload, at, "CPU")?;
+        let ctx = self.vcpus.get(rec.instance as usize).ok_or_else(|| {
+            Error::invalid(
+                at,
+                Context::root().field("hvm blob").index("CPU", rec.instance.into()),
+                "a libxc vCPU context for this vCPU (its GPRs and FPU are not in a 320-byte CPU record)",
+                format!("{} vCPU contexts", self.vcpus.len()),
+            )
+        })?;
+        let vr = ctx.registers();
+        if vr.rip != seed.eip || vr.rsp != seed.esp {
+            self.notes.push(format!(
+                "CPU {}: the vCPU context's rip/rsp ({:#x}/{:#x}) differ from the CPU record's eip/esp ({:#x}/{:#x}); the CPU record's are kept",
+                rec.instance, vr.rip, vr.rsp, seed.eip, seed.esp
+            ));
+        }
+        self.cpus += 1;
+        self.notes.push(format!(
+            "CPU {}: 320 → 1032 bytes: segments, control registers and MSRs from the CPU record; GPRs, FPU (FXSAVE), CR2 and DR0–7 from vCPU context {}; flags FPU_INITIALISED",
+            rec.instance, rec.instance
+        ));
+        Ok(encode(&cpu_from_seed(&seed, ctx)))
+    }
+
+    /// RTC of 15 (seed) or 16 bytes: the CMOS kept, rtc_offset 0.
+    fn rtc(&mut self, rec: &super::RawRecord<'_>) -> Result<Vec<u8>> {
+        let (at, len) = (rec.payload_offset(), rec.payload.len());
+        let (cmos_data, cmos_index) = if len == 15 {
+            let r: RtcSeed = decode(rec.payload, at, "RTC")?;
+            (r.cmos_data, r.cmos_index)
+        } else {
+            let r: RtcPadded = decode(rec.payload, at, "RTC")?;
+            (r.cmos_data, r.cmos_index)
+        };
+        self.notes
+            .push(format!("RTC: {len} → 24 bytes, rtc_offset 0"));
+        Ok(encode(&Rtc {
+            cmos_data,
+            cmos_index,
+            pad0: 0,
+            rtc_offset: 0,
+        }))
+    }
+
+    /// LAPIC of 16 (seed) or 24 bytes: extended with tdt_msr (if absent)
+    /// and pending_esr, both 0.
+    fn lapic(&mut self, rec: &super::RawRecord<'_>) -> Result<Vec<u8>> {
+        let (at, len) = (rec.payload_offset(), rec.payload.len());
+        let (base, disabled, divisor, tdt) = if len == 16 {
+            let l: LapicSeed = decode(rec.payload, at, "LAPIC")?;
+            (l.apic_base_msr, l.disabled, l.timer_divisor, 0)
+        } else {
+            let l: LapicTdt = decode(rec.payload, at, "LAPIC")?;
+            (l.apic_base_msr, l.disabled, l.timer_divisor, l.tdt_msr)
+        };
+        self.notes.push(format!(
+            "LAPIC {}: {len} → 32 bytes{}, pending_esr 0",
+            rec.instance,
+            if len == 16 { ", tdt_msr 0" } else { "" }
+        ));
+        Ok(encode(&Lapic {
+            apic_base_msr: base,
+            disabled,
+            timer_divisor: divisor,
+            tdt_msr: tdt,
+            pending_esr: 0,
+            tail_pad: 0,
+        }))
+    }
 }
 
 /// True when the blob is of the seed era (a 320-byte CPU record or the

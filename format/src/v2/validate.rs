@@ -131,226 +131,269 @@ pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
 /// for an image of the given version.
 pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
     let rtype = rec.libxc_type();
-    let ctx = rec.context();
-    let at = rec.body_offset();
-    let body = rec.body;
-    let len = body.len() as u64;
-    let err = |out: &mut Findings, rule, off, msg: String| {
-        out.push(Finding::error(rule, off, ctx.clone(), msg))
-    };
     let Some(name) = rtype.name() else {
         let optional = if rtype.is_optional() {
             " (optional bit 31 set, but the verifier tolerates no unknown type)"
         } else {
             ""
         };
-        err(
-            out,
+        out.push(Finding::error(
             "v2.record.unknown-type",
             rec.offset,
+            rec.context(),
             format!("unrecognised record type {:#x}{optional}", rtype.0),
-        );
+        ));
         return;
     };
+    let r = RecordCheck {
+        rec,
+        name,
+        ctx: rec.context(),
+        at: rec.body_offset(),
+        body: rec.body,
+        len: rec.body.len() as u64,
+        version,
+    };
     if rec.padding.iter().any(|&b| b != 0) {
-        err(
+        r.err(
             out,
             "v2.record.padding",
-            at + len,
+            r.at + r.len,
             format!(
                 "expected zero padding, found {:02x?} after the {name} body",
                 rec.padding
             ),
         );
     }
-    let exact = |out: &mut Findings, rule, want: u64| {
-        if len != want {
+    r.by_type(rtype, out);
+}
+
+/// A known libxc record under check, with what every per-type check needs
+/// to place its findings.
+struct RecordCheck<'a, 'b> {
+    rec: &'a RawRecord<'b>,
+    name: &'static str,
+    ctx: Context,
+    /// Offset of the body.
+    at: u64,
+    body: &'b [u8],
+    len: u64,
+    version: u32,
+}
+
+impl RecordCheck<'_, '_> {
+    /// The checks of the record's type, as the verifier's per-type methods.
+    fn by_type(&self, rtype: RecordType, out: &mut Findings) {
+        match rtype {
+            RecordType::END | RecordType::VERIFY | RecordType::CHECKPOINT => {
+                self.exact(out, "v2.record.nonempty", 0);
+            }
+            RecordType::STATIC_DATA_END => {
+                self.exact(out, "v2.record.nonempty", 0);
+                self.v3_only(out);
+            }
+            RecordType::PAGE_DATA => check_page_data(self.rec, out),
+            RecordType::X86_PV_INFO if self.exact(out, "v2.pv-info.length", 8) => self.pv_info(out),
+            RecordType::X86_PV_P2M_FRAMES if self.len < 8 || self.len % 8 != 0 => {
+                self.err(
+                    out,
+                    "v2.p2m-frames.length",
+                    self.rec.offset + 4,
+                    format!(
+                        "expected a length of at least 8 and a multiple of 8, found {}",
+                        self.len
+                    ),
+                );
+            }
+            RecordType::X86_PV_VCPU_BASIC
+            | RecordType::X86_PV_VCPU_EXTENDED
+            | RecordType::X86_PV_VCPU_XSAVE
+            | RecordType::X86_PV_VCPU_MSRS => self.pv_vcpu(out),
+            RecordType::SHARED_INFO => {
+                self.exact(out, "v2.shared-info.length", PAGE_SIZE as u64);
+            }
+            RecordType::X86_TSC_INFO if self.exact(out, "v2.tsc-info.length", 24) => {
+                self.reserved32(out, "v2.tsc-info.reserved", 20);
+            }
+            RecordType::HVM_CONTEXT if self.len == 0 => {
+                self.err(
+                    out,
+                    "v2.hvm-context.empty",
+                    self.rec.offset + 4,
+                    "expected a non-empty HVM context, found length 0".into(),
+                );
+            }
+            RecordType::HVM_PARAMS => self.hvm_params(out),
+            RecordType::TOOLSTACK => self.err(
+                out,
+                "v2.toolstack.deprecated",
+                self.rec.offset,
+                "TOOLSTACK record found (deprecated; the verifier fails on it)".into(),
+            ),
+            RecordType::CHECKPOINT_DIRTY_PFN_LIST => self.err(
+                out,
+                "v2.checkpoint-dirty-pfn-list.present",
+                self.rec.offset,
+                "CHECKPOINT_DIRTY_PFN_LIST is a COLO back-channel record, not valid in a saved stream"
+                    .into(),
+            ),
+            RecordType::X86_CPUID_POLICY => self.policy(out, 24),
+            RecordType::X86_MSR_POLICY => self.policy(out, 16),
+            _ => {}
+        }
+    }
+
+    /// An error at `off`, in the record's context.
+    fn err(&self, out: &mut Findings, rule: &'static str, off: u64, msg: String) {
+        out.push(Finding::error(rule, off, self.ctx.clone(), msg))
+    }
+
+    /// A record whose body has one valid length; false (with an error on
+    /// `body_length`) when it has another, so its fields are not read.
+    fn exact(&self, out: &mut Findings, rule: &'static str, want: u64) -> bool {
+        if self.len != want {
             out.push(Finding::error(
                 rule,
-                rec.offset + 4,
-                ctx.field("body_length"),
-                format!("expected {want} for {name}, found {len}"),
+                self.rec.offset + 4,
+                self.ctx.field("body_length"),
+                format!("expected {want} for {}, found {}", self.name, self.len),
             ));
             false
         } else {
             true
         }
-    };
-    let v3_only = |out: &mut Findings| {
-        if version < 3 {
+    }
+
+    /// A record type that version 2 streams may not carry.
+    fn v3_only(&self, out: &mut Findings) {
+        if self.version < 3 {
             out.push(Finding::error(
                 "v2.record.v3-only",
-                rec.offset,
-                ctx.field("type"),
-                format!("{name} found in a version {version} stream (needs version 3)"),
+                self.rec.offset,
+                self.ctx.field("type"),
+                format!(
+                    "{} found in a version {} stream (needs version 3)",
+                    self.name, self.version
+                ),
             ));
         }
-    };
-    match rtype {
-        RecordType::END | RecordType::VERIFY | RecordType::CHECKPOINT => {
-            exact(out, "v2.record.nonempty", 0);
-        }
-        RecordType::STATIC_DATA_END => {
-            exact(out, "v2.record.nonempty", 0);
-            v3_only(out);
-        }
-        RecordType::PAGE_DATA => check_page_data(rec, out),
-        RecordType::X86_PV_INFO if exact(out, "v2.pv-info.length", 8) => {
-            let (width, levels) = (body[0], body[1]);
-            if width != 4 && width != 8 {
-                err(
-                    out,
-                    "v2.pv-info.width",
-                    at,
-                    format!("expected guest width 4 or 8, found {width}"),
-                );
-            }
-            if levels != 3 && levels != 4 {
-                err(
-                    out,
-                    "v2.pv-info.levels",
-                    at + 1,
-                    format!("expected 3 or 4 page-table levels, found {levels}"),
-                );
-            }
-            if body[2..].iter().any(|&b| b != 0) {
-                err(
-                    out,
-                    "v2.pv-info.reserved",
-                    at + 2,
-                    format!("expected reserved bytes 0, found {:02x?}", &body[2..]),
-                );
-            }
-        }
-        RecordType::X86_PV_P2M_FRAMES if len < 8 || len % 8 != 0 => {
-            err(
+    }
+
+    /// A reserved 32-bit field at `off` into the body must be 0.
+    fn reserved32(&self, out: &mut Findings, rule: &'static str, off: usize) {
+        let v = le32(self.body, off);
+        if v != 0 {
+            self.err(
                 out,
-                "v2.p2m-frames.length",
-                rec.offset + 4,
-                format!("expected a length of at least 8 and a multiple of 8, found {len}"),
+                rule,
+                self.at + off as u64,
+                format!("expected reserved 0, found {v:#x}"),
             );
         }
-        RecordType::X86_PV_VCPU_BASIC
-        | RecordType::X86_PV_VCPU_EXTENDED
-        | RecordType::X86_PV_VCPU_XSAVE
-        | RecordType::X86_PV_VCPU_MSRS => {
-            if len < 8 {
-                err(
-                    out,
-                    "v2.pv-vcpu.length",
-                    rec.offset + 4,
-                    format!("expected at least 8 bytes for {name}, found {len}"),
-                );
-            } else {
-                if len == 8 {
-                    out.push(Finding::warning(
-                        "v2.pv-vcpu.empty",
-                        at,
-                        ctx.clone(),
-                        format!("{name} with no context bytes"),
-                    ));
-                }
-                let r = le32(body, 4);
-                if r != 0 {
-                    err(
-                        out,
-                        "v2.pv-vcpu.reserved",
-                        at + 4,
-                        format!("expected reserved 0, found {r:#x}"),
-                    );
-                }
-            }
-        }
-        RecordType::SHARED_INFO => {
-            exact(out, "v2.shared-info.length", PAGE_SIZE as u64);
-        }
-        RecordType::X86_TSC_INFO if exact(out, "v2.tsc-info.length", 24) => {
-            let r = le32(body, 20);
-            if r != 0 {
-                err(
-                    out,
-                    "v2.tsc-info.reserved",
-                    at + 20,
-                    format!("expected reserved 0, found {r:#x}"),
-                );
-            }
-        }
-        RecordType::HVM_CONTEXT if len == 0 => {
-            err(
+    }
+
+    /// X86_PV_INFO (8 bytes, checked): guest width, paging levels, reserved.
+    fn pv_info(&self, out: &mut Findings) {
+        let (body, at) = (self.body, self.at);
+        let (width, levels) = (body[0], body[1]);
+        if width != 4 && width != 8 {
+            self.err(
                 out,
-                "v2.hvm-context.empty",
-                rec.offset + 4,
-                "expected a non-empty HVM context, found length 0".into(),
+                "v2.pv-info.width",
+                at,
+                format!("expected guest width 4 or 8, found {width}"),
             );
         }
-        RecordType::HVM_PARAMS => {
-            if len < 8 {
-                err(
-                    out,
-                    "v2.hvm-params.length",
-                    rec.offset + 4,
-                    format!("expected at least 8 bytes, found {len}"),
-                );
-            } else {
-                let count = u64::from(le32(body, 0));
-                let r = le32(body, 4);
-                if r != 0 {
-                    err(
-                        out,
-                        "v2.hvm-params.reserved",
-                        at + 4,
-                        format!("expected reserved 0, found {r:#x}"),
-                    );
-                }
-                if count == 0 {
-                    out.push(Finding::warning(
-                        "v2.hvm-params.empty",
-                        at,
-                        ctx.clone(),
-                        "HVM_PARAMS with no parameters",
-                    ));
-                }
-                let want = 8 + 16 * count;
-                if len != want {
-                    err(
-                        out,
-                        "v2.hvm-params.length",
-                        rec.offset + 4,
-                        format!("expected 8 + 16·{count} = {want} bytes, found {len}"),
-                    );
-                }
-            }
+        if levels != 3 && levels != 4 {
+            self.err(
+                out,
+                "v2.pv-info.levels",
+                at + 1,
+                format!("expected 3 or 4 page-table levels, found {levels}"),
+            );
         }
-        RecordType::TOOLSTACK => err(
-            out,
-            "v2.toolstack.deprecated",
-            rec.offset,
-            "TOOLSTACK record found (deprecated; the verifier fails on it)".into(),
-        ),
-        RecordType::CHECKPOINT_DIRTY_PFN_LIST => err(
-            out,
-            "v2.checkpoint-dirty-pfn-list.present",
-            rec.offset,
-            "CHECKPOINT_DIRTY_PFN_LIST is a COLO back-channel record, not valid in a saved stream"
-                .into(),
-        ),
-        RecordType::X86_CPUID_POLICY | RecordType::X86_MSR_POLICY => {
-            v3_only(out);
-            let unit = if rtype == RecordType::X86_CPUID_POLICY {
-                24
-            } else {
-                16
-            };
-            if len < unit || len % unit != 0 {
-                err(
-                    out,
-                    "v2.policy.length",
-                    rec.offset + 4,
-                    format!("expected a non-zero multiple of {unit} for {name}, found {len}"),
-                );
-            }
+        if body[2..].iter().any(|&b| b != 0) {
+            self.err(
+                out,
+                "v2.pv-info.reserved",
+                at + 2,
+                format!("expected reserved bytes 0, found {:02x?}", &body[2..]),
+            );
         }
-        _ => {}
+    }
+
+    /// The PV vCPU records: a vCPU id and reserved word, then the context.
+    fn pv_vcpu(&self, out: &mut Findings) {
+        if self.len < 8 {
+            self.err(
+                out,
+                "v2.pv-vcpu.length",
+                self.rec.offset + 4,
+                format!(
+                    "expected at least 8 bytes for {}, found {}",
+                    self.name, self.len
+                ),
+            );
+            return;
+        }
+        if self.len == 8 {
+            out.push(Finding::warning(
+                "v2.pv-vcpu.empty",
+                self.at,
+                self.ctx.clone(),
+                format!("{} with no context bytes", self.name),
+            ));
+        }
+        self.reserved32(out, "v2.pv-vcpu.reserved", 4);
+    }
+
+    /// HVM_PARAMS: a count and reserved word, then 16 bytes per parameter.
+    fn hvm_params(&self, out: &mut Findings) {
+        let len = self.len;
+        if len < 8 {
+            self.err(
+                out,
+                "v2.hvm-params.length",
+                self.rec.offset + 4,
+                format!("expected at least 8 bytes, found {len}"),
+            );
+            return;
+        }
+        let count = u64::from(le32(self.body, 0));
+        self.reserved32(out, "v2.hvm-params.reserved", 4);
+        if count == 0 {
+            out.push(Finding::warning(
+                "v2.hvm-params.empty",
+                self.at,
+                self.ctx.clone(),
+                "HVM_PARAMS with no parameters",
+            ));
+        }
+        let want = 8 + 16 * count;
+        if len != want {
+            self.err(
+                out,
+                "v2.hvm-params.length",
+                self.rec.offset + 4,
+                format!("expected 8 + 16·{count} = {want} bytes, found {len}"),
+            );
+        }
+    }
+
+    /// The CPUID and MSR policies (version 3): whole entries of `unit` bytes.
+    fn policy(&self, out: &mut Findings, unit: u64) {
+        self.v3_only(out);
+        if self.len < unit || self.len % unit != 0 {
+            self.err(
+                out,
+                "v2.policy.length",
+                self.rec.offset + 4,
+                format!(
+                    "expected a non-zero multiple of {unit} for {}, found {}",
+                    self.name, self.len
+                ),
+            );
+        }
     }
 }
 
@@ -548,13 +591,73 @@ pub fn check_libxc(data: &[u8]) -> Findings {
     out
 }
 
+/// A libxl stream from `pos`: its header, then its records, the libxc
+/// image inside LIBXC_CONTEXT included.
 pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findings) {
+    if !libxl_header_at(data, pos, base, out) {
+        return;
+    }
+    let mut index = 0;
+    loop {
+        let rec = match frame_slice(data, pos, base, "libxl record", index) {
+            Ok(r) => r,
+            Err(e) => return out.push(framing(e)),
+        };
+        index += 1;
+        let len = rec.body.len();
+        let t = LibxlRecordType(rec.rtype);
+        let Some(name) = t.name() else {
+            out.push(Finding::error(
+                "v2.libxl.unknown-type",
+                rec.offset,
+                rec.context(),
+                format!("unrecognised libxl record type {:#x}", rec.rtype),
+            ));
+            continue;
+        };
+        if rec.padding.iter().any(|&b| b != 0) {
+            out.push(Finding::error(
+                "v2.record.padding",
+                rec.body_offset() + len as u64,
+                rec.context(),
+                format!(
+                    "expected zero padding, found {:02x?} after the {name} body",
+                    rec.padding
+                ),
+            ));
+        }
+        match t {
+            LibxlRecordType::END => {
+                if len != 0 {
+                    libxl_nonempty(&rec, name, out);
+                }
+                return;
+            }
+            LibxlRecordType::LIBXC_CONTEXT => {
+                if len != 0 {
+                    libxl_nonempty(&rec, name, out);
+                }
+                if !libxc_at(data, pos, base, out) {
+                    return;
+                }
+            }
+            _ => check_libxl_record(&rec, t, name, out),
+        }
+    }
+}
+
+/// The libxl header at `pos`; false when the records cannot be read
+/// (wrong identity or version, big-endian). Moves `pos` past it.
+fn libxl_header_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findings) -> bool {
     let at = base + *pos as u64;
     let ctx = Context::root().field("libxl header");
     // Nothing left is reported by the header parse as a truncation at `at`.
     let hdr = match LibxlHeader::parse(data.get(*pos..).unwrap_or_default(), at) {
         Ok(h) => h,
-        Err(e) => return out.push(framing(e)),
+        Err(e) => {
+            out.push(framing(e));
+            return false;
+        }
     };
     if hdr.ident != LibxlHeader::IDENT {
         out.push(Finding::error(
@@ -567,7 +670,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findin
                 hdr.ident
             ),
         ));
-        return;
+        return false;
     }
     if hdr.version != LibxlHeader::VERSION {
         out.push(Finding::error(
@@ -576,7 +679,7 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findin
             ctx.field("version"),
             format!("expected 2, found {}", hdr.version),
         ));
-        return;
+        return false;
     }
     if hdr.options & LibxlHeader::OPT_RESERVED_MASK != 0 {
         out.push(Finding::error(
@@ -593,125 +696,106 @@ pub(crate) fn libxl_at(data: &[u8], pos: &mut usize, base: u64, out: &mut Findin
             ctx.field("options"),
             "expected a little-endian stream, found options bit 0 set; not validated further",
         ));
-        return;
+        return false;
     }
     *pos += LibxlHeader::SIZE;
-    let mut index = 0;
-    loop {
-        let rec = match frame_slice(data, pos, base, "libxl record", index) {
-            Ok(r) => r,
-            Err(e) => return out.push(framing(e)),
-        };
-        index += 1;
-        let rctx = rec.context();
-        let len = rec.body.len();
-        let t = LibxlRecordType(rec.rtype);
-        let Some(name) = t.name() else {
-            out.push(Finding::error(
-                "v2.libxl.unknown-type",
-                rec.offset,
-                rctx,
-                format!("unrecognised libxl record type {:#x}", rec.rtype),
-            ));
-            continue;
-        };
-        if rec.padding.iter().any(|&b| b != 0) {
-            out.push(Finding::error(
-                "v2.record.padding",
-                rec.body_offset() + len as u64,
-                rctx.clone(),
-                format!(
-                    "expected zero padding, found {:02x?} after the {name} body",
-                    rec.padding
-                ),
-            ));
+    true
+}
+
+/// The checks of a libxl record other than END and LIBXC_CONTEXT, whose
+/// effect on the walk [`libxl_at`] handles.
+fn check_libxl_record(
+    rec: &RawRecord<'_>,
+    t: LibxlRecordType,
+    name: &'static str,
+    out: &mut Findings,
+) {
+    let len = rec.body.len();
+    match t {
+        LibxlRecordType::CHECKPOINT_END if len != 0 => {
+            libxl_nonempty(rec, name, out);
         }
-        let nonempty = |out: &mut Findings| {
+        LibxlRecordType::CHECKPOINT_STATE if len == 0 => {
             out.push(Finding::error(
-                "v2.libxl.nonempty",
+                "v2.libxl.checkpoint-state-empty",
                 rec.offset + 4,
-                rctx.field("body_length"),
-                format!("expected an empty {name}, found length {len}"),
-            ))
-        };
-        let emulator = |out: &mut Findings| -> bool {
-            if len < 8 {
-                out.push(Finding::error(
-                    "v2.libxl.emulator-length",
-                    rec.offset + 4,
-                    rctx.field("body_length"),
-                    format!("expected at least 8 bytes for {name}, found {len}"),
-                ));
-                return false;
-            }
-            let id = le32(rec.body, 0);
-            if let EmulatorId::Other(v) = EmulatorId::from_raw(id) {
-                out.push(Finding::error(
-                    "v2.libxl.emulator-id",
-                    rec.body_offset(),
-                    rctx.field("emulator_id"),
-                    format!("expected emulator id 0, 1 or 2, found {v:#x}"),
-                ));
-            }
-            true
-        };
-        match t {
-            LibxlRecordType::END => {
-                if len != 0 {
-                    nonempty(out);
-                }
-                return;
-            }
-            LibxlRecordType::LIBXC_CONTEXT => {
-                if len != 0 {
-                    nonempty(out);
-                }
-                if !libxc_at(data, pos, base, out) {
-                    return;
-                }
-            }
-            LibxlRecordType::CHECKPOINT_END if len != 0 => {
-                nonempty(out);
-            }
-            LibxlRecordType::CHECKPOINT_STATE if len == 0 => {
-                out.push(Finding::error(
-                    "v2.libxl.checkpoint-state-empty",
-                    rec.offset + 4,
-                    rctx.field("body_length"),
-                    "expected a non-empty CHECKPOINT_STATE, found length 0",
-                ));
-            }
-            LibxlRecordType::EMULATOR_CONTEXT => {
-                emulator(out);
-            }
-            LibxlRecordType::EMULATOR_XENSTORE_DATA if emulator(out) && len > 8 => {
-                // Guarded by `len > 8`: never empty.
-                let data = rec.body.get(8..).unwrap_or_default();
-                if data.last() != Some(&0) {
-                    out.push(Finding::error(
-                        "v2.libxl.xenstore-nul",
-                        rec.body_offset() + 8,
-                        rctx.field("data"),
-                        "expected NUL-terminated key/value strings, found no final NUL",
-                    ));
-                } else if data.iter().filter(|&&b| b == 0).count() % 2 != 0 {
-                    out.push(Finding::error(
-                        "v2.libxl.xenstore-pairs",
-                        rec.body_offset() + 8,
-                        rctx.field("data"),
-                        "expected an even number of strings (key, value, …), found an odd number",
-                    ));
-                } else {
-                    out.push(Finding::warning(
-                            "v2.libxl.xenstore-verifier-bug",
-                            rec.body_offset() + 8,
-                            rctx.field("data"),
-                            "valid, but Xen 4.17's verify-stream-v2 rejects every non-empty EMULATOR_XENSTORE_DATA (Python 3 bytes/str bug)",
-                        ));
-                }
-            }
-            _ => {}
+                rec.context().field("body_length"),
+                "expected a non-empty CHECKPOINT_STATE, found length 0",
+            ));
         }
+        LibxlRecordType::EMULATOR_CONTEXT => {
+            libxl_emulator(rec, name, out);
+        }
+        LibxlRecordType::EMULATOR_XENSTORE_DATA if libxl_emulator(rec, name, out) && len > 8 => {
+            libxl_xenstore(rec, out);
+        }
+        _ => {}
+    }
+}
+
+/// A libxl record that must be empty is not.
+fn libxl_nonempty(rec: &RawRecord<'_>, name: &str, out: &mut Findings) {
+    out.push(Finding::error(
+        "v2.libxl.nonempty",
+        rec.offset + 4,
+        rec.context().field("body_length"),
+        format!("expected an empty {name}, found length {}", rec.body.len()),
+    ))
+}
+
+/// The emulator header of EMULATOR_* records; false when the body is too
+/// short to hold it.
+fn libxl_emulator(rec: &RawRecord<'_>, name: &str, out: &mut Findings) -> bool {
+    let len = rec.body.len();
+    let rctx = rec.context();
+    if len < 8 {
+        out.push(Finding::error(
+            "v2.libxl.emulator-length",
+            rec.offset + 4,
+            rctx.field("body_length"),
+            format!("expected at least 8 bytes for {name}, found {len}"),
+        ));
+        return false;
+    }
+    let id = le32(rec.body, 0);
+    if let EmulatorId::Other(v) = EmulatorId::from_raw(id) {
+        out.push(Finding::error(
+            "v2.libxl.emulator-id",
+            rec.body_offset(),
+            rctx.field("emulator_id"),
+            format!("expected emulator id 0, 1 or 2, found {v:#x}"),
+        ));
+    }
+    true
+}
+
+/// EMULATOR_XENSTORE_DATA of more than 8 bytes: NUL-terminated key/value
+/// pairs, and a warning that Xen 4.17's verifier rejects it anyway.
+fn libxl_xenstore(rec: &RawRecord<'_>, out: &mut Findings) {
+    let rctx = rec.context();
+    // Guarded by `len > 8`: never empty.
+    let data = rec.body.get(8..).unwrap_or_default();
+    if data.last() != Some(&0) {
+        out.push(Finding::error(
+            "v2.libxl.xenstore-nul",
+            rec.body_offset() + 8,
+            rctx.field("data"),
+            "expected NUL-terminated key/value strings, found no final NUL",
+        ));
+    } else if data.iter().filter(|&&b| b == 0).count() % 2 != 0 {
+        out.push(Finding::error(
+            "v2.libxl.xenstore-pairs",
+            rec.body_offset() + 8,
+            rctx.field("data"),
+            "expected an even number of strings (key, value, …), found an odd number",
+        ));
+    } else {
+        out.push(Finding::warning(
+            "v2.libxl.xenstore-verifier-bug",
+            rec.body_offset() + 8,
+            rctx.field("data"),
+            "valid, but Xen 4.17's verify-stream-v2 rejects every non-empty EMULATOR_XENSTORE_DATA (Python 3 bytes/str bug)",
+        ));
     }
 }
 
