@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Unpack Debian's xen-utils-4.17 (never installed: no services, no
 # dependencies) so tests can run Xen's own `verify-stream-v2` and
-# `convert-legacy-stream` as an external oracle (format-notes §9).
+# `convert-legacy-stream` as an external oracle (docs/format.md §9).
 #
 # Usage: scripts/install-xen-oracle.sh [DIR]     (default: target/xen-oracle)
 #

@@ -1,5 +1,5 @@
 //! Opening an image: envelope (xend, xl, libvirt's libxl driver, bare),
-//! dialect (every legacy layout of format-notes §7), then a stream reader
+//! dialect (every legacy layout of docs/format.md §7), then a stream reader
 //! positioned at the libxc stream with file offsets, for a whole file in
 //! memory (mmap) or for any `Read` (standard input). Migration v2 images are
 //! read by [`crate::v2`]; [`open_any_read`] finds one inside its envelope

@@ -63,7 +63,7 @@ pub fn build_magic_pfns(mem_mib: u64) -> Option<(u64, u64, u64)> {
 }
 
 /// What the seed restorer derives from xend's `max_nr_pfns` (`M`, the
-/// configured RAM in pages; format-notes §2.1).
+/// configured RAM in pages; docs/format.md §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreLayout {
     /// The configured maximum the restorer bounds pfns by (`pfn > M` fails).

@@ -34,7 +34,7 @@ pub const SEED_MAX_VCPUS: u32 = 32;
 /// What the restoring side looks like.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckOptions {
-    /// Apply the seed restorer's rules (format-notes §2.1) on top of
+    /// Apply the seed restorer's rules (docs/format.md §2.1) on top of
     /// well-formedness.
     pub strict: bool,
     /// xend's `max_nr_pfns`: the configured RAM in pages that the restorer
@@ -65,7 +65,7 @@ pub struct Verdict {
     pub findings: Vec<Finding>,
     /// Findings beyond the per-rule cap, counted by rule.
     pub suppressed: Vec<(String, u64)>,
-    /// Would current Xen load the HVM blob (format-notes §5.5)?
+    /// Would current Xen load the HVM blob (docs/format.md §5.5)?
     pub current_xen: Vec<Finding>,
     /// The configured memory (pages) the pfn checks used, and where it came
     /// from.

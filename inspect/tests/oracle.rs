@@ -1,4 +1,4 @@
-//! Xen's own tools as the oracle for `convert` (format-notes §9):
+//! Xen's own tools as the oracle for `convert` (docs/format.md §9):
 //!
 //! * every golden image, converted to libxc, libxl and xl, passes
 //!   `verify-stream-v2`, keeps its memory digest, and its HVM blob passes
@@ -315,7 +315,7 @@ fn convert_legacy_stream_refuses_the_seed_dialect_which_we_convert() {
     eprintln!("convert-legacy-stream on the seed dialect: exit {code}");
     assert_ne!(
         code, 0,
-        "format-notes §7.4: Xen's converter cannot read the seed"
+        "docs/format.md §7.4: Xen's converter cannot read the seed"
     );
 }
 

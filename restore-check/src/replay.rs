@@ -1,5 +1,5 @@
 //! The replay: stream items in, the final memory and findings out, with the
-//! seed restorer's semantics (format-notes §2.1):
+//! seed restorer's semantics (docs/format.md §2.1):
 //!
 //! * normal batches copy each page into guest memory; a later copy of a pfn
 //!   wins. Guest memory is not materialised: the [`PageTable`] records where

@@ -76,7 +76,7 @@ pub struct PlatformInfo {
     /// Highest machine frame: the seed refuses domains claiming more.
     pub max_mfn: u64,
     /// The guest uses the standard VGA model, not Cirrus: decides the
-    /// 0x800-page VRAM adjustment of a live save (format-notes §3).
+    /// 0x800-page VRAM adjustment of a live save (docs/format.md §3).
     pub stdvga: bool,
 }
 

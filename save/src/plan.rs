@@ -1,5 +1,5 @@
 //! The memory layout a save covers, derived exactly as `xc_hvm_save` @
-//! `e2a44bc7a4` did (format-notes §3): `max_pfn` from the page count, the
+//! `e2a44bc7a4` did (docs/format.md §3): `max_pfn` from the page count, the
 //! holes and magic pages never sent, and the pseudo-random scan order.
 
 use hvm_format::pfn::{
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn non_live_512m_sends_131037_pages() {
-        // format-notes §2 example: 131 037 pages for a 512 MiB guest.
+        // docs/format.md §2 example: 131 037 pages for a 512 MiB guest.
         let p = Plan::derive(512 * 256 - 0x20, false, false, MagicPfns::xc_hvm_build(512));
         assert_eq!(p.present_pfns().count(), 131_037);
     }

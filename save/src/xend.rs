@@ -1,5 +1,5 @@
 //! What `--envelope xend` puts around the stream, as `XendCheckpoint.py` @
-//! `e2a44bc7a4` did (format-notes §4): `LinuxGuestRecord`, a big-endian
+//! `e2a44bc7a4` did (docs/format.md §4): `LinuxGuestRecord`, a big-endian
 //! config length, the SXP config on one line; after the stream
 //! `QemuDeviceModelRecord` and the device model's QEVM file to EOF.
 //!

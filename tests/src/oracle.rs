@@ -1,4 +1,4 @@
-//! Xen's own Python tools as an external oracle (format-notes §9):
+//! Xen's own Python tools as an external oracle (docs/format.md §9):
 //! `verify-stream-v2` and `convert-legacy-stream` from Debian's
 //! xen-utils-4.17, unpacked (never installed) by
 //! `scripts/install-xen-oracle.sh` into `target/xen-oracle`, or wherever

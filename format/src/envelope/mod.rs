@@ -1,7 +1,7 @@
 //! What wraps the libxc stream in a file.
 //!
 //! The seed's toolstack is xend (`XendCheckpoint.py` @ `e2a44bc7a4`,
-//! format-notes §4). An `xm save` file is:
+//! docs/format.md §4). An `xm save` file is:
 //!
 //! ```text
 //!   0  "LinuxGuestRecord"           16 bytes, no NUL
@@ -38,7 +38,7 @@ pub const XEND_HEADER_LEN: u64 = 20;
 /// Largest config accepted. Real xend configs are a few KiB; the cap stops
 /// a hostile length before any read or allocation.
 pub const MAX_CONFIG_LEN: u32 = 4 << 20;
-/// `struct save_file_header` magic of xl (format-notes §8.2), 32 bytes.
+/// `struct save_file_header` magic of xl (docs/format.md §8.2), 32 bytes.
 pub const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
 /// libxl v2 stream header ident, big-endian u64 "LibxlFmt".
 pub const LIBXL_MAGIC: &[u8; 8] = b"LibxlFmt";

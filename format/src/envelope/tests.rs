@@ -1,4 +1,4 @@
-//! Envelope tests on hand-built files (format-notes §4, §8).
+//! Envelope tests on hand-built files (docs/format.md §4, §8).
 
 use super::*;
 

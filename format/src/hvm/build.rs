@@ -233,7 +233,7 @@ pub fn seed_reset_records(cpuid: u32, cpus: &[CpuSeed]) -> Vec<HvmRecord> {
 }
 
 /// The encoded seed-era reset blob of [`seed_reset_records`]: 3071 bytes
-/// for one vCPU, 1384 more per further vCPU (format-notes §5.2).
+/// for one vCPU, 1384 more per further vCPU (docs/format.md §5.2).
 pub fn seed_reset_blob(cpuid: u32, cpus: &[CpuSeed]) -> Vec<u8> {
     super::encode_records(&seed_reset_records(cpuid, cpus), &[])
 }

@@ -1,4 +1,4 @@
-//! Descriptor framing of the blob (format-notes §5.1): `u16 typecode,
+//! Descriptor framing of the blob (docs/format.md §5.1): `u16 typecode,
 //! u16 instance, u32 length`, payload, no padding, END (typecode 0) last.
 //! Parsing borrows payloads from the input; bytes after END are kept as a
 //! trailer so that `encode(parse(x)) == x`.

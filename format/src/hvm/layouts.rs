@@ -17,7 +17,7 @@ pub struct Header {
     pub magic: u32,
     /// `HVM_FILE_VERSION` = 1.
     pub version: u32,
-    /// Xen changeset; 0 in practice in 2007 (see format-notes §5.2).
+    /// Xen changeset; 0 in practice in 2007 (see docs/format.md §5.2).
     pub changeset: u64,
     /// CPUID.1:EAX of the saving host.
     pub cpuid: u32,

@@ -2,9 +2,9 @@
 //!
 //! Two loaders are modelled:
 //! * [`check_seed_load`]: `hvm_load` and the per-type loaders of the seed
-//!   (`e2a44bc7a4`, format-notes §5.2 "Load-side checks").
+//!   (`e2a44bc7a4`, docs/format.md §5.2 "Load-side checks").
 //! * [`check_current_load`]: current Xen (`xen/arch/x86/hvm/save.c`,
-//!   format-notes §5.5): strict vs zero-extending length checks, the CPU
+//!   docs/format.md §5.5): strict vs zero-extending length checks, the CPU
 //!   compat form, the own parsers of CPU_XSAVE and CPU_MSR.
 //!
 //! Xen stops at the first failure; these checks go on as far as the framing

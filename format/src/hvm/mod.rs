@@ -1,5 +1,5 @@
 //! The HVM context blob that `xc_domain_hvm_getcontext` returns and the
-//! libxc stream carries last (format-notes §5).
+//! libxc stream carries last (docs/format.md §5).
 //!
 //! ```text
 //! blob   = record* END trailer

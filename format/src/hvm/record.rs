@@ -138,7 +138,7 @@ impl fmt::Display for Era {
 
 /// A span of Xen history in which a (typecode, length) was what Xen wrote:
 /// from `since` up to but excluding `until` (`None`: still current).
-/// From format-notes §5.3.
+/// From docs/format.md §5.3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SizeEra {
     pub since: Era,

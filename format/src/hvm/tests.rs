@@ -1,4 +1,4 @@
-//! Cross-cutting tests of the hvm module: sizes from format-notes §5,
+//! Cross-cutting tests of the hvm module: sizes from docs/format.md §5,
 //! byte-exact round trips of every layout, builder order and load rules.
 
 use proptest::prelude::*;

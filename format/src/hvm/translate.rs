@@ -1,5 +1,5 @@
 //! Translation of an HVM context blob of an older era into the record
-//! layouts current Xen's loaders accept (format-notes §5.3–5.5).
+//! layouts current Xen's loaders accept (docs/format.md §5.3–5.5).
 //!
 //! A seed-era blob cannot simply be re-framed: its 320-byte CPU record would
 //! be zero-extended into an unrelated layout, and PIT (52) and PCI_LINK (4)

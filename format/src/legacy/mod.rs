@@ -1,4 +1,4 @@
-//! Writing the legacy dialects after the seed (format-notes §7.1–7.2): the
+//! Writing the legacy dialects after the seed (docs/format.md §7.1–7.2): the
 //! Jan–Apr 2007 layouts and Xen 3.1–4.5's chunked stream, with its magic
 //! pfns and libxl's `DeviceModelRecord0002`.
 //!

@@ -9,7 +9,7 @@ use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{WordSize, LTAB_MASK, MAX_BATCH, PAGE_SIZE};
 
 /// What a dialect's stream is made of beyond the seed's grammar
-/// (format-notes §7.1–7.2). Every legacy layout is the seed grammar with a
+/// (docs/format.md §7.1–7.2). Every legacy layout is the seed grammar with a
 /// different tail after the `0` terminator, so one grammar serves them all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {

@@ -187,7 +187,7 @@ impl HvmBlob<'_> {
 }
 
 /// One element of any legacy dialect's stream: the seed grammar's
-/// [`Item`]s plus what later dialects added (format-notes §7). Kept apart
+/// [`Item`]s plus what later dialects added (docs/format.md §7). Kept apart
 /// from [`Item`] so that consumers of the seed dialect keep their exhaustive
 /// matches; [`Reader::next`](super::Reader::next) yields only items,
 /// `next_element` everything.
@@ -329,7 +329,7 @@ pub fn chunk_hvm_param(id: i32) -> Option<u64> {
     })
 }
 
-/// The three magic pfns (format-notes §7.2: order ioreq, bufioreq, store).
+/// The three magic pfns (docs/format.md §7.2: order ioreq, bufioreq, store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MagicPfns {
     /// Offset of the first u64.

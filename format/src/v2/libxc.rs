@@ -680,7 +680,7 @@ pub enum RecordBody<'a> {
     /// 4096 bytes of `shared_info`.
     SharedInfo(Cow<'a, [u8]>),
     X86TscInfo(TscInfo),
-    /// The HVM context blob (format-notes §5), not parsed here.
+    /// The HVM context blob (docs/format.md §5), not parsed here.
     HvmContext(Cow<'a, [u8]>),
     HvmParams(HvmParams),
     /// Deprecated libxl toolstack data, opaque.

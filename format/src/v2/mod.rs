@@ -1,7 +1,7 @@
 //! Xen migration stream v2: the libxc image, libxl framing and the xl file.
 //!
 //! This is what every Xen since 4.6 writes, and what a 2007 image must be
-//! converted into for a current Xen to restore it (format-notes §8).
+//! converted into for a current Xen to restore it (docs/format.md §8).
 //!
 //! ```text
 //! xl file    "Xen saved domain, xl format\n \0 \r" | byteorder | mandatory | optional

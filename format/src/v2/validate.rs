@@ -1,5 +1,5 @@
 //! The checks of Xen's `verify-stream-v2` (`VerifyLibxc`, `VerifyLibxl`,
-//! format-notes §8.1) as [`Finding`]s.
+//! docs/format.md §8.1) as [`Finding`]s.
 //!
 //! Severity [`Error`](crate::rules::Severity::Error) is reserved for what the
 //! Xen 4.17 verifier rejects, so "no errors here" and "`verify-stream-v2`

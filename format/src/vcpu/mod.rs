@@ -2,7 +2,7 @@
 //!
 //! The record is the C struct as compiled into the *toolstack*, so its size
 //! says the toolstack's word size: 5168 bytes for x86_64 tools, 2800 for
-//! i386 tools (format-notes §6). For an HVM guest Xen fills only `flags`,
+//! i386 tools (docs/format.md §6). For an HVM guest Xen fills only `flags`,
 //! `user_regs` and `ctrlreg[]` (plus the FPU image and debug registers from
 //! the stored state); everything else is normally zero.
 //!

@@ -1,4 +1,4 @@
-//! Layout tests: bytes are placed by hand at the offsets of format-notes §6,
+//! Layout tests: bytes are placed by hand at the offsets of docs/format.md §6,
 //! independent of the binrw structs and of the field table.
 
 use super::*;

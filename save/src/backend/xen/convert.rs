@@ -160,7 +160,7 @@ pub fn dirty_stats(fault_count: u32, dirty_count: u32) -> DirtyStats {
 /// An HVM domain is never a 32-bit PV "compat" domain, so Xen always fills
 /// the x86_64 `vcpu_guest_context` (5168 bytes) at the start of the
 /// `vcpu_guest_context_any_t` buffer. A 64-bit toolstack streams it as is;
-/// a 32-bit one (2800-byte records, format-notes §6) gets the same register
+/// a 32-bit one (2800-byte records, docs/format.md §6) gets the same register
 /// state re-encoded, failing if a value does not fit 32 bits.
 pub fn seed_vcpu_record(raw: &[u8], toolstack: WordSize) -> Result<Vec<u8>, DomainError> {
     let call = "xc_vcpu_getcontext";
@@ -529,7 +529,7 @@ mod tests {
         let rec = seed_vcpu_record(&buf, WordSize::W64).unwrap();
         assert_eq!(rec.len(), SIZE_X86_64);
         assert_eq!(rec[..], buf[..SIZE_X86_64]);
-        // rip at 520 + 128 in the x86_64 layout (format-notes §6).
+        // rip at 520 + 128 in the x86_64 layout (docs/format.md §6).
         assert_eq!(rec[648..656], 0xFFF0u64.to_le_bytes());
         let back = VcpuContext::parse(&rec).unwrap();
         assert_eq!(back.flags() & VGCF_ONLINE, VGCF_ONLINE);
