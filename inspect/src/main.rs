@@ -203,6 +203,44 @@ fn emit(g: &Global, out: String) -> Result<(), InspectError> {
         .map_err(|f| InspectError::Write(std::io::Error::new(f.0.kind(), f.to_string())))
 }
 
+/// Print `report` as JSON (`--json`, tagged with `command`) or as `text`
+/// renders it.
+fn emit_report<T: serde::Serialize>(
+    g: &Global,
+    command: &str,
+    report: &T,
+    text: impl FnOnce(&T) -> String,
+) -> Result<(), InspectError> {
+    emit(
+        g,
+        if g.json {
+            json::render(command, report)
+        } else {
+            text(report)
+        },
+    )
+}
+
+/// Run `f` with a progress callback drawn as a bar on a terminal's stderr
+/// for a large input, and clear the bar when `f` is done.
+fn with_progress<T>(
+    g: &Global,
+    len: Option<u64>,
+    f: impl FnOnce(hvm_inspect::input::Progress<'_>) -> T,
+) -> T {
+    let pb = progress_bar(g, len);
+    let cb = |n: u64| {
+        if let Some(p) = &pb {
+            p.set_position(n)
+        }
+    };
+    let r = f(&cb);
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    r
+}
+
 /// One verdict: `show` and `digest` of an image that `validate` calls
 /// INVALID exit 1 as `validate` does, and say so on stderr (the report
 /// itself is unchanged).
@@ -323,25 +361,9 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
 /// `summary`: the image described section by section.
 fn cmd_summary(g: &Global, opts: OpenOptions, image: String) -> Result<u8, InspectError> {
     let input = open_input(g, &image)?;
-    let pb = progress_bar(g, input.len());
-    let cb = |n: u64| {
-        if let Some(p) = &pb {
-            p.set_position(n)
-        }
-    };
-    let s = report::summary(input, opts, &cb)?;
-    if let Some(p) = pb {
-        p.finish_and_clear();
-    }
+    let s = with_progress(g, input.len(), |cb| report::summary(input, opts, cb))?;
     let bad = !s.verdict.valid;
-    emit(
-        g,
-        if g.json {
-            json::render("summary", &s)
-        } else {
-            text::summary(&s)
-        },
-    )?;
+    emit_report(g, "summary", &s, text::summary)?;
     Ok(u8::from(bad))
 }
 
@@ -354,30 +376,16 @@ fn cmd_validate(
     image: String,
 ) -> Result<u8, InspectError> {
     let input = open_input(g, &image)?;
-    let pb = progress_bar(g, input.len());
-    let cb = |n: u64| {
-        if let Some(p) = &pb {
-            p.set_position(n)
-        }
-    };
     let check = CheckOptions {
         strict,
         memory_pages: memory_mib.map(|m| m.saturating_mul(256)),
         ..Default::default()
     };
-    let v = report::validate(input, opts, check, &cb)?;
-    if let Some(p) = pb {
-        p.finish_and_clear();
-    }
+    let v = with_progress(g, input.len(), |cb| {
+        report::validate(input, opts, check, cb)
+    })?;
     let bad = !v.verdict.valid;
-    emit(
-        g,
-        if g.json {
-            json::render("validate", &v)
-        } else {
-            text::validation(&v)
-        },
-    )?;
+    emit_report(g, "validate", &v, text::validation)?;
     Ok(u8::from(bad))
 }
 
@@ -428,27 +436,13 @@ fn cmd_digest(
     image: String,
 ) -> Result<u8, InspectError> {
     let input = open_input(g, &image)?;
-    let pb = progress_bar(g, input.len());
-    let cb = |n: u64| {
-        if let Some(p) = &pb {
-            p.set_position(n)
-        }
-    };
     let workers = workers
         .map_or_else(report::digest_workers, usize::from)
         .max(1);
-    let (d, verdict) = report::digest(input, opts, workers, &cb)?;
-    if let Some(p) = pb {
-        p.finish_and_clear();
-    }
-    emit(
-        g,
-        if g.json {
-            json::render("digest", &d)
-        } else {
-            text::digest(&d)
-        },
-    )?;
+    let (d, verdict) = with_progress(g, input.len(), |cb| {
+        report::digest(input, opts, workers, cb)
+    })?;
+    emit_report(g, "digest", &d, text::digest)?;
     Ok(u8::from(invalid(g, &image, &verdict)))
 }
 
@@ -456,24 +450,9 @@ fn cmd_digest(
 fn cmd_diff(g: &Global, opts: OpenOptions, a: String, b: String) -> Result<u8, InspectError> {
     let (ia, ib) = (open_input(g, &a), open_input(g, &b));
     let (ia, ib) = (ia.map_err(diff_error)?, ib.map_err(diff_error)?);
-    let pb = progress_bar(g, ia.len().max(ib.len()));
-    let cb = |n: u64| {
-        if let Some(p) = &pb {
-            p.set_position(n)
-        }
-    };
-    let d = diff::diff(ia, ib, opts, &cb).map_err(diff_error)?;
-    if let Some(p) = pb {
-        p.finish_and_clear();
-    }
-    emit(
-        g,
-        if g.json {
-            json::render("diff", &d)
-        } else {
-            text::diff(&d)
-        },
-    )?;
+    let len = ia.len().max(ib.len());
+    let d = with_progress(g, len, |cb| diff::diff(ia, ib, opts, cb)).map_err(diff_error)?;
+    emit_report(g, "diff", &d, text::diff)?;
     Ok(u8::from(!d.same))
 }
 
