@@ -18,8 +18,6 @@ fn is_batch_count(ctx: &Context) -> bool {
     )
 }
 
-use std::collections::HashMap;
-
 use crate::diag::Error;
 use crate::hvm::load::{check_current_load, check_seed_load, CurrentLoadOptions, SeedLoadOptions};
 use crate::image::Tail;
@@ -94,7 +92,8 @@ pub struct StreamChecker {
     opts: CheckOptions,
     word: WordSize,
     verdict: Verdict,
-    per_rule: HashMap<&'static str, u64>,
+    /// Findings so far, capped per rule; moved into `verdict` at the end.
+    findings: Findings,
     layout: Option<RestoreLayout>,
     magic: Option<(u64, u64, u64)>,
     max_pfn: Option<u64>,
@@ -118,7 +117,7 @@ impl StreamChecker {
             layout: pages.map(|(p, _)| RestoreLayout::from_config_pages(p)),
             magic: config_memory_mib.and_then(build_magic_pfns),
             verdict,
-            per_rule: HashMap::new(),
+            findings: Findings::default(),
             max_pfn: None,
             verify_markers: 0,
             nr_vcpus: 0,
@@ -126,11 +125,7 @@ impl StreamChecker {
     }
 
     fn push(&mut self, f: Finding) {
-        let n = self.per_rule.entry(f.rule).or_insert(0);
-        *n += 1;
-        if *n as usize <= PER_RULE_CAP {
-            self.verdict.findings.push(f);
-        }
+        self.findings.push(f);
     }
 
     /// A structural error from the reader: the stream cannot be followed
@@ -417,14 +412,8 @@ impl StreamChecker {
 
     /// The verdict.
     pub fn finish(mut self) -> Verdict {
-        let mut sup: Vec<(String, u64)> = self
-            .per_rule
-            .iter()
-            .filter(|(_, n)| **n as usize > PER_RULE_CAP)
-            .map(|(r, n)| (r.to_string(), n - PER_RULE_CAP as u64))
-            .collect();
-        sup.sort();
-        self.verdict.suppressed = sup;
+        self.verdict.suppressed = self.findings.suppressed();
+        self.verdict.findings = self.findings.into_vec();
         self.verdict.findings.sort_by_key(|f| f.offset);
         self.verdict
     }
