@@ -77,12 +77,47 @@ pub fn no_progress(_: u64) {}
 pub const DEFAULT_SPOOL_LIMIT: u64 = 1 << 30;
 
 /// An image named on the command line: a file, or `-` for standard input.
-#[derive(Debug)]
 pub struct Input {
     name: String,
     file: Option<File>,
     len: Option<u64>,
     spool_limit: u64,
+    /// Bytes already taken from a pipe to look at, put back in front of it.
+    pending: Option<Box<dyn Read>>,
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("spool_limit", &self.spool_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How much of a pipe is looked at to tell a v2 image.
+const V2_PEEK: u64 = 64 << 10;
+
+/// Copy `src` to an unnamed temporary file, refusing more than `limit`
+/// bytes: `(file, length)`.
+fn spool(name: &str, src: Box<dyn Read>, limit: u64) -> Result<(File, u64), InspectError> {
+    let io = |source| InspectError::Io {
+        path: name.to_string(),
+        source,
+    };
+    let mut t = tempfile::tempfile().map_err(io)?;
+    let n = io::copy(&mut src.take(limit.saturating_add(1)), &mut t).map_err(io)?;
+    if n > limit {
+        return Err(InspectError::Usage(format!(
+            "{name}: more than {limit} bytes; a pipe is copied to a temporary file \
+             for random access, and at most --spool-limit bytes (default \
+             {DEFAULT_SPOOL_LIMIT}); raise it or give a regular file"
+        )));
+    }
+    // Read from the start, like a file just opened.
+    io::Seek::rewind(&mut t).map_err(io)?;
+    Ok((t, n))
 }
 
 impl Input {
@@ -94,6 +129,7 @@ impl Input {
                 file: None,
                 len: None,
                 spool_limit: DEFAULT_SPOOL_LIMIT,
+                pending: None,
             });
         }
         let io = |source| InspectError::Io {
@@ -110,6 +146,7 @@ impl Input {
             len: meta.is_file().then_some(meta.len()),
             file: Some(file),
             spool_limit: DEFAULT_SPOOL_LIMIT,
+            pending: None,
         })
     }
 
@@ -140,8 +177,69 @@ impl Input {
         self.file.is_none()
     }
 
+    /// A second handle on a regular file's image (for a check that needs
+    /// random access after a sequential walk); `None` for a pipe.
+    pub fn file_handle(&self) -> Option<File> {
+        self.len?;
+        self.file.as_ref()?.try_clone().ok()
+    }
+
+    /// A pipe (or FIFO, or device) whose first bytes start a migration v2
+    /// image, spooled to an unnamed temporary file (at most the spool
+    /// limit), so that v2's random-access checks see it as they see a
+    /// named file; any other input is returned unchanged, its peeked bytes
+    /// put back in front.
+    pub fn spool_if_v2(self) -> Result<Input, InspectError> {
+        if self.len.is_some() {
+            return Ok(self);
+        }
+        let name = self.name.clone();
+        let spool_limit = self.spool_limit;
+        let io = |source| InspectError::Io {
+            path: name.clone(),
+            source,
+        };
+        let mut src = self.source();
+        // Enough for the v2 marker behind an xl or libvirt header.
+        let mut head = Vec::new();
+        (&mut src)
+            .take(V2_PEEK)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        let rest: Box<dyn Read> = Box::new(io::Cursor::new(head.clone()).chain(src));
+        if !hvm_format::image::is_v2(&head) {
+            return Ok(Input {
+                name,
+                file: None,
+                len: None,
+                spool_limit,
+                pending: Some(rest),
+            });
+        }
+        let (file, len) = spool(&name, rest, spool_limit)?;
+        Ok(Input {
+            name,
+            file: Some(file),
+            len: Some(len),
+            spool_limit,
+            pending: None,
+        })
+    }
+
+    /// The bytes of a non-regular input, in order.
+    fn source(self) -> Box<dyn Read> {
+        match (self.pending, self.file) {
+            (Some(p), _) => p,
+            (None, Some(f)) => Box::new(f),
+            (None, None) => Box::new(io::stdin().lock()),
+        }
+    }
+
     /// A sequential reader over the image.
     pub fn into_read(self) -> Box<dyn Read> {
+        if self.pending.is_some() {
+            return self.source();
+        }
         match self.file {
             Some(f) => Box::new(f),
             None => Box::new(io::stdin().lock()),
@@ -154,41 +252,28 @@ impl Input {
     /// spool limit: a longer input is refused rather than copied to an end
     /// that may never come.
     pub fn into_file(self) -> Result<Spooled, InspectError> {
-        let io = |source| InspectError::Io {
-            path: self.name.clone(),
-            source,
-        };
-        let file = match (self.file, self.len) {
-            (Some(f), Some(_)) => f,
-            (f, _) => {
-                let mut t = tempfile::tempfile().map_err(io)?;
+        let name = self.name.clone();
+        let file = match (self.pending.is_none(), &self.file, self.len) {
+            (true, Some(_), Some(_)) => self.file.expect("checked above"),
+            _ => {
                 let limit = self.spool_limit;
-                let src: Box<dyn Read> = match f {
-                    Some(f) => Box::new(f),
-                    None => Box::new(io::stdin().lock()),
-                };
-                let n = io::copy(&mut src.take(limit.saturating_add(1)), &mut t).map_err(io)?;
-                if n > limit {
-                    return Err(InspectError::Usage(format!(
-                        "{}: more than {limit} bytes; a pipe is copied to a temporary file \
-                         for random access, and at most --spool-limit bytes (default \
-                         {DEFAULT_SPOOL_LIMIT}); raise it or give a regular file",
-                        self.name
-                    )));
-                }
-                t
+                spool(&name, self.source(), limit)?.0
             }
         };
-        Ok(Spooled {
-            name: self.name,
-            file,
-        })
+        Ok(Spooled { name, file })
     }
 
     /// Map the image for random access (standard input is spooled to an
     /// unnamed temporary file first).
     pub fn map(self) -> Result<Mapped, InspectError> {
         let Spooled { name, file } = self.into_file()?;
+        Mapped::of(name, file)
+    }
+}
+
+impl Mapped {
+    /// Map `file`, an image named `name`, guarded against truncation.
+    pub fn of(name: String, file: File) -> Result<Mapped, InspectError> {
         let io = |source| InspectError::Io {
             path: name.clone(),
             source,

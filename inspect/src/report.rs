@@ -454,10 +454,11 @@ fn finish_checker(c: Checker, walked: &Walked, reached_blob: bool) -> VerdictRep
 /// to a v2 image's verdict, in the image's own framing.
 fn v2_findings(
     name: &str,
+    file: std::fs::File,
     info: &ImageInfo,
     verdict: &mut VerdictReport,
 ) -> Result<(), InspectError> {
-    let m = Input::open(name)?.map()?;
+    let m = crate::input::Mapped::of(name.to_string(), file)?;
     let data = m.bytes();
     let (found, at) = if info.xl.is_some() {
         (hvm_format::v2::check_xl(data), 0)
@@ -828,6 +829,11 @@ pub fn validate(
     progress: Progress<'_>,
 ) -> Result<Validation, InspectError> {
     let name = input.name().to_string();
+    // A v2 image on a pipe is spooled (up to --spool-limit), so that it
+    // gets verify-stream-v2's checks exactly as the same image in a file:
+    // one verdict, whatever the input is.
+    let input = input.spool_if_v2()?;
+    let file = input.file_handle();
     // A regular file's length lets oversized fields fail at once.
     let opts = OpenOptions {
         len: input.len(),
@@ -838,8 +844,13 @@ pub fn validate(
     }) {
         Ok((walked, v)) => {
             let mut verdict = finish_checker(v.0, &walked, v.1);
-            if walked.info.detection.dialect == Dialect::V2 && name != "-" {
-                v2_findings(&name, &walked.info, &mut verdict)?;
+            if walked.info.detection.dialect == Dialect::V2 {
+                // Every v2 input is a file here (spooled if it was a pipe).
+                let file = file.ok_or_else(|| InspectError::Io {
+                    path: name.clone(),
+                    source: std::io::Error::other("a v2 image that was not spooled"),
+                })?;
+                v2_findings(&name, file, &walked.info, &mut verdict)?;
             }
             Ok(Validation {
                 file: name,
