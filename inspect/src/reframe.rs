@@ -233,7 +233,7 @@ fn headers<R: Read>(src: &mut Source<R>) -> Result<(ImageHeader, DomainHeader, E
                     ..
                 }) => {}
                 Some(LibxlItem::Record { record, .. }) => {
-                    check_carried(&record, at)?;
+                    check_carried(&record, at, before.len())?;
                     before.push(record.into_owned());
                 }
                 Some(LibxlItem::Libxc(_)) | None => {
@@ -320,7 +320,7 @@ fn after<R: Read>(src: &mut Source<R>) -> Result<Extras> {
                     break;
                 }
                 Some(LibxlItem::Record { record, .. }) => {
-                    check_carried(&record, at)?;
+                    check_carried(&record, at, records.len())?;
                     records.push(record.into_owned());
                 }
                 Some(_) => {
@@ -352,7 +352,23 @@ fn not_in_libxc(record: &LibxlRecord<'_>, at: u64) -> Error {
 
 /// libxl records a reframed image may carry: emulator state only
 /// (checkpoint records belong to a live Remus/COLO stream).
-fn check_carried(record: &LibxlRecord<'_>, at: u64) -> Result<()> {
+/// Most libxl records carried around the libxc image. libxl writes one
+/// xenstore-data and one context record per emulator (at most two); the cap
+/// stops a stream of millions of tiny records from costing memory out of
+/// proportion to its bytes (each is held until the output is written).
+const MAX_CARRIED: usize = 64;
+
+/// `record`, found at `at`, can be carried into the output, and `carried`
+/// records are already held.
+fn check_carried(record: &LibxlRecord<'_>, at: u64, carried: usize) -> Result<()> {
+    if carried >= MAX_CARRIED {
+        return Err(Error::invalid(
+            at,
+            Context::root().field("libxl record"),
+            format!("at most {MAX_CARRIED} emulator records"),
+            format!("record {}", carried + 1),
+        ));
+    }
     match record {
         LibxlRecord::EmulatorXenstoreData { .. } | LibxlRecord::EmulatorContext { .. } => Ok(()),
         other => Err(Error::invalid(
@@ -405,6 +421,18 @@ mod tests {
             &mut rep,
         )?;
         Ok(out)
+    }
+
+    /// Catches: holding every carried record however many there are.
+    #[test]
+    fn carried_records_are_capped_at_their_offset() {
+        let xs = LibxlRecord::xenstore_data(EmulatorId::QemuUpstream, 0, &[("k", "v")]);
+        let ok = libxl_image(&vec![xs.clone(); MAX_CARRIED]);
+        assert_eq!(run(&ok, Target::Libxl).unwrap(), ok);
+        let img = libxl_image(&vec![xs; MAX_CARRIED + 1]);
+        let e = run(&img, Target::Libxl).unwrap_err();
+        assert!(e.to_string().contains("at most 64 emulator records"), "{e}");
+        assert!(e.offset > 0 && e.offset < img.len() as u64, "{e}");
     }
 
     #[test]
