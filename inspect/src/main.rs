@@ -1,5 +1,7 @@
 //! `hvm-inspect`: a thin clap front over the `hvm_inspect` library.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 

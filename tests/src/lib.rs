@@ -11,6 +11,8 @@
 //!
 //! The tests themselves live in `tests/tests/`.
 
+#![forbid(unsafe_code)]
+
 pub mod agree;
 pub mod golden;
 pub mod oracle;
