@@ -76,6 +76,7 @@ impl ImageInfo {
 
 /// What follows the stream.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Tail {
     /// Nothing: the file ends with the HVM blob.
     None,

@@ -81,6 +81,7 @@ pub fn escape_bytes(b: &[u8]) -> String {
 /// Which envelope a file has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum EnvelopeKind {
     /// xend: `LinuxGuestRecord`, config, libxc stream, qemu tail.
     Xend,

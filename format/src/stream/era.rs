@@ -5,6 +5,7 @@
 /// The stream layouts Xen used for HVM guests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Dialect {
     /// The seed: `e2a44bc7a4` (`28f7888d7f` … `087d43326a`^, Mar 19 – Apr 4
     /// 2007): max_pfn, batches, 0, vCPU records, HVM blob.
