@@ -96,7 +96,7 @@ fn reader_sees_the_paths_rust_has() {
     let mods: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     let text = "use crate::{b::X, self as _};\n// use crate::c::Y;\n\
                 fn f() { super::c::g(); }\n#[cfg(test)]\nmod tests { use crate::c::Z; }\n\
-                fn h() -> crate::Thing { todo!() }\n";
+                fn h() -> crate::Thing { make() }\n";
     let found = edges_of(&strip(text), &["a".into()], &mods, &reexports, root, "a.rs");
     let names: BTreeSet<&str> = found.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(names, ["b", "c"].into_iter().collect());

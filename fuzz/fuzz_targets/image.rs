@@ -41,6 +41,17 @@ fn pipe(data: &[u8]) -> Pipe<'_> {
     Pipe { data, step: 0 }
 }
 
+/// Read elements until the end (true) or the first error (false).
+fn drained(mut next: impl FnMut() -> hvm_format::Result<bool>) -> bool {
+    loop {
+        match next() {
+            Ok(true) => {}
+            Ok(false) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// The open path by itself, as every consumer starts it.
 fn open_paths(data: &[u8]) {
     if let Ok((info, mut r)) = open_slice(data, OpenOptions::default()) {
@@ -50,34 +61,12 @@ fn open_paths(data: &[u8]) {
         }
     }
     if let Ok((info, mut r)) = open_read(pipe(data), OpenOptions::default()) {
-        let mut ok = true;
-        loop {
-            match r.next_element() {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        if ok {
+        if drained(|| r.next_element().map(|e| e.is_some())) {
             let _ = read_tail(&info, r);
         }
     }
     if let Ok((info, mut r)) = open_any_read(pipe(data), OpenOptions::default()) {
-        let mut ok = true;
-        loop {
-            match r.next_element() {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        if ok {
+        if drained(|| r.next_element().map(|e| e.is_some())) {
             let _ = read_any_tail(&info, r);
         }
     }
