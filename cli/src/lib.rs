@@ -16,6 +16,7 @@
 //! * [`bounded`]: writes to pipes and sockets that honour the cancel flag
 //!   and time out when the reader stops reading.
 
+#![warn(missing_docs)]
 pub mod bounded;
 pub mod output;
 pub mod signal;

@@ -132,6 +132,7 @@ impl DirtyBitmap {
 /// What one `peek` or `clean` cost and found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanStats {
+    /// The mechanism that reported these pages.
     pub mechanism: DirtyMechanism,
     /// Pages reported dirty.
     pub dirty_pages: u64,

@@ -18,14 +18,21 @@ pub struct HostInfo {
     pub kvm_pvm: bool,
     /// KVM_GET_API_VERSION.
     pub api_version: i32,
+    /// KVM_CAP_IRQCHIP: in-kernel PIC/IOAPIC/LAPIC, whose state a resume must carry.
     pub irqchip: bool,
+    /// KVM_CAP_PIT2: the in-kernel PIT and its saved state.
     pub pit2: bool,
+    /// KVM_CAP_IMMEDIATE_EXIT: how a pause kicks a vCPU out of KVM_RUN without a race.
     pub immediate_exit: bool,
+    /// KVM_CAP_XSAVE: the FPU state is captured as an xsave area.
     pub xsave: bool,
     /// Size of the xsave area in bytes (0 = KVM_CAP_XSAVE2 absent: 4096).
     pub xsave2_size: i32,
+    /// KVM_CAP_XCRS: XCR0 can be read and restored.
     pub xcrs: bool,
+    /// KVM_CAP_ADJUST_CLOCK flags: kvmclock can be captured and set.
     pub adjust_clock: i32,
+    /// KVM_CAP_TSC_CONTROL: the guest TSC frequency can be set.
     pub tsc_control: bool,
     /// Bits of KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (1 = enable, 2 = initially set).
     pub manual_dirty_log_protect: i32,
@@ -33,6 +40,7 @@ pub struct HostInfo {
     pub dirty_ring_bytes: i32,
     /// Largest acquire/release dirty ring in bytes (0 = none).
     pub dirty_ring_acq_rel_bytes: i32,
+    /// KVM_CAP_NR_VCPUS: the recommended vCPU count.
     pub nr_vcpus: i32,
 }
 

@@ -34,6 +34,7 @@
 //! - Restore of a 128 MiB, 2-vCPU guest (5 500 non-zero pages): 160–230 ms, almost all memory
 //!   copy in an unoptimized build.
 
+#![warn(missing_docs)]
 pub mod dirty;
 mod error;
 pub mod host;

@@ -43,20 +43,27 @@ mod tag {
 /// Everything KVM holds about one vCPU that a faithful resume needs.
 #[derive(Clone)]
 pub struct VcpuState {
+    /// General-purpose registers, RIP and RFLAGS.
     pub regs: kvm_regs,
+    /// Segment, control and descriptor-table registers.
     pub sregs: kvm_sregs,
     /// Legacy FPU/SSE view; restored only when `xsave` is absent.
     pub fpu: kvm_fpu,
     /// The xsave area as KVM returns it (4096 bytes, or KVM_CAP_XSAVE2 bytes), in u32 words.
     pub xsave: Option<Vec<u32>>,
+    /// Extended control registers (XCR0); absent without KVM_CAP_XCRS.
     pub xcrs: Option<kvm_xcrs>,
+    /// DR0–DR3, DR6, DR7.
     pub debugregs: kvm_debugregs,
     /// Absent without an in-kernel irqchip.
     pub lapic: Option<kvm_lapic_state>,
     /// (index, value) of every MSR in KVM_GET_MSR_INDEX_LIST that read back.
     pub msrs: Vec<kvm_msr_entry>,
+    /// Runnable, halted or waiting for SIPI.
     pub mp_state: kvm_mp_state,
+    /// Pending exceptions, interrupts and NMIs, so none is lost or doubled.
     pub events: kvm_vcpu_events,
+    /// The CPUID the vCPU was given; the resumed vCPU must see the same.
     pub cpuid: Vec<kvm_cpuid_entry2>,
 }
 
@@ -75,10 +82,15 @@ impl std::fmt::Debug for VcpuState {
 /// Per-VM device state: the in-kernel PICs, IOAPIC, PIT and kvmclock.
 #[derive(Clone, Default)]
 pub struct VmState {
+    /// Master 8259 PIC (absent without an in-kernel irqchip, as are the others).
     pub pic_master: Option<kvm_irqchip>,
+    /// Slave 8259 PIC.
     pub pic_slave: Option<kvm_irqchip>,
+    /// The IOAPIC.
     pub ioapic: Option<kvm_irqchip>,
+    /// The in-kernel PIT (KVM_CAP_PIT2).
     pub pit2: Option<kvm_pit_state2>,
+    /// kvmclock, so guest time continues instead of jumping.
     pub clock: Option<kvm_clock_data>,
 }
 
@@ -96,9 +108,13 @@ impl std::fmt::Debug for VmState {
 /// comparison notices when they are missing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RestoreOptions {
+    /// Leave the special registers at their reset values.
     pub skip_sregs: bool,
+    /// Leave the LAPIC at its reset state.
     pub skip_lapic: bool,
+    /// Leave the vCPU in its initial MP state.
     pub skip_mp_state: bool,
+    /// Restore no MSRs.
     pub skip_msrs: bool,
 }
 

@@ -144,6 +144,8 @@ pub struct Workload {
 }
 
 /// The general-purpose registers the workload defines, in `kvm_regs` order.
+// Each field is the x86-64 register of the same name: a doc line per field would repeat it.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WorkloadRegs {
     pub rax: u64,

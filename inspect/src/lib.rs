@@ -18,6 +18,7 @@
 //! All knowledge of the format (parsing, rules, the index, the digest)
 //! lives in `hvm-format`; nothing here re-implements it.
 
+#![warn(missing_docs)]
 // The inspector reads images through hvm-format's safe API; the one map it
 // needs is hvm-format's guarded one.
 #![forbid(unsafe_code)]

@@ -135,7 +135,11 @@ pub struct VcpuBrief {
     pub error: Option<String>,
 }
 
-/// See [`VcpuBrief`].
+/// See [`VcpuBrief`]: the registers that say where a vCPU was and in
+/// which mode, zero-extended to 64 bits.
+// Each field is the register of the same name (JSON keys too): a doc line
+// per field would repeat it.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BriefRegisters {
     pub rip: u64,

@@ -24,6 +24,7 @@
 //! * `resume` (Linux): load the image into a fresh KVM VM and compare its
 //!   run with an uninterrupted control run.
 
+#![warn(missing_docs)]
 pub mod manifest;
 pub mod memory;
 pub mod replay;

@@ -44,11 +44,16 @@ static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
 pub enum MemoryError {
     /// More pages than [`MAX_GUEST_PAGES`].
     #[error("a guest of {pages} pages is larger than the {MAX_GUEST_PAGES} pages (1 TiB) the checker maps")]
-    TooLarge { pages: u64 },
+    TooLarge {
+        /// Pages the guest would need.
+        pages: u64,
+    },
     /// The kernel refused the mapping.
     #[error("mapping {bytes} bytes of guest memory failed: {source}")]
     Map {
+        /// Size of the mapping asked for.
         bytes: u64,
+        /// The kernel's error.
         #[source]
         source: std::io::Error,
     },
@@ -65,11 +70,19 @@ pub enum StoreError {
         "standard input carries more than {limit} bytes of page data (the spool limit); \
          give the image as a file, or raise --spool-limit"
     )]
-    SpoolLimit { limit: u64 },
+    SpoolLimit {
+        /// The limit in bytes ([`DEFAULT_SPOOL_LIMIT`] or `--spool-limit`).
+        limit: u64,
+    },
     /// A page the reader handed over does not lie inside the input (a
     /// broken reader invariant, reported rather than hashed as zeros).
     #[error("page of pfn {pfn:#x} at byte {offset} is not inside the input")]
-    Detached { pfn: u64, offset: u64 },
+    Detached {
+        /// The page's pfn.
+        pfn: u64,
+        /// Where the reader said its bytes are.
+        offset: u64,
+    },
 }
 
 /// Anything that can show a restored page by pfn: the check's

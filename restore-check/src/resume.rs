@@ -172,8 +172,11 @@ pub enum ResumeError {
     /// (no step run is no evidence).
     #[error("--steps {steps} past step {saved}: {why}")]
     Steps {
+        /// The `--steps` asked for.
         steps: u64,
+        /// The workload step the image was saved at.
         saved: u64,
+        /// What is wrong with it.
         why: &'static str,
     },
     /// KVM refused to build or run the VM.

@@ -72,33 +72,54 @@ pub struct Spec {
 /// What a correct reader decodes from the image: computed from the spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
+    /// Toolstack word size, 32 or 64.
     pub word_bits: u32,
+    /// Wrapped in xend's envelope.
     pub xend: bool,
+    /// The stream's `max_pfn` header word.
     pub max_pfn: u64,
+    /// Byte offset of the libxc stream inside the file (after any envelope).
     pub stream_offset: u64,
+    /// Pages with data in each pass, in order (XTAB entries not counted).
     pub pages_per_pass: Vec<u64>,
+    /// Sum of `pages_per_pass`, plus the verify pass.
     pub total_pages: u64,
+    /// Page batches in the stream, verify pass included.
     pub batches: u64,
+    /// Distinct pfns in the final memory.
     pub distinct_pfns: u64,
+    /// XTAB (unmappable) entries.
     pub xtab_entries: u64,
+    /// Pages in the verify pass, if there is one.
     pub verify_pages: Option<u64>,
+    /// vCPU contexts in the stream.
     pub nr_vcpus: u32,
+    /// Bytes of one vCPU context (5168 or 2800).
     pub vcpu_size: u32,
+    /// Each vCPU's instruction pointer.
     pub vcpu_rips: Vec<u64>,
+    /// SHA-256 of each vCPU context's bytes, hex.
     pub vcpu_digests: Vec<String>,
     /// `(name, instance, length)` of every HVM record, END included.
     pub hvm_records: Vec<(String, u16, u32)>,
+    /// Length of the HVM context blob.
     pub hvm_blob_len: u32,
+    /// Names of the QEVM tail's sections (xend images).
     pub qevm_sections: Vec<String>,
+    /// The memory digest of the final memory, computed from its definition.
     pub memory_digest: String,
+    /// Length of the whole file.
     pub file_len: u64,
 }
 
 /// A generated image with its facts.
 #[derive(Debug, Clone)]
 pub struct Golden {
+    /// What the generator was asked for.
     pub spec: Spec,
+    /// The image as the writers produce it.
     pub bytes: Vec<u8>,
+    /// What a reader must decode from `bytes`.
     pub facts: Facts,
 }
 

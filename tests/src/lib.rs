@@ -11,6 +11,7 @@
 //!
 //! The tests themselves live in `tests/tests/`.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod agree;
