@@ -15,9 +15,12 @@
 //!   temporaries and die".
 //! * [`bounded`]: writes to pipes and sockets that honour the cancel flag
 //!   and time out when the reader stops reading.
+//! * [`manual`]: `--completions SHELL` and `--man`, generated from each
+//!   tool's clap definition ([`manual::parse`] replaces `Parser::parse`).
 
 #![warn(missing_docs)]
 pub mod bounded;
+pub mod manual;
 pub mod output;
 pub mod signal;
 pub mod stdout;

@@ -30,6 +30,8 @@ struct Cli {
     image: Option<String>,
     #[command(flatten)]
     global: Global,
+    #[command(flatten)]
+    manual: hvm_cli::manual::ManualArgs,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -507,7 +509,7 @@ fn diff_error(e: InspectError) -> InspectError {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = hvm_cli::manual::parse::<Cli>();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(InspectError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

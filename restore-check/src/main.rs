@@ -1,5 +1,7 @@
 //! `hvm-restore-check`: the command-line front of the library.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -83,6 +85,8 @@ struct Cli {
     /// (bytes; default 16 GiB). A file is mapped, never spooled.
     #[arg(long, value_name = "BYTES", default_value_t = hvm_restore_check::DEFAULT_SPOOL_LIMIT)]
     spool_limit: u64,
+    #[command(flatten)]
+    manual: hvm_cli::manual::ManualArgs,
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -222,13 +226,8 @@ fn resume(_: &Cli, _: &mut hvm_restore_check::Report) -> anyhow::Result<Resumed>
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
-    };
+    // Usage errors exit 2, --help and --version 0.
+    let cli = hvm_cli::manual::parse::<Cli>();
     match run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {

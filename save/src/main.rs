@@ -187,6 +187,8 @@ struct Args {
     /// No progress display and no summary line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    manual: hvm_cli::manual::ManualArgs,
 }
 
 /// The most page writes per second the simulator models (guest or device
@@ -477,7 +479,7 @@ fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = hvm_cli::manual::parse::<Args>();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

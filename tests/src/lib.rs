@@ -8,6 +8,8 @@
 //! * [`agree`]: what the fuzz targets assert about two readers of one input.
 //! * [`pipeline`]: the whole read pipeline over untrusted bytes, for the
 //!   corruption tests and the fuzz targets.
+//! * [`manual`]: each CLI's `--completions` and `--man` checked against its
+//!   `--help`.
 //!
 //! The tests themselves live in `tests/tests/`.
 
@@ -16,6 +18,7 @@
 
 pub mod agree;
 pub mod golden;
+pub mod manual;
 pub mod oracle;
 pub mod pipeline;
 pub mod prereq;
