@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 /// Why an output could not be written. Every variant names the path the
 /// user gave for the output that failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OutputError {
     /// The operating system refused an operation on the output.
     #[error("{op} {}: {source}", path.display())]
@@ -143,7 +144,7 @@ impl Outputs {
 
     /// Record an input by open descriptor (standard input, or a file
     /// already opened).
-    pub fn input_fd(&mut self, role: &str, path: &Path, fd: i32) {
+    pub(crate) fn input_fd(&mut self, role: &str, path: &Path, fd: i32) {
         if let Some((dev, ino, _)) = fstat(fd) {
             self.claim(Key::Inode(dev, ino), role, path);
         }

@@ -15,7 +15,7 @@ pub struct Failure(#[from] pub io::Error);
 
 impl Failure {
     /// True when the reader went away: not worth a message.
-    pub fn is_broken_pipe(&self) -> bool {
+    pub(crate) fn is_broken_pipe(&self) -> bool {
         self.0.kind() == io::ErrorKind::BrokenPipe
     }
 }

@@ -34,6 +34,7 @@ const KVM_DIRTY_GFN_F_RESET: u32 = 2;
 
 /// Which mechanism a VM uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DirtyMechanism {
     /// `KVM_GET_DIRTY_LOG`, clearing on read.
     GetDirtyLog,

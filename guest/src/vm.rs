@@ -33,9 +33,9 @@ use crate::workload::{self, Program, Workload};
 /// How often a pause re-sends its kick until the vCPU reports.
 const KICK_INTERVAL: Duration = Duration::from_millis(2);
 /// Default limit for pause and shutdown waits.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default dirty ring: 65 536 entries per vCPU (1 MiB), capped by the host's maximum.
-pub const DEFAULT_RING_ENTRIES: u32 = 65536;
+pub(crate) const DEFAULT_RING_ENTRIES: u32 = 65536;
 
 /// How to build a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +217,7 @@ extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut
 }
 
 /// The real-time signal that kicks vCPU threads out of KVM_RUN.
-pub fn kick_signal() -> libc::c_int {
+pub(crate) fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN() + 5
 }
 
@@ -1026,7 +1026,7 @@ impl Vm {
     }
 
     /// Captures the per-VM device state.
-    pub fn capture_vm_state(&self) -> Result<VmState> {
+    pub(crate) fn capture_vm_state(&self) -> Result<VmState> {
         let mut st = VmState::default();
         if self.irqchip {
             let chip = |id: u32| -> Result<kvm_irqchip> {

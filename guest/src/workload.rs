@@ -48,7 +48,7 @@ pub struct Program {
 }
 
 /// Assembles the workload at its load address.
-pub fn assemble() -> Result<Program> {
+pub(crate) fn assemble() -> Result<Program> {
     let asm_err = |e: IcedError| Error::Asm(e.to_string());
     let base = layout::SYS_BASE + layout::CODE_OFFSET;
     let mut a = CodeAssembler::new(64).map_err(asm_err)?;
@@ -227,7 +227,7 @@ pub struct Expected {
 }
 
 /// rflags after `cmp` of equal operands: ZF, PF and the reserved bit 1.
-pub const RFLAGS_AT_STOP: u64 = 0x46;
+pub(crate) const RFLAGS_AT_STOP: u64 = 0x46;
 
 impl Workload {
     /// A workload over `pages` pages starting at `base_page`, one write per step, unpaced.
@@ -259,7 +259,7 @@ impl Workload {
     }
 
     /// The PRNG state before the first step.
-    pub fn initial_state(&self) -> u64 {
+    pub(crate) fn initial_state(&self) -> u64 {
         if self.seed == 0 {
             ZERO_SEED_STATE
         } else {

@@ -1,6 +1,6 @@
 //! `hvm-inspect convert IMAGE -o OUT --to libxc|libxl|xl`: any readable
 //! legacy image into a migration v2 stream current Xen restores; a v2
-//! image is re-framed instead ([`crate::reframe`]).
+//! image is re-framed instead (the private `reframe` module).
 //!
 //! One streaming pass with read(2) into the reader's reused buffer: page
 //! batches become PAGE_DATA records as they arrive (one vectored write
@@ -38,7 +38,7 @@ pub use crate::target::{ConvertReport, Target};
 
 /// The largest device model state carried (qemu-dm's file is a few MiB,
 /// its Cirrus VRAM 8 MiB).
-pub const MAX_EMULATOR_STATE: u64 = 256 << 20;
+pub(crate) const MAX_EMULATOR_STATE: u64 = 256 << 20;
 
 /// Parts kept until the end of the stream.
 #[derive(Default)]
@@ -596,7 +596,7 @@ pub fn convert_any<R: Read, W: Write>(
 
 /// [`convert`] of a migration v2 image (any framing) into another framing:
 /// the libxc records are copied unchanged ([`crate::reframe`]).
-pub fn reframe_stream<R: Read, W: Write>(
+pub(crate) fn reframe_stream<R: Read, W: Write>(
     name: &str,
     out: &Path,
     input: std::io::Chain<std::io::Cursor<Vec<u8>>, R>,
@@ -616,7 +616,7 @@ pub fn reframe_stream<R: Read, W: Write>(
 }
 
 /// [`convert`] from an opened reader into any sink.
-pub fn convert_stream<R: Read, W: Write>(
+pub(crate) fn convert_stream<R: Read, W: Write>(
     name: &str,
     out: &Path,
     info: ImageInfo,

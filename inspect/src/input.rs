@@ -19,6 +19,7 @@ use hvm_format::{Error, ErrorKind};
 
 /// Errors that stop a subcommand before it has a report.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InspectError {
     /// The file could not be opened, read or mapped.
     #[error("{path}: {source}")]
@@ -150,7 +151,7 @@ impl Input {
         })
     }
 
-    /// Spool at most `bytes` of a pipe in [`into_file`](Self::into_file)
+    /// Spool at most `bytes` of a pipe when a report needs random access
     /// (default [`DEFAULT_SPOOL_LIMIT`]).
     pub fn with_spool_limit(mut self, bytes: u64) -> Self {
         self.spool_limit = bytes;
@@ -173,13 +174,13 @@ impl Input {
     }
 
     /// True for standard input.
-    pub fn is_stdin(&self) -> bool {
+    pub(crate) fn is_stdin(&self) -> bool {
         self.file.is_none()
     }
 
     /// A second handle on a regular file's image (for a check that needs
     /// random access after a sequential walk); `None` for a pipe.
-    pub fn file_handle(&self) -> Option<File> {
+    pub(crate) fn file_handle(&self) -> Option<File> {
         self.len?;
         self.file.as_ref()?.try_clone().ok()
     }
@@ -189,7 +190,7 @@ impl Input {
     /// limit), so that v2's random-access checks see it as they see a
     /// named file; any other input is returned unchanged, its peeked bytes
     /// put back in front.
-    pub fn spool_if_v2(self) -> Result<Input, InspectError> {
+    pub(crate) fn spool_if_v2(self) -> Result<Input, InspectError> {
         if self.len.is_some() {
             return Ok(self);
         }
@@ -236,7 +237,7 @@ impl Input {
     }
 
     /// A sequential reader over the image.
-    pub fn into_read(self) -> Box<dyn Read> {
+    pub(crate) fn into_read(self) -> Box<dyn Read> {
         if self.pending.is_some() {
             return self.source();
         }
@@ -251,7 +252,7 @@ impl Input {
     /// device) are spooled to an unnamed temporary file first, at most the
     /// spool limit: a longer input is refused rather than copied to an end
     /// that may never come.
-    pub fn into_file(self) -> Result<Spooled, InspectError> {
+    pub(crate) fn into_file(self) -> Result<Spooled, InspectError> {
         let name = self.name.clone();
         let file = match (self.pending.is_none(), &self.file, self.len) {
             (true, Some(_), Some(_)) => self.file.expect("checked above"),
@@ -309,7 +310,7 @@ impl Spooled {
     }
 
     /// Read `buf.len()` bytes at `offset`.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub(crate) fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         self.file.read_exact_at(buf, offset)
     }
@@ -350,7 +351,7 @@ impl Mapped {
 }
 
 /// Something that consumes stream items as they are read.
-pub trait Visit {
+pub(crate) trait Visit {
     /// One item, in stream order.
     fn item(&mut self, item: &Item<'_>);
 
@@ -366,7 +367,7 @@ pub trait Visit {
 
 /// What a walk found besides the items.
 #[derive(Debug)]
-pub struct Walked {
+pub(crate) struct Walked {
     /// Envelope, dialect and word size.
     pub info: ImageInfo,
     /// The error that stopped the stream reader, if any.
@@ -398,7 +399,7 @@ impl<R: Read> Read for Counting<'_, R> {
 /// that `make` builds once the word size is known. A reader error ends the
 /// walk and is returned in [`Walked::error`]; only an image that cannot be
 /// opened at all is an `Err`.
-pub fn walk_read<R: Read, V: Visit>(
+pub(crate) fn walk_read<R: Read, V: Visit>(
     name: &str,
     r: R,
     opts: OpenOptions,
@@ -440,7 +441,7 @@ pub fn walk_read<R: Read, V: Visit>(
 }
 
 /// [`walk_read`] over an image in memory; items borrow from `data`.
-pub fn walk_slice<V: Visit>(
+pub(crate) fn walk_slice<V: Visit>(
     name: &str,
     data: &[u8],
     opts: OpenOptions,

@@ -415,12 +415,7 @@ fn cmd_show(g: &Global, opts: OpenOptions, what: ShowCmd) -> Result<u8, InspectE
     if let Some(p) = pb {
         p.finish_and_clear();
     }
-    let damaged = match &s {
-        report::Show::Hvm(x) => x.error.is_some(),
-        report::Show::Vcpu(x) => x.error.is_some(),
-        report::Show::Pages(x) => x.error.is_some(),
-        report::Show::Page(x) => x.error.is_some(),
-    };
+    let damaged = s.is_damaged();
     emit(
         g,
         if g.json {

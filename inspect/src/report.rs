@@ -1007,6 +1007,7 @@ pub struct ShowPage {
 
 /// Which part `show` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShowWhat {
     /// HVM records.
     Hvm,
@@ -1021,6 +1022,7 @@ pub enum ShowWhat {
 /// Any `show` report.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum Show {
     /// `show hvm`.
     Hvm(ShowHvm),
@@ -1032,8 +1034,20 @@ pub enum Show {
     Page(ShowPage),
 }
 
+impl Show {
+    /// The image stopped being readable before the part was shown whole.
+    pub fn is_damaged(&self) -> bool {
+        match self {
+            Show::Hvm(x) => x.error.is_some(),
+            Show::Vcpu(x) => x.error.is_some(),
+            Show::Pages(x) => x.error.is_some(),
+            Show::Page(x) => x.error.is_some(),
+        }
+    }
+}
+
 /// Where `show pages` hands each entry as it is read.
-pub type PageSink<'a> = &'a mut dyn FnMut(&PageEntry);
+pub(crate) type PageSink<'a> = &'a mut dyn FnMut(&PageEntry);
 
 #[derive(Default)]
 struct ShowVisit<'a> {

@@ -12,6 +12,7 @@ use serde::Serialize;
 /// Which v2 framing to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Target {
     /// A bare libxc image (what `xc_domain_restore` reads).
     Libxc,

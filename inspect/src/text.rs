@@ -12,7 +12,7 @@ use crate::report::{
 };
 
 /// The width every line fits in.
-pub const WIDTH: usize = 80;
+pub(crate) const WIDTH: usize = 80;
 
 /// Append `text` word-wrapped: the first line after `first` (already
 /// counted as `first.len()` columns), continuation lines indented by

@@ -107,6 +107,7 @@ impl Options {
 
 /// Why a check could not run to a verdict (exit code 2).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckError {
     /// Reading the input failed.
     #[error("reading the image: {0}")]

@@ -41,6 +41,7 @@ static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
 
 /// Why guest memory could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MemoryError {
     /// More pages than [`MAX_GUEST_PAGES`].
     #[error("a guest of {pages} pages is larger than the {MAX_GUEST_PAGES} pages (1 TiB) the checker maps")]
@@ -61,6 +62,7 @@ pub enum MemoryError {
 
 /// Why page bytes could not be kept or fetched.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// Writing or reading the spool of standard input failed.
     #[error("spooling standard input's pages to a temporary file: {0}")]
@@ -170,7 +172,7 @@ impl PageTable {
 
     /// Zero a restored page (the restorer clears the ioreq, store and
     /// buffered-ioreq pages after loading); unrestored pfns stay absent.
-    pub fn zero_if_restored(&mut self, pfn: u64) -> bool {
+    pub(crate) fn zero_if_restored(&mut self, pfn: u64) -> bool {
         if self.find(pfn).is_none() {
             return false;
         }
@@ -498,7 +500,7 @@ impl GuestMemory {
 
     /// True if `pfn` was written.
     #[inline]
-    pub fn is_written(&self, pfn: u64) -> bool {
+    pub(crate) fn is_written(&self, pfn: u64) -> bool {
         pfn < self.pages && self.written[(pfn >> 6) as usize] & (1 << (pfn & 63)) != 0
     }
 
@@ -558,7 +560,7 @@ impl GuestMemory {
     }
 
     /// Written pfns in ascending order.
-    pub fn written_pfns(&self) -> Vec<u64> {
+    pub(crate) fn written_pfns(&self) -> Vec<u64> {
         let mut out = Vec::with_capacity(self.count as usize);
         for (wi, &w) in self.written.iter().enumerate() {
             let mut bits = w;

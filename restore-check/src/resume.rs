@@ -64,6 +64,7 @@ impl Default for ResumeOptions {
 /// What kind of guest the image held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum GuestKind {
     /// hvm-save's built-in KVM workload: compared with a control run.
     BuiltInWorkload,
@@ -161,6 +162,7 @@ impl ResumeReport {
 
 /// Why a resume could not be attempted at all.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ResumeError {
     /// /dev/kvm is missing.
     #[error("/dev/kvm is not available: --resume needs KVM")]

@@ -12,7 +12,7 @@ use crate::pipeline::{exercise_read, exercise_slice, Outcome};
 
 /// An error's offset and kind, the part two readers must agree on
 /// (messages may word the same fault differently).
-pub fn error_key(e: &Error) -> (u64, std::mem::Discriminant<ErrorKind>) {
+pub(crate) fn error_key(e: &Error) -> (u64, std::mem::Discriminant<ErrorKind>) {
     (e.offset, std::mem::discriminant(&e.kind))
 }
 

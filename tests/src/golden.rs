@@ -487,7 +487,7 @@ pub fn generate(spec: &Spec) -> Golden {
 /// range digest being SHA-256 over `pfn LE ‖ page` in pfn order), computed
 /// here with `sha2` directly: the facts must not come from the code the
 /// readers' side of the test runs, or a bug there would cancel out.
-pub fn memory_digest_by_definition(pages: &BTreeMap<u64, Vec<u8>>) -> String {
+pub(crate) fn memory_digest_by_definition(pages: &BTreeMap<u64, Vec<u8>>) -> String {
     let mut ranges: BTreeMap<u64, Sha256> = BTreeMap::new();
     for (pfn, data) in pages {
         let h = ranges.entry(pfn / 512).or_default();

@@ -14,11 +14,11 @@ pub const KVM: &str = "kvm";
 /// Xen's verify-stream-v2 / convert-legacy-stream under target/xen-oracle.
 pub const XEN_ORACLE: &str = "xen-oracle";
 /// Every prerequisite `HVM_REQUIRE` may name.
-pub const KNOWN: [&str; 2] = [KVM, XEN_ORACLE];
+pub(crate) const KNOWN: [&str; 2] = [KVM, XEN_ORACLE];
 
 /// The prerequisites `require` (HVM_REQUIRE's value) names. An unknown
 /// name is an error: a typo must not quietly turn a requirement off.
-pub fn parse_require(require: &str) -> Result<Vec<&str>, String> {
+pub(crate) fn parse_require(require: &str) -> Result<Vec<&str>, String> {
     require
         .split(',')
         .map(str::trim)
