@@ -14,7 +14,7 @@ pub const KVM: &str = "kvm";
 /// Xen's verify-stream-v2 / convert-legacy-stream under target/xen-oracle.
 pub const XEN_ORACLE: &str = "xen-oracle";
 /// Every prerequisite `HVM_REQUIRE` may name.
-pub(crate) const KNOWN: [&str; 2] = [KVM, XEN_ORACLE];
+pub const KNOWN: [&str; 2] = [KVM, XEN_ORACLE];
 
 /// The prerequisites `require` (HVM_REQUIRE's value) names. An unknown
 /// name is an error: a typo must not quietly turn a requirement off.
