@@ -45,12 +45,10 @@ pub enum InspectError {
     /// Writing an output failed (the message names the output).
     #[error("{0}")]
     Write(io::Error),
-    /// A `hvm-save --stats` file does not parse (`plot --stats`).
-    #[error(transparent)]
-    Stats(#[from] crate::plot::StatsError),
-    /// Drawing a plot failed.
-    #[error(transparent)]
-    Draw(#[from] crate::plot::DrawError),
+    /// An input other than an image (`plot --stats`'s file) does not
+    /// parse; the message names the file, line and field.
+    #[error("{0}")]
+    BadInput(String),
 }
 
 impl InspectError {
@@ -58,8 +56,7 @@ impl InspectError {
     pub fn exit_code(&self) -> u8 {
         match self {
             InspectError::Image { source, .. } if !matches!(source.kind, ErrorKind::Io(_)) => 1,
-            InspectError::Stats(crate::plot::StatsError::Line { .. })
-            | InspectError::Stats(crate::plot::StatsError::Empty { .. }) => 1,
+            InspectError::BadInput(_) => 1,
             _ => 2,
         }
     }

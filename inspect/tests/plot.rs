@@ -145,18 +145,27 @@ impl Svg {
     }
 
     /// The page counts written above the bars (numbers above the x axis
-    /// at `base`, right of the y axis's tick labels), left to right.
-    fn bar_labels(&self, base: f64) -> Vec<u64> {
-        let mut v: Vec<(f64, f64, u64)> = self
+    /// at `base`, right of the plot's left edge `left`, where the y axis's
+    /// tick labels are), left to right.
+    fn bar_labels(&self, base: f64, left: f64) -> Vec<u64> {
+        let mut v: Vec<(f64, u64)> = self
             .texts
             .iter()
-            .filter(|t| t.2 < base)
-            .filter_map(|t| Some((t.1, t.2, t.0.parse().ok()?)))
+            .filter(|t| t.2 < base && t.1 > left)
+            .filter_map(|t| Some((t.1, t.0.parse().ok()?)))
             .collect();
-        let axis_x = v.iter().map(|t| t.0).fold(f64::INFINITY, f64::min);
-        v.retain(|t| t.0 > axis_x);
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
-        v.into_iter().map(|t| t.2).collect()
+        v.into_iter().map(|t| t.1).collect()
+    }
+
+    /// The left edge of the leftmost rect of `colours` above `panel_bottom`.
+    fn left(&self, colours: &[RGBColor], panel_bottom: f64) -> f64 {
+        colours
+            .iter()
+            .flat_map(|c| self.rects_of(*c))
+            .filter(|r| r.y + r.h <= panel_bottom)
+            .map(|r| r.x)
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// The bottom of the bars below `panel_bottom`.
@@ -265,7 +274,8 @@ fn image_bars_match_the_passes_the_spec_wrote() {
     );
     assert_heights(&bars, &counts);
     let base = svg.baseline(&[draw::PRECOPY], BARS_BOTTOM);
-    assert_eq!(svg.bar_labels(base), counts);
+    let left = svg.left(&[draw::PRECOPY], BARS_BOTTOM);
+    assert_eq!(svg.bar_labels(base, left), counts);
     svg.assert_texts(&[
         "Pages sent per pass",
         "pages sent (4 KiB each)",
@@ -489,7 +499,8 @@ fn stats_plot_has_every_series_and_marks_the_stop() {
     );
     assert_heights(&bars, &[60000, 9000, 7000, 5000, 1200]);
     let base = svg.baseline(&[draw::PRECOPY], BARS_BOTTOM);
-    assert_eq!(svg.bar_labels(base), [60000, 9000, 7000, 5000, 1200]);
+    let left = svg.left(&[draw::PRECOPY], BARS_BOTTOM);
+    assert_eq!(svg.bar_labels(base, left), [60000, 9000, 7000, 5000, 1200]);
     svg.assert_texts(&[
         "Pages sent per pass",
         "Dirty rate and send rate",

@@ -67,8 +67,33 @@ pub fn column_label(labels: &[String], x: f64) -> String {
     labels.get(r as usize).cloned().unwrap_or_default()
 }
 
+/// A tick value in at most five characters or so: `950`, `80 k`, `2.5 M`.
+pub fn compact(v: f64) -> String {
+    let (x, unit) = if v.abs() >= 1e9 {
+        (v / 1e9, " G")
+    } else if v.abs() >= 1e6 {
+        (v / 1e6, " M")
+    } else if v.abs() >= 1e4 {
+        (v / 1e3, " k")
+    } else {
+        (v, "")
+    };
+    let s = format!("{x:.1}");
+    let s = s.strip_suffix(".0").unwrap_or(&s);
+    format!("{s}{unit}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ticks_are_compact() {
+        assert_eq!(super::compact(0.0), "0");
+        assert_eq!(super::compact(9500.0), "9500");
+        assert_eq!(super::compact(80000.0), "80 k");
+        assert_eq!(super::compact(2_500_000.0), "2.5 M");
+        assert_eq!(super::compact(1e9), "1 G");
+    }
+
     #[test]
     fn only_whole_ticks_get_column_labels() {
         let l = vec!["0".to_string(), "final".to_string()];

@@ -300,7 +300,7 @@ fn draw_bars(area: Area<'_>, p: &ImagePlot) -> Result<(), DrawError> {
         .light_line_style(TRANSPARENT)
         .x_labels(bars.len().clamp(2, 30))
         .x_label_formatter(&|x| column_label(&labels, *x))
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| draw::compact(*y))
         .x_desc(if p.map.passes_per_column() > 1 {
             format!(
                 "pass (numbered from 0 as `summary` does; {} passes per bar)",

@@ -32,6 +32,21 @@ impl<E: std::error::Error + Send + Sync> From<plotters::drawing::DrawingAreaErro
     }
 }
 
+impl From<StatsError> for crate::InspectError {
+    fn from(e: StatsError) -> Self {
+        match e {
+            StatsError::Io { path, source } => crate::InspectError::Io { path, source },
+            other => crate::InspectError::BadInput(other.to_string()),
+        }
+    }
+}
+
+impl From<DrawError> for crate::InspectError {
+    fn from(e: DrawError) -> Self {
+        crate::InspectError::Write(std::io::Error::other(e.to_string()))
+    }
+}
+
 /// Write a finished SVG to `dest` (opened with
 /// [`crate::convert::Destination::open`], so the output was checked against
 /// the input before the walk): a file is committed atomically, and only now.
