@@ -259,6 +259,20 @@ pub fn bars(p: &ImagePlot) -> Vec<(String, u64, BarKind)> {
     out
 }
 
+/// A pfn tick: the pfn in hex and the address it stands for.
+fn pfn_label(pfn: u64) -> String {
+    let bytes = pfn.saturating_mul(PAGE_SIZE as u64);
+    let at = if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{} KiB", bytes >> 10)
+    };
+    let at = at.replace(".0 MiB", " MiB");
+    format!("{pfn:#x} ({at})")
+}
+
 /// Bars up to this many get their page count written above them.
 const LABELLED_BARS: usize = 40;
 
@@ -393,7 +407,7 @@ fn draw_map(area: Area<'_>, p: &ImagePlot) -> Result<(), DrawError> {
         )
         .margin(10)
         .x_label_area_size(45)
-        .y_label_area_size(80)
+        .y_label_area_size(140)
         .build_cartesian_2d(-0.5..columns.len().max(1) as f64 - 0.5, 0.0..top as f64)?;
     chart
         .configure_mesh()
@@ -401,7 +415,7 @@ fn draw_map(area: Area<'_>, p: &ImagePlot) -> Result<(), DrawError> {
         .light_line_style(TRANSPARENT)
         .x_labels(columns.len().clamp(2, 30))
         .x_label_formatter(&|x| column_label(&labels, *x))
-        .y_label_formatter(&|y| format!("{:#x}", *y as u64))
+        .y_label_formatter(&|y| pfn_label(*y as u64))
         .x_desc(if ppc > 1 {
             format!("pass ({ppc} passes per column; the last pass is the final round)")
         } else {
@@ -499,6 +513,14 @@ mod tests {
         assert_eq!(total, 3 * MAX_COLUMNS as u64);
         assert_eq!(m.verify().map(|v| v.iter().sum::<u64>()), Some(1));
         assert!(m.rows() <= MAX_ROWS);
+    }
+
+    #[test]
+    fn pfn_ticks_say_the_address() {
+        assert_eq!(pfn_label(0), "0x0 (0 KiB)");
+        assert_eq!(pfn_label(0x4e20), "0x4e20 (78.1 MiB)");
+        assert_eq!(pfn_label(0x40000), "0x40000 (1 GiB)");
+        assert_eq!(pfn_label(0x100), "0x100 (1 MiB)");
     }
 
     #[test]
