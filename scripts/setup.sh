@@ -6,12 +6,20 @@
 #    bindings are generated with bindgen against Xen's headers);
 #  - python3: Xen's own verify-stream-v2 / convert-legacy-stream (the test
 #    oracle, unpacked from Debian's xen-utils-4.17 without installing it);
-#  - cargo-fuzz: builds the fuzz targets (stable toolchain + RUSTC_BOOTSTRAP).
+#  - cargo-fuzz: builds the fuzz targets (stable toolchain + RUSTC_BOOTSTRAP);
+#  - chromium, only when HVM_REQUIRE names it (.ci/run does): the headless
+#    screenshot check of `hvm-inspect plot`'s SVGs. It is large (~330 MB
+#    installed), so a developer's test run does without it and that one
+#    test skips.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 need=()
-for pkg in libxen-dev libclang-dev python3; do
+pkgs=(libxen-dev libclang-dev python3)
+if [[ ",${HVM_REQUIRE:-}," == *,chromium,* ]]; then
+    pkgs+=(chromium)
+fi
+for pkg in "${pkgs[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

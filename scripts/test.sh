@@ -5,8 +5,10 @@
 #
 # Tests that need /dev/kvm or the Xen oracle (unpacked by setup.sh) skip when
 # it is missing; each skip appends a line to $HVM_SKIP_LOG, and the count is
-# printed at the end. With HVM_REQUIRE=kvm,xen-oracle (set by .ci/run) a
-# missing prerequisite fails instead: checked here first, and by each test.
+# printed at the end. With HVM_REQUIRE=kvm,xen-oracle,chromium (set by
+# .ci/run) a missing prerequisite fails instead: checked here first, and by
+# each test. Chromium (the plot screenshot test) is installed by setup.sh
+# only when HVM_REQUIRE names it.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -15,8 +17,8 @@ scripts/setup.sh
 require=",${HVM_REQUIRE:-},"
 for name in $(echo "${HVM_REQUIRE:-}" | tr ',' ' '); do
     case "$name" in
-        kvm | xen-oracle) ;;
-        *) echo "test.sh: HVM_REQUIRE names unknown prerequisite '$name' (known: kvm, xen-oracle)" >&2; exit 1 ;;
+        kvm | xen-oracle | chromium) ;;
+        *) echo "test.sh: HVM_REQUIRE names unknown prerequisite '$name' (known: kvm, xen-oracle, chromium)" >&2; exit 1 ;;
     esac
 done
 if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
@@ -33,6 +35,11 @@ if [[ "$require" == *,xen-oracle,* ]]; then
         echo "test.sh: HVM_REQUIRE names xen-oracle but it is not unpacked under $oracle" >&2
         exit 1
     fi
+fi
+
+if [[ "$require" == *,chromium,* ]] && ! command -v chromium >/dev/null 2>&1; then
+    echo "test.sh: HVM_REQUIRE names chromium but no chromium is on PATH" >&2
+    exit 1
 fi
 
 skip_log="$(mktemp "${TMPDIR:-/tmp}/hvm-skips.XXXXXX")"

@@ -46,6 +46,10 @@ pub enum InspectError {
     /// Writing an output failed (the message names the output).
     #[error("{0}")]
     Write(io::Error),
+    /// An input other than an image (`plot --stats`'s file) does not
+    /// parse; the message names the file, line and field.
+    #[error("{0}")]
+    BadInput(String),
 }
 
 impl InspectError {
@@ -53,6 +57,7 @@ impl InspectError {
     pub fn exit_code(&self) -> u8 {
         match self {
             InspectError::Image { source, .. } if !matches!(source.kind, ErrorKind::Io(_)) => 1,
+            InspectError::BadInput(_) => 1,
             _ => 2,
         }
     }

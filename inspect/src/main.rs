@@ -141,6 +141,34 @@ enum Cmd {
         /// The image, or - for standard input.
         image: String,
     },
+    /// Draw an SVG: of an image, pages sent per pass and a memory map of
+    /// pfn against pass (the hot set is the rows later passes resend); of
+    /// `--stats FILE`, a live save's convergence. Bounded memory, any
+    /// dialect.
+    Plot(PlotArgs),
+}
+
+/// `plot`: what it draws from, and where the SVG goes.
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["image", "stats"]))]
+struct PlotArgs {
+    /// Output SVG file, or - for standard output. Written atomically and
+    /// only once drawn; never over an existing file without --force, nor
+    /// over the input.
+    #[arg(short, long)]
+    output: std::path::PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Plot an `hvm-save --stats` file (or - for standard input) instead
+    /// of an image: per pass, pages sent, dirty and send rates (pages/s),
+    /// the throttle level where recorded, and where pre-copy stopped.
+    #[arg(long, value_name = "FILE")]
+    stats: Option<String>,
+    /// The image, or - for standard input: pages sent per pass (final
+    /// round and verify pass marked) and a memory map of which pfns each
+    /// pass sent.
+    image: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -359,6 +387,7 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
             to,
             image,
         } => cmd_convert(&g, opts, output, force, to, image),
+        Cmd::Plot(a) => cmd_plot(&g, opts, a),
     }
 }
 
@@ -490,6 +519,43 @@ fn cmd_convert(
     } else {
         emit(g, report)?;
     }
+    Ok(0)
+}
+
+/// `plot`: an image's passes, or a stats file, drawn as one SVG.
+fn cmd_plot(g: &Global, opts: OpenOptions, a: PlotArgs) -> Result<u8, InspectError> {
+    use hvm_inspect::convert::Destination;
+    use hvm_inspect::plot;
+    hvm_cli::signal::remove_temporaries_on_signal();
+    let source = a.stats.as_deref().or(a.image.as_deref()).unwrap_or("-");
+    let mut outputs = hvm_cli::Outputs::new();
+    let dest = Destination::open(&mut outputs, source, &a.output, a.force)?;
+    for p in outputs.take_stale() {
+        hvm_cli::stdout::warn(format_args!(
+            "hvm-inspect: removed {}, left behind by a run that was killed",
+            p.display()
+        ));
+    }
+    let svg = match &a.stats {
+        Some(path) => {
+            let stats = if path == "-" {
+                plot::stats::parse(path, std::io::stdin().lock())?
+            } else {
+                let f = std::fs::File::open(path).map_err(|source| InspectError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                plot::stats::parse(path, std::io::BufReader::new(f))?
+            };
+            plot::stats::render(&stats)?
+        }
+        None => {
+            let input = open_input(g, source)?;
+            let p = with_progress(g, input.len(), |cb| plot::image::collect(input, opts, cb))?;
+            plot::image::render(&p)?
+        }
+    };
+    plot::write(dest, &svg)?;
     Ok(0)
 }
 

@@ -82,6 +82,14 @@ fn every_subcommand(path: &Path) -> Vec<(&'static str, usize)> {
         "summary",
         peak_of(|| drop(report::summary(open(), opts, &no_progress))),
     ));
+    out.push((
+        "plot",
+        peak_of(|| {
+            if let Ok(p) = hvm_inspect::plot::image::collect(open(), opts, &no_progress) {
+                drop(hvm_inspect::plot::image::render(&p));
+            }
+        }),
+    ));
     for (name, check) in [
         ("validate", CheckOptions::default()),
         (

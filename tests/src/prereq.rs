@@ -1,4 +1,5 @@
-//! Prerequisites of tests (`/dev/kvm`, the Xen oracle): skip loudly, or fail.
+//! Prerequisites of tests (`/dev/kvm`, the Xen oracle, Chromium): skip
+//! loudly, or fail.
 //!
 //! A skipped test passes in libtest's eyes, and libtest swallows what a
 //! passing test prints, so a skip is made visible twice: each one appends
@@ -13,8 +14,11 @@ use std::io::Write;
 pub const KVM: &str = "kvm";
 /// Xen's verify-stream-v2 / convert-legacy-stream under target/xen-oracle.
 pub const XEN_ORACLE: &str = "xen-oracle";
+/// A headless `chromium` on PATH (renders `hvm-inspect plot`'s SVGs);
+/// scripts/setup.sh installs Debian's only when `HVM_REQUIRE` names it.
+pub const CHROMIUM: &str = "chromium";
 /// Every prerequisite `HVM_REQUIRE` may name.
-pub const KNOWN: [&str; 2] = [KVM, XEN_ORACLE];
+pub const KNOWN: [&str; 3] = [KVM, XEN_ORACLE, CHROMIUM];
 
 /// The prerequisites `require` (HVM_REQUIRE's value) names. An unknown
 /// name is an error: a typo must not quietly turn a requirement off.
@@ -80,6 +84,10 @@ mod tests {
             vec!["kvm", "xen-oracle"]
         );
         assert_eq!(parse_require("kvm").unwrap(), vec!["kvm"]);
+        assert_eq!(
+            parse_require("kvm,xen-oracle,chromium").unwrap(),
+            vec!["kvm", "xen-oracle", "chromium"]
+        );
         assert!(parse_require("kvm,xen_oracle").is_err());
         assert!(parse_require("all").is_err());
     }
