@@ -5,18 +5,20 @@
 #
 # Tests that need /dev/kvm or the Xen oracle (unpacked by setup.sh) skip when
 # it is missing; each skip appends a line to $HVM_SKIP_LOG, and the count is
-# printed at the end. With HVM_REQUIRE=kvm,xen-oracle (set by .ci/run) a
-# missing prerequisite fails instead: checked here first, and by each test.
+# printed at the end. With HVM_REQUIRE=kvm,xen-oracle,forensic-tools (set by
+# .ci/run) a missing prerequisite fails instead: checked here first, and by
+# each test. The forensic tools (readelf, gdb, pyelftools, volatility3, for
+# the `extract` consumer tests) are installed here, not for the main job.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
-scripts/setup.sh
+HVM_SETUP_FORENSIC=1 scripts/setup.sh
 
 require=",${HVM_REQUIRE:-},"
 for name in $(echo "${HVM_REQUIRE:-}" | tr ',' ' '); do
     case "$name" in
-        kvm | xen-oracle) ;;
-        *) echo "test.sh: HVM_REQUIRE names unknown prerequisite '$name' (known: kvm, xen-oracle)" >&2; exit 1 ;;
+        kvm | xen-oracle | forensic-tools) ;;
+        *) echo "test.sh: HVM_REQUIRE names unknown prerequisite '$name' (known: kvm, xen-oracle, forensic-tools)" >&2; exit 1 ;;
     esac
 done
 if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
@@ -31,6 +33,14 @@ if [[ "$require" == *,xen-oracle,* ]]; then
     oracle="${HVM_XEN_ORACLE:-$repo_root/target/xen-oracle}"
     if ! compgen -G "$oracle/usr/lib/xen-*/bin/verify-stream-v2" >/dev/null; then
         echo "test.sh: HVM_REQUIRE names xen-oracle but it is not unpacked under $oracle" >&2
+        exit 1
+    fi
+fi
+
+if [[ "$require" == *,forensic-tools,* ]]; then
+    if ! target/forensic-venv/bin/python3 -c 'import elftools, volatility3' 2>/dev/null \
+        || ! command -v readelf >/dev/null || ! command -v gdb >/dev/null; then
+        echo "test.sh: HVM_REQUIRE names forensic-tools but readelf, gdb or target/forensic-venv is missing" >&2
         exit 1
     fi
 fi

@@ -4,7 +4,7 @@
 //! passing test prints, so a skip is made visible twice: each one appends
 //! a line to the file `HVM_SKIP_LOG` names (scripts/test.sh counts them and
 //! prints the count at the end), and when `HVM_REQUIRE` (a comma-separated
-//! list, e.g. `kvm,xen-oracle`; `.ci/run` sets it) names the missing
+//! list, e.g. `kvm,xen-oracle,forensic-tools`; `.ci/run` sets it) names the missing
 //! prerequisite the test panics instead, so a broken setup cannot pass.
 
 use std::io::Write;
@@ -13,8 +13,12 @@ use std::io::Write;
 pub const KVM: &str = "kvm";
 /// Xen's verify-stream-v2 / convert-legacy-stream under target/xen-oracle.
 pub const XEN_ORACLE: &str = "xen-oracle";
+/// binutils' readelf, gdb, and pyelftools and volatility3 in
+/// target/forensic-venv (`HVM_SETUP_FORENSIC=1 scripts/setup.sh`): the
+/// consumers `hvm-inspect extract`'s outputs are checked with.
+pub const FORENSIC_TOOLS: &str = "forensic-tools";
 /// Every prerequisite `HVM_REQUIRE` may name.
-pub const KNOWN: [&str; 2] = [KVM, XEN_ORACLE];
+pub const KNOWN: [&str; 3] = [KVM, XEN_ORACLE, FORENSIC_TOOLS];
 
 /// The prerequisites `require` (HVM_REQUIRE's value) names. An unknown
 /// name is an error: a typo must not quietly turn a requirement off.
