@@ -46,8 +46,8 @@ struct Global {
     /// the detected one.
     #[arg(long, global = true, value_parser = parse_word)]
     word: Option<WordSize>,
-    /// Most bytes of standard input (or a FIFO) that `digest` and `diff`
-    /// copy to a temporary file for random access [default: 1 GiB].
+    /// Most bytes of standard input (or a FIFO) that `digest`, `diff` and
+    /// `extract` copy to a temporary file for random access [default: 1 GiB].
     #[arg(long, global = true, value_name = "BYTES")]
     spool_limit: Option<u64>,
 }

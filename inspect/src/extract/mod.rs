@@ -388,7 +388,7 @@ pub fn render(r: &ExtractReport) -> String {
         s,
         "pages             {} ({} MiB) in {} runs",
         r.pages,
-        r.pages * PAGE_SIZE as u64 >> 20,
+        r.pages.saturating_mul(PAGE_SIZE as u64) >> 20,
         r.runs
     );
     let _ = writeln!(s, "output length     {} bytes", r.output_len);
