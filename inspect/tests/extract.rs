@@ -566,3 +566,86 @@ fn forensic_tools_read_what_show_vcpu_and_the_image_say() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A signal while the output's temporary exists leaves nothing behind.
+#[test]
+fn a_signal_leaves_no_extract_behind() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = Dir::new();
+    // Standard input that never ends keeps the spool (and the run) going.
+    let mut child = Command::new(bin())
+        .current_dir(dir.0.path())
+        .args(["extract", "-", "--elf", "out.core"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut si = child.stdin.take().unwrap();
+    let bytes = std::fs::read(golden("seed64-nonlive")).unwrap();
+    std::io::Write::write_all(&mut si, &bytes[..4096]).unwrap();
+    for _ in 0..200 {
+        if names(dir.0.path()).iter().any(|n| n.contains("hvm-tmp")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(names(dir.0.path()).iter().any(|n| n.contains("hvm-tmp")));
+    let sent = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(1), "died of SIGHUP");
+    assert!(names(dir.0.path()).is_empty(), "{:?}", names(dir.0.path()));
+}
+
+/// A full disk: the error names the output, and the file it would have
+/// replaced is kept.
+#[test]
+fn a_full_disk_names_the_output_and_keeps_the_old_file() {
+    let dir = Dir::new();
+    let mnt = dir.0.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs (not root)");
+        return;
+    }
+    let old = mnt.join("old.lime");
+    std::fs::write(&old, b"PRECIOUS\n").unwrap();
+    let image = golden("seed64-live-xend");
+    let o = run(&[
+        "extract",
+        image.to_str().unwrap(),
+        "--lime",
+        old.to_str().unwrap(),
+        "--force",
+    ]);
+    let listing = names(&mnt);
+    let kept = std::fs::read(&old).unwrap();
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("old.lime") && err.contains("No space"),
+        "{err}"
+    );
+    assert_eq!(listing, ["old.lime"], "no temporary left");
+    assert_eq!(kept, b"PRECIOUS\n");
+}
