@@ -255,6 +255,25 @@ fn range_limits_every_format() {
     let lime = dir.path("r.lime");
     extract(image, "--lime", &lime, &["--range", &range]);
     check_lime(&std::fs::read(&lime).unwrap(), &mem, "lime --range");
+    // A range with no page: an empty raw file, and a warning.
+    let (x, y) = (keys[0] + 1, keys[1]);
+    assert!(x < y);
+    let empty = dir.path("e.raw");
+    let r = extract(
+        image,
+        "--raw",
+        &empty,
+        &["--range", &format!("{:#x}-{:#x}", x * 4096, y * 4096)],
+    );
+    assert_eq!(
+        (r["pages"].as_u64(), r["output_len"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(
+        r["warnings"][0].as_str().unwrap().contains("no page"),
+        "{r:#}"
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     // Unaligned or empty ranges are usage errors.
     for bad in ["0x1001-0x2000", "0x2000-0x1000"] {
         let o = run(&["extract", image, "--raw", &dir.path("bad"), "--range", bad]);

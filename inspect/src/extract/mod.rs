@@ -138,7 +138,7 @@ pub struct ExtractReport {
     pub output_len: u64,
     /// vCPUs in the core's notes (`--elf`; listed for every format).
     pub vcpus: Vec<VcpuReport>,
-    /// Records left out of the notes, and why.
+    /// Records left out of the notes and why, or that no page was written.
     pub warnings: Vec<String>,
 }
 
@@ -325,6 +325,13 @@ pub fn extract<S: Sink>(
     // A file truncated underneath reads as zeros: not the image's memory.
     m.check()?;
     let output_len = written.map_err(|f| failure(&m, output, f))?;
+    let mut warnings = warnings;
+    if pages.is_empty() {
+        warnings.push(match range {
+            Some(_) => "no page of the image lies in the range: the output holds no memory".into(),
+            None => "the image holds no page: the output holds no memory".into(),
+        });
+    }
     Ok((
         ExtractReport {
             file: m.name().to_string(),
