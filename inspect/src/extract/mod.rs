@@ -203,7 +203,7 @@ impl<'s, S: Sink> Gather<'s, S> {
         if bytes.len() >= BUFFER {
             self.seek_to(offset)?;
             self.out.write_all(bytes)?;
-            self.pos = offset + bytes.len() as u64;
+            self.pos = offset.saturating_add(bytes.len() as u64);
             self.at = self.pos;
             return Ok(());
         }
@@ -226,7 +226,9 @@ impl<'s, S: Sink> Gather<'s, S> {
         }
         self.seek_to(self.at)?;
         self.out.write_all(&self.buf)?;
-        self.pos = self.at + self.buf.len() as u64;
+        // A page at the top of the 64-bit space ends at 2^64: the write
+        // has already failed there (no file is that long); never wrap.
+        self.pos = self.at.saturating_add(self.buf.len() as u64);
         self.at = self.pos;
         self.buf.clear();
         Ok(())
@@ -428,6 +430,33 @@ mod tests {
             offset: 0,
             pass: 0,
         }
+    }
+
+    /// Gathered writes land at their offsets, holes between them are
+    /// skipped (read back as zeros), and a page at the top of the 64-bit
+    /// space is an I/O error, never a wrapped offset or a panic.
+    #[test]
+    fn gather_writes_at_offsets_and_skips_holes() {
+        let mut f = tempfile::tempfile().unwrap();
+        let mut g = Gather::new(&mut f, 0);
+        g.put(0, &[1; 4096]).unwrap();
+        g.put(4096, &[2; 4096]).unwrap();
+        g.put(5 * 4096, &[3; 4096]).unwrap();
+        g.put(6 * 4096, &vec![4; BUFFER]).unwrap();
+        g.finish().unwrap();
+        let mut got = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+        assert_eq!(got.len(), 6 * 4096 + BUFFER);
+        assert!(got[..4096].iter().all(|b| *b == 1));
+        assert!(got[4096..8192].iter().all(|b| *b == 2));
+        assert!(got[8192..5 * 4096].iter().all(|b| *b == 0));
+        assert!(got[5 * 4096..6 * 4096].iter().all(|b| *b == 3));
+        assert!(got[6 * 4096..].iter().all(|b| *b == 4));
+        let mut f = tempfile::tempfile().unwrap();
+        let mut g = Gather::new(&mut f, 0);
+        g.put(u64::MAX - 4095, &[5; 4096]).unwrap();
+        assert!(g.finish().is_err());
     }
 
     #[test]
