@@ -345,6 +345,16 @@ fn damaged_images_and_the_output_rules() {
         assert!(err.contains("at byte "), "{err}");
         assert!(!Path::new(&out).exists(), "{flag}: output left behind");
     }
+    // A file of zeros reads to its end but `validate` calls it INVALID:
+    // extracted (no memory), said on stderr, exit 1 as `digest` does.
+    let zeros = dir.path("zeros.img");
+    std::fs::write(&zeros, [0u8; 65536]).unwrap();
+    let out = dir.path("zeros.raw");
+    let o = run(&["extract", &zeros, "--raw", &out]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("INVALID"), "{o:?}");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
+    std::fs::remove_file(&out).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(dir.0.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
