@@ -352,7 +352,10 @@ fn damaged_images_and_the_output_rules() {
     let out = dir.path("zeros.raw");
     let o = run(&["extract", &zeros, "--raw", &out]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("INVALID"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("INVALID"),
+        "{o:?}"
+    );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
     std::fs::remove_file(&out).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(dir.0.path())
