@@ -10,7 +10,11 @@
 #  - chromium, only when HVM_REQUIRE names it (.ci/run does): the headless
 #    screenshot check of `hvm-inspect plot`'s SVGs. It is large (~330 MB
 #    installed), so a developer's test run does without it and that one
-#    test skips.
+#    test skips;
+#  - with HVM_SETUP_FORENSIC=1 (scripts/test.sh sets it): the consumers the
+#    `extract` tests hand their files to — binutils (readelf), gdb, and
+#    pinned pyelftools and volatility3 in a venv under target/forensic-venv
+#    (the main job never needs them).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -34,4 +38,27 @@ fi
 if [ "${HVM_SETUP_FUZZ:-0}" = 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "setup: installing cargo-fuzz"
     cargo install --quiet --locked cargo-fuzz
+fi
+
+if [ "${HVM_SETUP_FORENSIC:-0}" = 1 ]; then
+    need=()
+    for pkg in binutils gdb python3-venv; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
+    if [ "${#need[@]}" -gt 0 ]; then
+        echo "setup: installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    venv="$repo_root/target/forensic-venv"
+    pins="pyelftools==0.33 volatility3==2.28.2"
+    if [ "$(cat "$venv/pins" 2>/dev/null)" != "$pins" ]; then
+        echo "setup: installing $pins into target/forensic-venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        # shellcheck disable=SC2086
+        "$venv/bin/pip" install --quiet --disable-pip-version-check $pins
+        echo "$pins" >"$venv/pins"
+    fi
 fi

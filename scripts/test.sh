@@ -5,20 +5,22 @@
 #
 # Tests that need /dev/kvm or the Xen oracle (unpacked by setup.sh) skip when
 # it is missing; each skip appends a line to $HVM_SKIP_LOG, and the count is
-# printed at the end. With HVM_REQUIRE=kvm,xen-oracle,chromium (set by
-# .ci/run) a missing prerequisite fails instead: checked here first, and by
-# each test. Chromium (the plot screenshot test) is installed by setup.sh
-# only when HVM_REQUIRE names it.
+# printed at the end. With HVM_REQUIRE=kvm,xen-oracle,forensic-tools,chromium
+# (set by .ci/run) a missing prerequisite fails instead: checked here first,
+# and by each test. The forensic tools (readelf, gdb, pyelftools, volatility3,
+# for the `extract` consumer tests) are installed here, not for the main job;
+# Chromium (the plot screenshot test) by setup.sh only when HVM_REQUIRE names
+# it.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
-scripts/setup.sh
+HVM_SETUP_FORENSIC=1 scripts/setup.sh
 
 require=",${HVM_REQUIRE:-},"
 for name in $(echo "${HVM_REQUIRE:-}" | tr ',' ' '); do
     case "$name" in
-        kvm | xen-oracle | chromium) ;;
-        *) echo "test.sh: HVM_REQUIRE names unknown prerequisite '$name' (known: kvm, xen-oracle, chromium)" >&2; exit 1 ;;
+        kvm | xen-oracle | forensic-tools | chromium) ;;
+        *) echo "test.sh: HVM_REQUIRE names unknown prerequisite '$name' (known: kvm, xen-oracle, forensic-tools, chromium)" >&2; exit 1 ;;
     esac
 done
 if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
@@ -40,6 +42,13 @@ fi
 if [[ "$require" == *,chromium,* ]] && ! command -v chromium >/dev/null 2>&1; then
     echo "test.sh: HVM_REQUIRE names chromium but no chromium is on PATH" >&2
     exit 1
+fi
+if [[ "$require" == *,forensic-tools,* ]]; then
+    if ! target/forensic-venv/bin/python3 -c 'import elftools, volatility3' 2>/dev/null \
+        || ! command -v readelf >/dev/null || ! command -v gdb >/dev/null; then
+        echo "test.sh: HVM_REQUIRE names forensic-tools but readelf, gdb or target/forensic-venv is missing" >&2
+        exit 1
+    fi
 fi
 
 skip_log="$(mktemp "${TMPDIR:-/tmp}/hvm-skips.XXXXXX")"

@@ -23,7 +23,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -639,6 +639,24 @@ impl Write for AtomicFile {
     }
     fn flush(&mut self) -> io::Result<()> {
         let r = self.file()?.flush();
+        r.map_err(|e| self.named(e))
+    }
+}
+
+/// Seeking lets a sparse output (a raw memory image) leave holes where
+/// nothing is written.
+impl Seek for AtomicFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let r = self.file()?.seek(pos);
+        r.map_err(|e| self.named(e))
+    }
+}
+
+impl AtomicFile {
+    /// Set the temporary's length (a sparse file's final hole is made this
+    /// way, without writing zeros).
+    pub fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let r = self.file()?.set_len(len);
         r.map_err(|e| self.named(e))
     }
 }

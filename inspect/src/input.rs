@@ -3,9 +3,9 @@
 //! `summary`, `validate` and `show` stream the image through
 //! [`hvm_format::stream::Reader`] with read(2) into a reused buffer: memory
 //! stays bounded and, unlike an mmap, the page cache pages read do not count
-//! against the process's resident set. `digest` and `diff` need the final
-//! copy of every page in pfn order, so they map the file; standard input is
-//! first spooled to an unnamed temporary file for them.
+//! against the process's resident set. `digest`, `diff` and `extract` need
+//! the final copy of every page in pfn order, so they map the file;
+//! standard input is first spooled to an unnamed temporary file for them.
 
 use std::fs::File;
 use std::io::{self, Read};

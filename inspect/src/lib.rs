@@ -11,6 +11,7 @@
 //!   and the functions that fill them.
 //! * [`diff`]: `diff A B` — memory, vCPU and HVM record differences.
 //! * [`convert`]: any legacy dialect into migration v2 (libxc, libxl, xl).
+//! * [`extract`]: guest memory as a raw file, an ELF core or LiME.
 //! * [`plot`]: SVG pictures of an image's passes and of `hvm-save --stats`.
 //! * [`text`]: the text renderers.
 //! * [`input`]: files, standard input, mapping, and the one walk over a
@@ -26,6 +27,7 @@
 
 pub mod convert;
 pub mod diff;
+pub mod extract;
 pub mod input;
 pub mod plot;
 mod reframe;

@@ -48,8 +48,8 @@ struct Global {
     /// the detected one.
     #[arg(long, global = true, value_parser = parse_word)]
     word: Option<WordSize>,
-    /// Most bytes of standard input (or a FIFO) that `digest` and `diff`
-    /// copy to a temporary file for random access [default: 1 GiB].
+    /// Most bytes of standard input (or a FIFO) that `digest`, `diff` and
+    /// `extract` copy to a temporary file for random access [default: 1 GiB].
     #[arg(long, global = true, value_name = "BYTES")]
     spool_limit: Option<u64>,
 }
@@ -139,6 +139,45 @@ enum Cmd {
         #[arg(long, default_value = "xl")]
         to: hvm_inspect::convert::Target,
         /// The image, or - for standard input.
+        image: String,
+    },
+    /// Guest memory out to forensic tools: the final copy of every pfn
+    /// (what Xen's restorer leaves; verify-pass copies are not memory) as a
+    /// sparse raw file, an ELF core or LiME. Exactly one of --raw, --elf,
+    /// --lime.
+    ///
+    /// --raw: file offset = guest physical address; absent pfns are holes
+    /// (never written), the length is the end of the highest page.
+    /// --elf: ELF64 ET_CORE for x86-64: a PT_LOAD per run of present pfns
+    /// (p_paddr = p_vaddr = guest physical address), NT_PRSTATUS and a QEMU
+    /// CPU-state note (CR0-CR4, segments, GDT/IDT) per vCPU. --lime: a
+    /// LiME range header per run, then its bytes. See docs/extract.md.
+    ///
+    /// A damaged image writes nothing and exits 1; an image `validate`
+    /// calls INVALID is extracted, says so, and exits 1. The output is
+    /// written atomically with mode 0600, never over an existing file
+    /// without --force, nor over the input.
+    #[command(group(clap::ArgGroup::new("format").required(true).args(["raw", "elf", "lime"])))]
+    Extract {
+        /// Write a sparse raw file here.
+        #[arg(long, value_name = "OUT")]
+        raw: Option<std::path::PathBuf>,
+        /// Write an ELF64 core file here.
+        #[arg(long, value_name = "OUT")]
+        elf: Option<std::path::PathBuf>,
+        /// Write a LiME file here.
+        #[arg(long, value_name = "OUT")]
+        lime: Option<std::path::PathBuf>,
+        /// Only guest physical addresses START (inclusive) to END
+        /// (exclusive), decimal or 0x-hex, multiples of 4096; e.g.
+        /// 0x100000-0x200000 is the second MiB.
+        #[arg(long, value_name = "START-END")]
+        range: Option<hvm_inspect::extract::PhysRange>,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+        /// The image, or - for standard input (spooled, at most
+        /// --spool-limit bytes).
         image: String,
     },
     /// Draw an SVG: of an image, pages sent per pass and a memory map of
@@ -388,6 +427,14 @@ fn run(cli: Cli) -> Result<u8, InspectError> {
             image,
         } => cmd_convert(&g, opts, output, force, to, image),
         Cmd::Plot(a) => cmd_plot(&g, opts, a),
+        Cmd::Extract {
+            raw,
+            elf,
+            lime,
+            range,
+            force,
+            image,
+        } => cmd_extract(&g, opts, (raw, elf, lime), range, force, image),
     }
 }
 
@@ -557,6 +604,56 @@ fn cmd_plot(g: &Global, opts: OpenOptions, a: PlotArgs) -> Result<u8, InspectErr
     };
     plot::write(dest, &svg)?;
     Ok(0)
+}
+
+/// `extract`: guest memory into a raw, ELF or LiME file, committed only
+/// when complete.
+fn cmd_extract(
+    g: &Global,
+    opts: OpenOptions,
+    outs: (
+        Option<std::path::PathBuf>,
+        Option<std::path::PathBuf>,
+        Option<std::path::PathBuf>,
+    ),
+    range: Option<hvm_inspect::extract::PhysRange>,
+    force: bool,
+    image: String,
+) -> Result<u8, InspectError> {
+    use hvm_inspect::extract::{extract, render, Format};
+    let (format, output) = match outs {
+        (Some(o), None, None) => (Format::Raw, o),
+        (None, Some(o), None) => (Format::Elf, o),
+        (None, None, Some(o)) => (Format::Lime, o),
+        _ => {
+            return Err(InspectError::Usage(
+                "extract: give exactly one of --raw, --elf, --lime".into(),
+            ))
+        }
+    };
+    if output.as_os_str() == "-" {
+        return Err(InspectError::Usage(
+            "extract: the output must be a file (a raw file is written at any offset)".into(),
+        ));
+    }
+    hvm_cli::signal::remove_temporaries_on_signal();
+    let input = open_input(g, &image)?;
+    let mut outputs = hvm_cli::Outputs::new();
+    outputs.input("input", std::path::Path::new(&image));
+    let mut file = outputs.create("output", &output, force)?;
+    for p in outputs.take_stale() {
+        hvm_cli::stdout::warn(format_args!(
+            "hvm-inspect: removed {}, left behind by a run that was killed",
+            p.display()
+        ));
+    }
+    let shown = output.display().to_string();
+    let (r, verdict) = with_progress(g, input.len(), |cb| {
+        extract(input, opts, format, range, &shown, &mut file, cb)
+    })?;
+    file.commit()?;
+    emit_report(g, "extract", &r, render)?;
+    Ok(u8::from(invalid(g, &image, &verdict)))
 }
 
 /// For `diff`, exit status 1 means "different", so every error is 2.

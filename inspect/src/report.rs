@@ -15,7 +15,9 @@ use hvm_format::stream::{Element, Item};
 use hvm_format::vcpu::VcpuContext;
 use hvm_format::{Context, Error, PAGE_SIZE};
 
-use crate::input::{walk_read, walk_slice, Input, InspectError, Progress, Spooled, Visit, Walked};
+use crate::input::{
+    walk_read, walk_slice, Input, InspectError, Mapped, Progress, Spooled, Visit, Walked,
+};
 
 /// A format error as reported: where, in what, and what is wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -1367,6 +1369,33 @@ pub(crate) fn index_file(
     Ok((walked, v))
 }
 
+/// Walk a mapped image once: its index, vCPU records and HVM blob, and
+/// the verdict of `validate`, for `digest` and `extract`. A damaged stream
+/// is an error (naming offset, record and field): a digest or an extract
+/// of part of an image would be a lie.
+pub(crate) fn index_mapped(
+    m: &Mapped,
+    opts: OpenOptions,
+    progress: Progress<'_>,
+) -> Result<(Walked, IndexVisit, VerdictReport), InspectError> {
+    let (walked, c) = walk_slice(m.name(), m.bytes(), opts, progress, |info| {
+        Checked::new(
+            info,
+            IndexVisit {
+                index: IndexBuilder::new(),
+                vcpus: Vec::new(),
+                hvm: None,
+            },
+        )
+    })?;
+    let (v, verdict) = c.finish(&walked);
+    m.check()?; // zeros after a truncation are not the image's error
+    if let Some(e) = walked.error {
+        return Err(InspectError::image(m.name(), e));
+    }
+    Ok((walked, v, verdict))
+}
+
 /// Workers for hashing: one per available core (`parallel_digest` pins
 /// them; unpinned threads would share one core).
 pub fn digest_workers() -> usize {
@@ -1410,21 +1439,7 @@ pub fn digest(
     progress: Progress<'_>,
 ) -> Result<(DigestReport, VerdictReport), InspectError> {
     let m = input.map()?;
-    let (walked, c) = walk_slice(m.name(), m.bytes(), opts, progress, |info| {
-        Checked::new(
-            info,
-            IndexVisit {
-                index: IndexBuilder::new(),
-                vcpus: Vec::new(),
-                hvm: None,
-            },
-        )
-    })?;
-    let (v, verdict) = c.finish(&walked);
-    m.check()?; // zeros after a truncation are not the image's error
-    if let Some(e) = walked.error {
-        return Err(InspectError::image(m.name(), e));
-    }
+    let (_, v, verdict) = index_mapped(&m, opts, progress)?;
     let idx = v.index.finish();
     let data = m.bytes();
     let pages = final_pages(&idx.finals, data).map_err(|e| InspectError::image(m.name(), e))?;

@@ -139,6 +139,21 @@ fn every_subcommand_reads_every_dialect() {
     let dir = Dir::new("all");
     let reference = dir.write("seed.img", &image(Dialect::Seed, WordSize::W64, false));
     let want_digest = json(&run(&["--json", "digest", &reference]));
+    // LiME: the pages and their addresses, compactly (no registers).
+    let reference_lime = dir.0.join("seed.lime");
+    let o = run(&[
+        "extract",
+        &reference,
+        "--lime",
+        reference_lime.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(2), "{o:?}");
+    let want_lime = std::fs::read(&reference_lime).unwrap();
+    assert_eq!(
+        want_lime.len(),
+        3 * (32 + PAGE_SIZE),
+        "three runs of one page"
+    );
     for (dialect, tag) in DIALECTS {
         for word in [WordSize::W64, WordSize::W32] {
             let f = dir.write(
@@ -182,6 +197,11 @@ fn every_subcommand_reads_every_dialect() {
                 assert_eq!(d["memory"][k]["pages"], 0, "{tag} {k}: {d:#}");
             }
             assert_eq!(d["memory"]["same"], 3, "{tag}: {d:#}");
+            // The same memory extracted: byte for byte the seed image's.
+            let lime = dir.0.join(format!("{tag}-{}.lime", word.bits()));
+            let o = run(&["extract", &f, "--lime", lime.to_str().unwrap()]);
+            assert_ne!(o.status.code(), Some(2), "{tag}: {o:?}");
+            assert!(std::fs::read(&lime).unwrap() == want_lime, "{tag}: extract");
         }
     }
 }

@@ -131,6 +131,28 @@ fn every_subcommand(path: &Path) -> Vec<(&'static str, usize)> {
         "diff",
         peak_of(|| drop(hvm_inspect::diff::diff(open(), open(), opts, &no_progress))),
     ));
+    for (name, format) in [
+        ("extract --raw", hvm_inspect::extract::Format::Raw),
+        ("extract --elf", hvm_inspect::extract::Format::Elf),
+        ("extract --lime", hvm_inspect::extract::Format::Lime),
+    ] {
+        let mut sink = tempfile::tempfile().unwrap();
+        out.push((
+            name,
+            peak_of(|| {
+                let r = hvm_inspect::extract::extract(
+                    open(),
+                    opts,
+                    format,
+                    None,
+                    "out",
+                    &mut sink,
+                    &no_progress,
+                );
+                drop(r);
+            }),
+        ));
+    }
     out.push((
         "convert",
         peak_of(|| {
@@ -252,7 +274,7 @@ fn the_corruption_matrix_stays_within_the_bound() {
             }
         }
     }
-    assert!(runs >= 4 * 50 * 2 * 10, "{runs} runs");
+    assert!(runs >= 4 * 50 * 2 * 13, "{runs} runs");
     assert!(over.is_empty(), "{}", over.join("\n"));
 }
 

@@ -5,7 +5,7 @@
 //! passing test prints, so a skip is made visible twice: each one appends
 //! a line to the file `HVM_SKIP_LOG` names (scripts/test.sh counts them and
 //! prints the count at the end), and when `HVM_REQUIRE` (a comma-separated
-//! list, e.g. `kvm,xen-oracle`; `.ci/run` sets it) names the missing
+//! list, e.g. `kvm,xen-oracle,forensic-tools`; `.ci/run` sets it) names the missing
 //! prerequisite the test panics instead, so a broken setup cannot pass.
 
 use std::io::Write;
@@ -17,8 +17,12 @@ pub const XEN_ORACLE: &str = "xen-oracle";
 /// A headless `chromium` on PATH (renders `hvm-inspect plot`'s SVGs);
 /// scripts/setup.sh installs Debian's only when `HVM_REQUIRE` names it.
 pub const CHROMIUM: &str = "chromium";
+/// binutils' readelf, gdb, and pyelftools and volatility3 in
+/// target/forensic-venv (`HVM_SETUP_FORENSIC=1 scripts/setup.sh`): the
+/// consumers `hvm-inspect extract`'s outputs are checked with.
+pub const FORENSIC_TOOLS: &str = "forensic-tools";
 /// Every prerequisite `HVM_REQUIRE` may name.
-pub const KNOWN: [&str; 3] = [KVM, XEN_ORACLE, CHROMIUM];
+pub const KNOWN: [&str; 4] = [KVM, XEN_ORACLE, FORENSIC_TOOLS, CHROMIUM];
 
 /// The prerequisites `require` (HVM_REQUIRE's value) names. An unknown
 /// name is an error: a typo must not quietly turn a requirement off.
