@@ -14,6 +14,8 @@ use hvm_format::WordSize;
 /// A segment register as QEMU's dump keeps it: `flags` is bits 8–23 of a
 /// descriptor's high word (type at 8, S 12, DPL 13–14, P 15, AVL 20, L 21,
 /// D/B 22, G 23), QEMU's own form.
+// Each field is the register part of the same name.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Segment {
     pub selector: u32,
@@ -36,6 +38,8 @@ pub enum Source {
 
 /// Registers of one vCPU, 64-bit names (a 32-bit toolstack's values are
 /// zero-extended).
+// Each field is the register of the same name.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuState {
     pub rax: u64,
@@ -198,8 +202,11 @@ impl CpuState {
 /// instance) and registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vcpu {
+    /// vCPU id.
     pub id: u32,
+    /// Which records the registers came from.
     pub source: Source,
+    /// The registers.
     pub state: CpuState,
 }
 

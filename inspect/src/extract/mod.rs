@@ -114,8 +114,11 @@ pub struct VcpuReport {
     pub id: u32,
     /// Which records its registers came from.
     pub source: cpu::Source,
+    /// Instruction pointer, as written to the core.
     pub rip: u64,
+    /// Stack pointer, as written to the core.
     pub rsp: u64,
+    /// CR3 (the page-table root tools walk from), as written to the QEMU note.
     pub cr3: u64,
 }
 
