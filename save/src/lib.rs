@@ -20,6 +20,8 @@
 //! * [`manifest`]: digests of the guest at suspend time. [`progress`]:
 //!   progress display, stats file, summary line.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod domain;
 pub mod manifest;
