@@ -230,7 +230,7 @@ fn save_check_resume(load: Load, seed_policy: bool) -> Saved {
 
 /// `hvm-restore-check --expect` and `--resume` on a saved image.
 fn check_and_resume(load: Load, s: &Saved) {
-    let report = check_expect(&s);
+    let report = check_expect(s);
     assert!(
         report.ok(),
         "{load:?}: --expect failed:\n{}",
