@@ -249,7 +249,8 @@ impl PageMap for Vec<Option<&[u8]>> {
 ///
 /// Calls come in the seed's order: `platform`, `info`, the HVM params,
 /// `log_dirty_enable` (live), `dm_dirty_init` (live), then passes of
-/// `log_dirty_peek` + `map_batch`, `log_dirty_clean`, `dm_flip`/`dm_take`,
+/// `log_dirty_peek` + `map_batch`, `log_dirty_clean`, `dm_flip`/`dm_take`
+/// (and `set_throttle` between passes when the policy throttles),
 /// `suspend` + `info` (the retry loop), `vcpu_context`, `hvm_context`,
 /// `device_model_state`, and `log_dirty_off` / `resume` at the end.
 pub trait Domain {

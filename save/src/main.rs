@@ -20,9 +20,9 @@ use hvm_save::{Domain, DowntimePolicy, Envelope, Policy, SaveOptions, SeedPolicy
 enum PolicyArg {
     /// xc_hvm_save's rules: 29 passes, 3x memory, fewer than 50 pages.
     Seed,
-    /// Stop where the seed converges, or as soon as rounds stop shrinking;
-    /// send during the suspend wait when the final round would exceed
-    /// --max-downtime.
+    /// Stop where the seed converges, or as soon as rounds stop shrinking
+    /// (by less than 5 % a round); throttle the guest, or send during the
+    /// suspend wait, when the final round would exceed --max-downtime.
     Downtime,
 }
 
@@ -162,8 +162,10 @@ struct Args {
     /// Stop rule for pre-copy.
     #[arg(long, value_enum, default_value_t = PolicyArg::Downtime)]
     policy: PolicyArg,
-    /// Downtime budget of the final round, ms (downtime policy): above it the
-    /// saver keeps sending while the guest acknowledges the suspend.
+    /// Downtime budget of the final round, ms (downtime policy): when rounds
+    /// stop shrinking above it, the guest is throttled (--throttle auto) or,
+    /// failing that, the saver keeps sending while the guest acknowledges
+    /// the suspend.
     #[arg(long, default_value_t = 50)]
     max_downtime: u64,
     /// Throttle a guest that dirties memory faster than the save can send it
