@@ -249,7 +249,8 @@ impl PageMap for Vec<Option<&[u8]>> {
 ///
 /// Calls come in the seed's order: `platform`, `info`, the HVM params,
 /// `log_dirty_enable` (live), `dm_dirty_init` (live), then passes of
-/// `log_dirty_peek` + `map_batch`, `log_dirty_clean`, `dm_flip`/`dm_take`,
+/// `log_dirty_peek` + `map_batch`, `log_dirty_clean`, `dm_flip`/`dm_take`
+/// (and `set_throttle` between passes when the policy throttles),
 /// `suspend` + `info` (the retry loop), `vcpu_context`, `hvm_context`,
 /// `device_model_state`, and `log_dirty_off` / `resume` at the end.
 pub trait Domain {
@@ -308,7 +309,33 @@ pub trait Domain {
     fn now(&mut self) -> Duration;
     /// Wait on the domain's clock (the seed's `usleep`s, the rate limiter).
     fn sleep(&mut self, d: Duration);
+
+    /// Slow the running guest down so pre-copy can catch up with it: its
+    /// vCPUs sleep for `percent` (at most [`MAX_THROTTLE`]) of each short
+    /// period; 0 lifts the throttle. Backends that cannot throttle refuse
+    /// any level but 0 with [`DomainError::Unavailable`], and the saver then
+    /// goes on without. A backend lifts its throttle when it is dropped too.
+    fn set_throttle(&mut self, percent: u8) -> DomainResult<()> {
+        if percent == 0 {
+            Ok(())
+        } else {
+            Err(DomainError::Unavailable(
+                "this backend cannot throttle the guest".into(),
+            ))
+        }
+    }
+
+    /// A counter of the work the guest has done so far (the KVM workload's
+    /// steps, the simulator's modelled steps), to report what a throttle
+    /// cost it; `None` where the backend cannot see one.
+    fn guest_progress(&mut self) -> Option<u64> {
+        None
+    }
 }
+
+/// The most a guest is throttled: QEMU's `max-cpu-throttle` (its vCPUs
+/// still run 1 % of the time, so the guest never stops entirely).
+pub const MAX_THROTTLE: u8 = 99;
 
 impl<D: Domain + ?Sized> Domain for Box<D> {
     fn platform(&mut self) -> DomainResult<PlatformInfo> {
@@ -367,6 +394,12 @@ impl<D: Domain + ?Sized> Domain for Box<D> {
     }
     fn sleep(&mut self, d: Duration) {
         (**self).sleep(d)
+    }
+    fn set_throttle(&mut self, percent: u8) -> DomainResult<()> {
+        (**self).set_throttle(percent)
+    }
+    fn guest_progress(&mut self) -> Option<u64> {
+        (**self).guest_progress()
     }
 }
 

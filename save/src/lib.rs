@@ -14,11 +14,14 @@
 //!   [`backend::xen`] (feature `xen`) and [`backend::fault`] (fault injection).
 //! * [`plan`]: `max_pfn`, holes, magic pfns, the permute scan order.
 //! * [`policy`]: when to stop pre-copy: [`policy::SeedPolicy`] (the seed's
-//!   rules) and [`policy::DowntimePolicy`] (the default), plus the rate limiter.
+//!   rules) and [`policy::DowntimePolicy`] (the default, which may also
+//!   throttle a guest that out-writes the link), plus the rate limiter.
 //! * [`saver`]: the seed's loop, emitting [`saver::Event`]s.
 //! * [`sink`]: atomic file, stdout, TCP. [`xend`]: the xend envelope.
 //! * [`manifest`]: digests of the guest at suspend time. [`progress`]:
 //!   progress display, stats file, summary line.
+
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod domain;

@@ -11,6 +11,7 @@ use hvm_cli::output::{AtomicFile, Outputs};
 use hvm_cli::stdout::warn;
 use hvm_save::backend::sim::{SimConfig, SimDomain, Workload};
 use hvm_save::manifest::Manifest;
+use hvm_save::policy::ThrottleMode;
 use hvm_save::progress::{summary_line, Progress, StatsWriter};
 use hvm_save::sink::Sink;
 use hvm_save::{Domain, DowntimePolicy, Envelope, Policy, SaveOptions, SeedPolicy};
@@ -19,10 +20,20 @@ use hvm_save::{Domain, DowntimePolicy, Envelope, Policy, SaveOptions, SeedPolicy
 enum PolicyArg {
     /// xc_hvm_save's rules: 29 passes, 3x memory, fewer than 50 pages.
     Seed,
-    /// Stop where the seed converges, or as soon as rounds stop shrinking;
-    /// send during the suspend wait when the final round would exceed
-    /// --max-downtime.
+    /// Stop where the seed converges, or as soon as rounds stop shrinking
+    /// (by less than 5 % a round); throttle the guest, or send during the
+    /// suspend wait, when the final round would exceed --max-downtime.
     Downtime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ThrottleArg {
+    /// Never slow the guest down.
+    Off,
+    /// Downtime policy: when rounds stop shrinking and the final round
+    /// would exceed --max-downtime, throttle the guest's vCPUs in steps
+    /// (20 %, then +10 % a pass, at most 99 %) until it fits.
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -151,10 +162,19 @@ struct Args {
     /// Stop rule for pre-copy.
     #[arg(long, value_enum, default_value_t = PolicyArg::Downtime)]
     policy: PolicyArg,
-    /// Downtime budget of the final round, ms (downtime policy): above it the
-    /// saver keeps sending while the guest acknowledges the suspend.
+    /// Downtime budget of the final round, ms (downtime policy): when rounds
+    /// stop shrinking above it, the guest is throttled (--throttle auto) or,
+    /// failing that, the saver keeps sending while the guest acknowledges
+    /// the suspend.
     #[arg(long, default_value_t = 50)]
     max_downtime: u64,
+    /// Throttle a guest that dirties memory faster than the save can send it
+    /// (downtime policy; default auto). The seed policy never throttles:
+    /// `--throttle auto` with `--policy seed` is refused. The throttle is
+    /// lifted when the save ends, fails or is interrupted, and the summary
+    /// says what it cost ("guest throttled up to X % for Y s").
+    #[arg(long, value_enum, value_name = "off|auto")]
+    throttle: Option<ThrottleArg>,
     /// Limit the send rate, MB/s.
     #[arg(long, value_name = "MB/s", value_parser = parse_link)]
     max_rate: Option<f64>,
@@ -361,6 +381,9 @@ fn open_kvm(_: &Args) -> anyhow::Result<Box<dyn Domain>> {
 }
 
 fn run(a: Args) -> anyhow::Result<()> {
+    if a.policy == PolicyArg::Seed && a.throttle == Some(ThrottleArg::Auto) {
+        bail!("--throttle auto needs --policy downtime: the seed policy never throttles");
+    }
     let cancel = hvm_cli::signal::cancel_flag();
     let timeout = Duration::from_secs_f64(a.io_timeout);
     // Every output is checked, and its temporary created, before the guest
@@ -413,7 +436,14 @@ fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut policy: Box<dyn Policy> = match a.policy {
         PolicyArg::Seed => Box::new(SeedPolicy::default()),
-        PolicyArg::Downtime => Box::new(DowntimePolicy::new(Duration::from_millis(a.max_downtime))),
+        PolicyArg::Downtime => Box::new(
+            DowntimePolicy::new(Duration::from_millis(a.max_downtime)).with_throttle(
+                match a.throttle.unwrap_or(ThrottleArg::Auto) {
+                    ThrottleArg::Off => ThrottleMode::Off,
+                    ThrottleArg::Auto => ThrottleMode::Auto,
+                },
+            ),
+        ),
     };
     let opts = SaveOptions {
         // The embedded KVM guest is always saved live.

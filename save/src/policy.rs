@@ -4,7 +4,10 @@
 //! (the default) fits a saturating [`DirtyModel`] to the measured passes,
 //! runs the seed's rules forward on it, keeps the seed's stop where the seed
 //! converges (its final round is then the floor) and cuts a run that
-//! plateaus right after a short pass, long before the seed's caps.
+//! plateaus right after a short pass, long before the seed's caps. Where
+//! that plateau's final round would bust `--max-downtime`, it can instead
+//! throttle the guest in steps until the final round fits
+//! ([`ThrottleMode::Auto`], QEMU's auto-converge).
 
 use std::time::Duration;
 
@@ -93,6 +96,17 @@ pub trait Policy {
     }
     /// The verdict after pass `report.iter`.
     fn after_pass(&mut self, report: &PassReport) -> Decision;
+    /// The throttle the policy wants from now on: percent of each short
+    /// period the guest's vCPUs sleep, 0 for none. The saver reads it after
+    /// every pass that continues pre-copy and applies a change through
+    /// [`Domain::set_throttle`](crate::domain::Domain::set_throttle); it
+    /// lifts the throttle itself when the save ends, however it ends.
+    fn throttle(&self) -> u8 {
+        0
+    }
+    /// The backend refused to throttle: decide from now on as if throttling
+    /// were off.
+    fn throttle_unavailable(&mut self) {}
     /// After a [`Decision::StopAndCopy`]: keep sending what the guest dirties
     /// while it acknowledges the suspend, instead of sleeping through the
     /// wait as the seed did. Shrinks the final round by the pages copied in
@@ -181,7 +195,10 @@ impl Policy for SeedPolicy {
 /// backstop and are never exceeded.
 ///
 /// A plateau's final round is a working set's worth of pages, usually over
-/// `max_downtime`; then the saver spends the suspend latency `S` sending
+/// `max_downtime`. With [`ThrottleMode::Auto`] the policy then throttles
+/// the guest instead of stopping (see [`DowntimePolicy::throttle`]); without
+/// it, or when even the most throttle leaves the round over budget, the
+/// saver spends the suspend latency `S` sending
 /// instead of sleeping, and the final round loses every page copied in that
 /// time and not dirtied again (on the 1 GiB simulator's hot 256 MiB
 /// workload, 15 % of it). A run inside its budget skips this: pages sent in
@@ -194,12 +211,36 @@ pub struct DowntimePolicy {
     /// the predicted final round exceeds it, the saver sends during the
     /// suspend wait ([`Policy::send_while_suspending`]) to shrink that round.
     pub max_downtime: Duration,
-    /// A pass whose dirty set is at least this fraction of the previous
-    /// pass's counts as not shrinking; two in a row make a plateau.
-    pub stall_ratio: f64,
-    /// A plateau is flat when the dirty set fell by less than this fraction
-    /// per pass over the last [`FLAT_WINDOW`] passes.
-    pub flat_slope: f64,
+    /// A pass whose dirty set shrank by less than this fraction of the
+    /// previous pass's (or grew) counts as not shrinking; [`FLAT_WINDOW`]
+    /// in a row make a plateau. 5 %: rounds that shrink by a hair (0.01 % a pass on the
+    /// KVM guest at 125 MB/s) only resend the working set again and again.
+    pub shrink_tolerance: f64,
+    /// Throttle the guest when a plateau's final round would bust
+    /// `max_downtime`. [`ThrottleMode::Off`] here (a library caller opts in
+    /// to slowing its guest); `hvm-save`'s `--throttle` defaults to auto.
+    ///
+    /// Under [`ThrottleMode::Auto`], where the policy would stop on a
+    /// plateau predicted over budget, it throttles at
+    /// [`throttle_initial`](Self::throttle_initial) % and runs on. After
+    /// each throttled pass: if the final round predicted from that pass
+    /// (what is dirty plus what the guest dirties at the pass's rate during
+    /// the suspend latency) fits `max_downtime`, stop and copy; else, if
+    /// the pass did not shrink by `shrink_tolerance`, or the guest dirtied
+    /// more than half of what the pass sent (QEMU's
+    /// `throttle-trigger-threshold`), raise the throttle by
+    /// [`throttle_increment`](Self::throttle_increment), up to
+    /// [`throttle_max`](Self::throttle_max); at the maximum and still not
+    /// shrinking, stop (and send during the suspend wait). The seed's caps
+    /// stay the backstop throughout.
+    pub throttle: ThrottleMode,
+    /// First throttle step, percent (QEMU's `cpu-throttle-initial`).
+    pub throttle_initial: u8,
+    /// Each further step, percent (`cpu-throttle-increment`).
+    pub throttle_increment: u8,
+    /// Highest throttle, percent (`max-cpu-throttle`; at most
+    /// [`MAX_THROTTLE`](crate::domain::MAX_THROTTLE)).
+    pub throttle_max: u8,
     /// Keep at least this fraction of the seed's predicted total unsent on a
     /// non-converging run (the target is 0.30; a margin over it
     /// absorbs prediction error).
@@ -213,9 +254,22 @@ pub struct DowntimePolicy {
     history: Vec<PassSample>,
     /// The last stop predicted a final round over `max_downtime`.
     over_budget: bool,
+    /// The throttle asked for now, percent.
+    level: u8,
 }
 
-/// Passes over which a plateau's slope is measured.
+/// Whether the downtime policy may throttle the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThrottleMode {
+    /// Never throttle.
+    #[default]
+    Off,
+    /// Throttle in steps when a plateau's final round would bust the budget.
+    Auto,
+}
+
+/// Passes in a row that must not shrink (by the tolerance) to make a
+/// plateau.
 pub const FLAT_WINDOW: usize = 3;
 
 /// What the default policy remembers of each pass.
@@ -232,13 +286,17 @@ impl Default for DowntimePolicy {
     fn default() -> Self {
         DowntimePolicy {
             max_downtime: Duration::from_millis(50),
-            stall_ratio: 0.98,
-            flat_slope: 0.005,
+            shrink_tolerance: 0.05,
+            throttle: ThrottleMode::Off,
+            throttle_initial: 20,
+            throttle_increment: 10,
+            throttle_max: crate::domain::MAX_THROTTLE,
             page_saving: 0.33,
             suspend_latency: Duration::from_millis(20),
             caps: SeedPolicy::default(),
             history: Vec::new(),
             over_budget: false,
+            level: 0,
         }
     }
 }
@@ -250,6 +308,69 @@ impl DowntimePolicy {
             max_downtime,
             ..Default::default()
         }
+    }
+
+    /// The same policy with throttling `mode`.
+    pub fn with_throttle(self, mode: ThrottleMode) -> Self {
+        DowntimePolicy {
+            throttle: mode,
+            ..self
+        }
+    }
+
+    /// A round whose dirty set is `ratio` times the previous one's did not
+    /// shrink by the tolerance.
+    fn not_shrinking(&self, ratio: f64) -> bool {
+        ratio > 1.0 - self.shrink_tolerance
+    }
+
+    /// Where the unthrottled rules stop on a plateau: throttle instead when
+    /// allowed and the predicted final round busts the budget.
+    fn stop_or_throttle(&mut self, ratio: f64, predicted_ms: f64) -> Decision {
+        let over = predicted_ms > self.max_downtime.as_secs_f64() * 1e3;
+        if over && self.throttle == ThrottleMode::Auto && self.throttle_max > 0 {
+            self.level = self.throttle_initial.clamp(1, self.throttle_max);
+            return Decision::Continue;
+        }
+        self.over_budget = over;
+        Decision::StopAndCopy(StopReason::NotShrinking {
+            ratio,
+            predicted_ms,
+        })
+    }
+
+    /// The decision after a pass run under a throttle. The model fitted to
+    /// earlier passes no longer holds (the guest writes slower), so the
+    /// final round is predicted from this pass alone.
+    fn while_throttled(&mut self, r: &PassReport, dirty: u64, bw: f64, ratio: f64) -> Decision {
+        let secs = r.duration.as_secs_f64().max(1e-6);
+        let rate = dirty as f64 / secs;
+        let final_pages = dirty as f64 + rate * self.suspend_latency.as_secs_f64();
+        let predicted_ms = final_pages / bw * 1e3;
+        if predicted_ms <= self.max_downtime.as_secs_f64() * 1e3 {
+            return Decision::StopAndCopy(StopReason::DowntimeReached { predicted_ms });
+        }
+        // QEMU's trigger: the guest dirtied more than half of what was sent.
+        let outpaced = 2 * dirty > r.sent;
+        if !self.not_shrinking(ratio) && !outpaced {
+            return Decision::Continue;
+        }
+        if self.level < self.throttle_max {
+            self.level = self
+                .level
+                .saturating_add(self.throttle_increment.max(1))
+                .min(self.throttle_max);
+            return Decision::Continue;
+        }
+        if !self.not_shrinking(ratio) {
+            // At the most throttle, still shrinking: let it.
+            return Decision::Continue;
+        }
+        self.over_budget = true;
+        Decision::StopAndCopy(StopReason::NotShrinking {
+            ratio,
+            predicted_ms,
+        })
     }
 
     /// Predicted stop-and-copy time for `pages` at the pass's bandwidth.
@@ -427,10 +548,20 @@ impl Policy for DowntimePolicy {
         self.over_budget
     }
 
+    fn throttle(&self) -> u8 {
+        self.level
+    }
+
+    fn throttle_unavailable(&mut self) {
+        self.throttle = ThrottleMode::Off;
+        self.level = 0;
+    }
+
     fn after_pass(&mut self, r: &PassReport) -> Decision {
         if r.iter <= 1 {
             // A new save: forget an earlier one's passes.
             self.history.clear();
+            self.level = 0;
         }
         self.over_budget = false;
         if let Some(why) = self.caps.caps(r) {
@@ -454,6 +585,16 @@ impl Policy for DowntimePolicy {
         let Some(model) = DirtyModel::fit(&samples, r.pfn_array_size as f64) else {
             return Decision::Continue;
         };
+        let n = self.history.len();
+        let level = |i: usize| self.history[i].dirty as f64;
+        let ratio = if n >= 2 {
+            level(n - 1) / level(n - 2).max(1.0)
+        } else {
+            0.0
+        };
+        if self.level > 0 {
+            return self.while_throttled(r, dirty, bw, ratio);
+        }
         let seed = self.forecast_seed(r, &model, bw);
         if seed.converges {
             // The seed's small round is the shortest final round there is.
@@ -462,42 +603,29 @@ impl Policy for DowntimePolicy {
 
         let final_now = self.predicted_final(&model, dirty);
         let predicted_ms = final_now / bw * 1e3;
-        let n = self.history.len();
-        let level = |i: usize| self.history[i].dirty as f64;
-        let ratio = if n >= 2 {
-            level(n - 1) / level(n - 2).max(1.0)
-        } else {
-            0.0
-        };
         // Backstop: one more pass (at most what is dirty now) and its final
         // round must still leave the promised saving over the seed.
         let next_pass = dirty as f64;
         let budget = (1.0 - self.page_saving) * seed.total_sent;
         if r.total_sent as f64 + next_pass + final_now.max(seed.final_pages) > budget {
-            self.over_budget = predicted_ms > self.max_downtime.as_secs_f64() * 1e3;
-            return Decision::StopAndCopy(StopReason::NotShrinking {
-                ratio,
-                predicted_ms,
-            });
+            return self.stop_or_throttle(ratio, predicted_ms);
         }
-        // A plateau: two passes in a row that barely shrank the dirty set.
-        let plateau = n >= 3
-            && ratio >= self.stall_ratio
-            && level(n - 2) / level(n - 3).max(1.0) >= self.stall_ratio;
-        if !plateau || n < FLAT_WINDOW + 1 {
+        // A plateau: the last FLAT_WINDOW passes each did not shrink the
+        // dirty set by the tolerance.
+        let plateau = n > FLAT_WINDOW
+            && (n - FLAT_WINDOW..n).all(|i| self.not_shrinking(level(i) / level(i - 1).max(1.0)));
+        if !plateau {
             return Decision::Continue;
         }
-        let slope = (level(n - 1 - FLAT_WINDOW) - level(n - 1))
-            / (FLAT_WINDOW as f64 * level(n - 1).max(1.0));
+        if self.throttle == ThrottleMode::Auto {
+            // Throttling does not wait for a short pass: every plateau pass
+            // leaves about the same final round.
+            return self.stop_or_throttle(ratio, predicted_ms);
+        }
         // Suspend right after a short pass: one that dirtied no more than
         // any before it, so the final round is at the plateau's low.
-        let lowest = self.history[..n - 1].iter().all(|p| p.dirty >= dirty);
-        if slope < self.flat_slope && lowest {
-            self.over_budget = predicted_ms > self.max_downtime.as_secs_f64() * 1e3;
-            return Decision::StopAndCopy(StopReason::NotShrinking {
-                ratio,
-                predicted_ms,
-            });
+        if self.history[..n - 1].iter().all(|p| p.dirty >= dirty) {
+            return self.stop_or_throttle(ratio, predicted_ms);
         }
         Decision::Continue
     }
@@ -544,6 +672,7 @@ mod duration_us {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::MAX_THROTTLE;
 
     fn report(iter: u32, sent: u64, skipped: u64, total: u64) -> PassReport {
         PassReport {
@@ -655,6 +784,147 @@ mod tests {
             (ours.1 as f64) < 0.7 * seed.1 as f64,
             "{ours:?} vs {seed:?}"
         );
+    }
+
+    /// A pass of `secs` on a 30 000 pages/s link that sent `sent` pages and
+    /// left `dirty` dirty, on a 512 MiB guest.
+    fn pass(iter: u32, sent: u64, dirty: u64, total: u64) -> PassReport {
+        let secs = sent as f64 / 30_000.0;
+        PassReport {
+            iter,
+            sent,
+            skipped: 0,
+            total_sent: total,
+            sent_last: 0,
+            pfn_array_size: 131_072,
+            bytes: sent * (PAGE_SIZE as u64 + 8),
+            duration: Duration::from_secs_f64(secs),
+            dirty_now: Some(dirty),
+        }
+    }
+
+    /// Feed a first pass of all memory, then passes that each send what the
+    /// last left dirty and leave `next(dirty, throttle)` dirty. Returns the
+    /// pass that stopped (or `None` within `limit`) and the throttle after
+    /// each pass.
+    fn feed(
+        p: &mut DowntimePolicy,
+        first_dirty: u64,
+        next: impl Fn(u64, u8) -> u64,
+        limit: u32,
+    ) -> (Option<(u32, Decision)>, Vec<u8>) {
+        let mut total = 131_072;
+        let mut dirty = first_dirty;
+        let mut levels = Vec::new();
+        let mut d = p.after_pass(&pass(1, 131_072, dirty, total));
+        levels.push(p.throttle());
+        for iter in 2..=limit {
+            if d != Decision::Continue {
+                return (Some((iter - 1, d)), levels);
+            }
+            let sent = dirty;
+            total += sent;
+            dirty = next(dirty, p.throttle());
+            d = p.after_pass(&pass(iter, sent, dirty, total));
+            levels.push(p.throttle());
+        }
+        ((d != Decision::Continue).then_some((limit, d)), levels)
+    }
+
+    #[test]
+    fn rounds_shrinking_by_less_than_the_tolerance_are_a_plateau() {
+        // Rounds that shrink by 1 % a pass from 7 000 pages (the KVM
+        // guest at 125 MB/s): flat for the 5 % rule, shrinking for a rule
+        // without tolerance.
+        let shrink = |d: u64, _| d * 99 / 100;
+        // The page budget's backstop off, so only the plateau rule stops.
+        let mut tolerant = DowntimePolicy {
+            page_saving: 0.0,
+            ..DowntimePolicy::default()
+        };
+        let mut strict = DowntimePolicy {
+            shrink_tolerance: 0.0,
+            ..tolerant.clone()
+        };
+        let mut steep = tolerant.clone();
+        let (stop, _) = feed(&mut tolerant, 7_000, shrink, 12);
+        let (at, d) = stop.expect("a plateau");
+        assert_eq!(at, 1 + FLAT_WINDOW as u32, "{d:?}");
+        assert!(matches!(
+            d,
+            Decision::StopAndCopy(StopReason::NotShrinking { .. })
+        ));
+        let (stop, _) = feed(&mut strict, 7_000, shrink, 12);
+        assert!(stop.is_none_or(|(at, _)| at > 8), "{stop:?}");
+        // Rounds that shrink by 10 % are still converging.
+        let (stop, _) = feed(&mut steep, 7_000, |d, _| d * 9 / 10, 8);
+        assert!(
+            stop.is_none_or(|(at, _)| at > 1 + FLAT_WINDOW as u32),
+            "{stop:?}"
+        );
+    }
+
+    /// A guest dirtying twice what the link carries, slowed by the throttle:
+    /// the next round holds what it dirties while the last one is sent.
+    fn outpacing(dirty: u64, level: u8) -> u64 {
+        (dirty as f64 * f64::from(100 - level) / 100.0 * 2.0).min(7_000.0) as u64
+    }
+
+    #[test]
+    fn throttle_steps_until_the_final_round_fits() {
+        let budget = Duration::from_millis(50);
+        let mut p = DowntimePolicy::new(budget).with_throttle(ThrottleMode::Auto);
+        let (stop, levels) = feed(&mut p, 7_000, outpacing, 29);
+        let (at, d) = stop.expect("a stop");
+        assert!(
+            matches!(d, Decision::StopAndCopy(StopReason::DowntimeReached { predicted_ms }) if predicted_ms <= 50.0),
+            "{d:?} {levels:?}"
+        );
+        // 20 % first, then 10 % steps, never down, never past 99.
+        let steps: Vec<u8> = levels.iter().copied().filter(|&l| l > 0).collect();
+        assert_eq!(steps[0], 20, "{levels:?}");
+        assert!(
+            steps.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 10),
+            "{levels:?}"
+        );
+        assert!(at < 29, "{levels:?}");
+        assert!(!p.send_while_suspending());
+
+        // Off: the same guest is cut on its plateau, never throttled.
+        let mut off = DowntimePolicy::new(budget);
+        let (stop, levels) = feed(&mut off, 7_000, outpacing, 29);
+        assert!(levels.iter().all(|&l| l == 0), "{levels:?}");
+        assert!(matches!(
+            stop,
+            Some((_, Decision::StopAndCopy(StopReason::NotShrinking { .. })))
+        ));
+        assert!(off.send_while_suspending());
+    }
+
+    #[test]
+    fn throttle_stops_at_its_maximum_and_a_refusal_turns_it_off() {
+        let budget = Duration::from_millis(50);
+        // A guest the throttle cannot slow: it tops out at 99 %, then stops.
+        let mut p = DowntimePolicy::new(budget).with_throttle(ThrottleMode::Auto);
+        let (stop, levels) = feed(&mut p, 7_000, |_, _| 7_000, 29);
+        assert_eq!(levels.iter().max(), Some(&MAX_THROTTLE), "{levels:?}");
+        assert!(
+            matches!(
+                stop,
+                Some((_, Decision::StopAndCopy(StopReason::NotShrinking { .. })))
+            ),
+            "{stop:?}"
+        );
+        assert!(p.send_while_suspending());
+        // A backend that cannot throttle: the policy goes on as if off.
+        let mut p = DowntimePolicy::new(budget).with_throttle(ThrottleMode::Auto);
+        let (_, levels) = feed(&mut p, 7_000, |_, _| 7_000, 6);
+        assert!(levels.iter().any(|&l| l > 0), "{levels:?}");
+        p.throttle_unavailable();
+        assert_eq!(p.throttle(), 0);
+        assert_eq!(p.throttle, ThrottleMode::Off);
+        // The seed policy never throttles.
+        assert_eq!(SeedPolicy::default().throttle(), 0);
     }
 
     #[test]

@@ -7,10 +7,20 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::saver::{Event, Phase, SaveSummary};
 
-/// The one-line summary printed at the end of a save.
+/// The one-line summary printed at the end of a save; a save that
+/// throttled the guest says how much and for how long.
 pub fn summary_line(s: &SaveSummary) -> String {
+    let throttled = if s.throttle_peak_percent > 0 {
+        format!(
+            ", guest throttled up to {} % for {:.2} s",
+            s.throttle_peak_percent,
+            s.throttled_us as f64 / 1e6
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "hvm-save: {} passes, {} pages sent ({:.2}x memory), downtime {:.1} ms ({} pages), {} bytes, policy {}",
+        "hvm-save: {} passes, {} pages sent ({:.2}x memory), downtime {:.1} ms ({} pages), {} bytes, policy {}{throttled}",
         s.passes,
         s.total_sent,
         s.factor,
@@ -76,6 +86,9 @@ impl Progress {
                     "pass {:>2} {:?}: sent {} skipped {} ({:.0} MB/s{rate})",
                     p.iter, p.phase, p.sent, p.skipped, p.mb_per_s
                 ));
+            }
+            Event::Throttle { iter, percent } => {
+                bar.println(format!("after pass {iter}: guest throttled to {percent} %"))
             }
             Event::Warning(w) => bar.println(format!("warning: {w}")),
             Event::Done(_) => bar.finish_and_clear(),

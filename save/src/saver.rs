@@ -16,6 +16,12 @@
 //! suspend loop's "paused: unpause and retry" branch retried forever; here
 //! it counts against the same 100 tries.
 //!
+//! Another addition, also at the policy's request ([`Policy::throttle`]):
+//! after a pre-copy pass the saver sets the guest's throttle
+//! ([`Domain::set_throttle`]) to the level the policy wants, and lifts it
+//! when the save ends, whether it succeeds, fails or is cancelled. A backend
+//! that cannot throttle is told once and the save goes on without.
+//!
 //! One addition, taken only when the [`Policy`] asks for it
 //! ([`Policy::send_while_suspending`]): while the guest acknowledges the
 //! suspend request it still runs, and the seed slept through that time. The
@@ -131,6 +137,12 @@ pub struct PassStats {
     pub dirty_pages_per_s: Option<f64>,
     /// Why pre-copy ended after this pass, if it did.
     pub stop: Option<StopReason>,
+    /// Throttle on the guest during the pass, percent (0: none).
+    pub throttle_percent: u8,
+    /// The guest's progress over the pass, steps per second
+    /// ([`Domain::guest_progress`]); `None` where the backend has no
+    /// counter. What a throttle costs the guest shows here.
+    pub guest_rate: Option<f64>,
 }
 
 impl PassStats {
@@ -159,6 +171,8 @@ impl PassStats {
             dirty_now: None,
             dirty_pages_per_s: None,
             stop: None,
+            throttle_percent: 0,
+            guest_rate: None,
         }
     }
 }
@@ -191,6 +205,11 @@ pub struct SaveSummary {
     pub stop: StopReason,
     /// vCPU records written.
     pub vcpus: u32,
+    /// Highest throttle put on the guest, percent (0: never throttled).
+    pub throttle_peak_percent: u8,
+    /// From the first throttle step to the guest's suspend, µs (domain
+    /// clock): how long the guest ran slowed down.
+    pub throttled_us: u64,
 }
 
 /// Something the saver did, for progress displays and stats files.
@@ -228,6 +247,13 @@ pub enum Event<'a> {
     Suspended {
         /// After this many passes.
         iter: u32,
+    },
+    /// The guest's throttle changed (after pre-copy pass `iter`).
+    Throttle {
+        /// After this pass.
+        iter: u32,
+        /// Percent of each period the vCPUs sleep from now on.
+        percent: u8,
     },
     /// A recoverable problem (the seed's warnings).
     Warning(&'a str),
@@ -275,6 +301,7 @@ pub struct SaveOutcome {
 struct Undo {
     log_dirty: bool,
     suspended: bool,
+    throttled: bool,
 }
 
 /// Save `domain` into `out` under `policy`. On success the guest stays
@@ -294,6 +321,11 @@ where
 {
     let mut undo = Undo::default();
     let r = run(domain, policy, opts, out, observer, &mut undo);
+    if undo.throttled {
+        // Only an error gets here with the throttle on (success lifts it
+        // before the summary): lift it before the guest resumes.
+        let _ = domain.set_throttle(0);
+    }
     if r.is_err() {
         if undo.log_dirty {
             let _ = domain.log_dirty_off();
@@ -547,6 +579,13 @@ where
 
     let mut passes = Passes::new(&plan, opts, suspend_at);
     passes.run(domain, policy, undo, &mut writer, observer)?;
+    if undo.throttled {
+        // The guest is suspended: the throttle has done its job.
+        if let Err(e) = domain.set_throttle(0) {
+            observer(&Event::Warning(&format!("couldn't lift the throttle: {e}")));
+        }
+        undo.throttled = false;
+    }
 
     let tail = write_vcpus_and_hvm(domain, writer, nr_vcpus)?;
     let downtime = passes
@@ -583,6 +622,16 @@ where
         stream_bytes: tail.stream_bytes,
         stop: passes.stop,
         vcpus: nr_vcpus,
+        throttle_peak_percent: passes.throttle_peak,
+        throttled_us: passes
+            .throttle_since
+            .map_or(Duration::ZERO, |t| {
+                passes
+                    .suspend_at
+                    .unwrap_or_else(|| domain.now())
+                    .saturating_sub(t)
+            })
+            .as_micros() as u64,
     };
     observer(&Event::Done(&summary));
     Ok(SaveOutcome {
@@ -754,6 +803,10 @@ struct Passes<'a> {
     suspend_at: Option<Duration>,
     stop: StopReason,
     stats: Vec<PassStats>,
+    /// Throttle in force, its highest level, and when the first step began.
+    throttle: u8,
+    throttle_peak: u8,
+    throttle_since: Option<Duration>,
 }
 
 impl<'a> Passes<'a> {
@@ -783,6 +836,9 @@ impl<'a> Passes<'a> {
             suspend_at,
             stop: StopReason::NotLive,
             stats: Vec::new(),
+            throttle: 0,
+            throttle_peak: 0,
+            throttle_since: None,
         }
     }
 
@@ -811,10 +867,18 @@ impl<'a> Passes<'a> {
                 phase,
             });
             let t0 = domain.now();
+            let progress0 = domain.guest_progress();
             let counts = self.scan(domain, writer, observer)?;
             self.total_sent += counts[0];
             let duration = domain.now().saturating_sub(t0);
-            let stats = PassStats::sent(self.iter, phase, counts, duration);
+            let mut stats = PassStats::sent(self.iter, phase, counts, duration);
+            stats.throttle_percent = self.throttle;
+            stats.guest_rate = match (progress0, domain.guest_progress()) {
+                (Some(a), Some(b)) if !duration.is_zero() => {
+                    Some(b.saturating_sub(a) as f64 / duration.as_secs_f64())
+                }
+                _ => None,
+            };
             if phase == Phase::Final {
                 self.downtime_pages = counts[0];
             }
@@ -929,7 +993,11 @@ impl<'a> Passes<'a> {
             dirty_now,
         };
         stats.dirty_now = dirty_now;
-        if let Decision::StopAndCopy(why) = policy.after_pass(&report) {
+        let decision = policy.after_pass(&report);
+        if decision == Decision::Continue {
+            self.apply_throttle(domain, policy, undo, observer)?;
+        }
+        if let Decision::StopAndCopy(why) = decision {
             self.stop = why;
             stats.stop = Some(why);
             self.last_iter = true;
@@ -945,6 +1013,43 @@ impl<'a> Passes<'a> {
             observer(&Event::Suspended { iter: self.iter });
         }
         self.collect_dirty(domain, observer, stats, duration)
+    }
+
+    /// Set the guest's throttle to what the policy wants now. A backend
+    /// that cannot throttle turns throttling off for the rest of the save.
+    fn apply_throttle<D: Domain + ?Sized>(
+        &mut self,
+        domain: &mut D,
+        policy: &mut dyn Policy,
+        undo: &mut Undo,
+        observer: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<(), SaveError> {
+        let want = policy.throttle().min(crate::domain::MAX_THROTTLE);
+        if want == self.throttle {
+            return Ok(());
+        }
+        // Marked before the call: a backend that fails half-way is still
+        // told to lift it.
+        undo.throttled = true;
+        match domain.set_throttle(want) {
+            Ok(()) => {}
+            Err(DomainError::Unavailable(why)) => {
+                policy.throttle_unavailable();
+                observer(&Event::Warning(&format!("not throttling the guest: {why}")));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if want > 0 && self.throttle_since.is_none() {
+            self.throttle_since = Some(domain.now());
+        }
+        self.throttle = want;
+        self.throttle_peak = self.throttle_peak.max(want);
+        observer(&Event::Throttle {
+            iter: self.iter,
+            percent: want,
+        });
+        Ok(())
     }
 
     /// CLEAN the log into `to_send` and merge the device model's bitmap:

@@ -153,3 +153,75 @@ fn tcp_peer_closing_is_a_clean_error_and_full_stream_arrives_otherwise() {
     while r.next().unwrap().is_some() {}
     assert!(r.is_done());
 }
+
+/// `--throttle`: auto by default under the downtime policy (the summary
+/// says what it cost, the stats carry the fields), off on request, refused
+/// with the seed policy.
+#[test]
+fn throttle_flag_summary_and_stats_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let outpacing = [
+        "--sim",
+        "--memory",
+        "64",
+        "--live",
+        "--workload",
+        "hot-set",
+        "--hot-pages",
+        "8192",
+        "--dirty-rate",
+        "60000",
+        "--link-mbps",
+        "125",
+        "--no-manifest",
+    ];
+    let run = |extra: &[&str], name: &str| {
+        let stats = dir.path().join(format!("{name}.jsonl"));
+        let out = bin()
+            .args(outpacing)
+            .args(extra)
+            .arg("-o")
+            .arg(dir.path().join(name))
+            .arg("--stats")
+            .arg(&stats)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&stats)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out.status.code(), stderr, lines)
+    };
+    let (code, stderr, lines) = run(&[], "auto.img");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("guest throttled up to "), "{stderr}");
+    let summary = &lines.last().unwrap()["summary"];
+    assert!(summary["throttle_peak_percent"].as_u64().unwrap() >= 20);
+    assert!(summary["throttled_us"].as_u64().unwrap() > 0);
+    let passes = &lines[..lines.len() - 1];
+    assert!(passes.iter().all(|p| p["throttle_percent"].is_u64()));
+    assert!(passes
+        .iter()
+        .any(|p| p["throttle_percent"].as_u64() > Some(0)));
+    assert!(passes.iter().all(|p| p["guest_rate"].is_f64()));
+
+    let (code, stderr, lines) = run(&["--throttle", "off"], "off.img");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("throttled"), "{stderr}");
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["throttle_peak_percent"], 0);
+    assert_eq!(summary["throttled_us"], 0);
+
+    let (code, stderr, _) = run(&["--policy", "seed", "--throttle", "auto"], "seed.img");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--throttle auto needs --policy downtime"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("seed.img").exists());
+    let (code, stderr, _) = run(&["--policy", "seed"], "seed.img");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("throttled"), "{stderr}");
+}

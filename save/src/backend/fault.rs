@@ -127,4 +127,15 @@ impl<D: Domain> Domain for Faulty<D> {
     fn sleep(&mut self, d: Duration) {
         self.inner.sleep(d)
     }
+    fn set_throttle(&mut self, percent: u8) -> DomainResult<()> {
+        // Lifting is cleanup: it must reach the backend even after the
+        // injected failure, as the saver's other cleanup calls do.
+        if percent > 0 {
+            self.gate("set_throttle")?;
+        }
+        self.inner.set_throttle(percent)
+    }
+    fn guest_progress(&mut self) -> Option<u64> {
+        self.inner.guest_progress()
+    }
 }

@@ -10,6 +10,13 @@
 //! of [`SimConfig::link_bytes_per_sec`], sleeps cost what they ask, and the
 //! guest and its device model write pages at their configured rates as the
 //! clock moves. Same config, same run, bit for bit, in well under real time.
+//!
+//! Throttling ([`Domain::set_throttle`]) is modelled as a fluid share of the
+//! CPU: at `p` % the guest gets `100 − p` % of each virtual nanosecond, so
+//! its writes (the workload's rates are per second of guest CPU time) and
+//! its progress ([`Domain::guest_progress`]: one step per microsecond of
+//! guest CPU time) slow down by the same factor. The device model is not
+//! throttled (its DMA is not the vCPUs' doing).
 
 use std::time::Duration;
 
@@ -142,6 +149,10 @@ pub struct SimDomain {
     magic: MagicPfns,
     unmappable: DirtyBitmap,
     clock_ns: u64,
+    /// Virtual CPU time the guest has had: equal to `clock_ns` while
+    /// running unthrottled, less under a throttle, frozen while suspended.
+    guest_ns: u64,
+    throttle: u8,
     guest_writes: u64,
     dm_writes: u64,
     rng: u64,
@@ -231,6 +242,8 @@ impl SimDomain {
             magic,
             unmappable,
             clock_ns: 0,
+            guest_ns: 0,
+            throttle: 0,
             guest_writes: 0,
             dm_writes: 0,
             sweep: 0,
@@ -305,6 +318,11 @@ impl SimDomain {
     /// Guest page writes so far.
     pub fn guest_writes(&self) -> u64 {
         self.guest_writes
+    }
+
+    /// The throttle in force, percent.
+    pub fn throttle(&self) -> u8 {
+        self.throttle
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -382,7 +400,13 @@ impl SimDomain {
             _ => t1,
         };
         if self.state != RunState::Suspended {
-            let due = self.guest_writes_due(run_until);
+            let ran = run_until.saturating_sub(self.clock_ns);
+            self.guest_ns += if self.throttle == 0 {
+                ran
+            } else {
+                (ran as u128 * u128::from(100 - self.throttle) / 100) as u64
+            };
+            let due = self.guest_writes_due(self.guest_ns);
             while self.guest_writes < due {
                 let pfn = self.guest_target();
                 self.write_pfn(pfn, false);
@@ -662,6 +686,22 @@ impl Domain for SimDomain {
     fn sleep(&mut self, d: Duration) {
         self.advance(d);
     }
+
+    fn set_throttle(&mut self, percent: u8) -> DomainResult<()> {
+        self.calls.push("set_throttle");
+        if percent > crate::domain::MAX_THROTTLE {
+            return Err(DomainError::refused(
+                "set_throttle",
+                format!("{percent} % is over {} %", crate::domain::MAX_THROTTLE),
+            ));
+        }
+        self.throttle = percent;
+        Ok(())
+    }
+
+    fn guest_progress(&mut self) -> Option<u64> {
+        Some(self.guest_ns / 1_000)
+    }
 }
 
 #[cfg(test)]
@@ -700,5 +740,22 @@ mod tests {
         assert_eq!(often.guest_writes(), once.guest_writes());
         // 100k writes/s for 3 ms + 20 ms.
         assert_eq!(once.guest_writes(), 2300);
+    }
+
+    /// A throttle scales the guest's writes and progress by the share of
+    /// CPU it leaves; lifting it restores the full rate.
+    #[test]
+    fn throttle_scales_writes_and_progress() {
+        let mut d = busy();
+        d.sleep(Duration::from_millis(10));
+        assert_eq!((d.guest_writes(), d.guest_progress()), (1000, Some(10_000)));
+        d.set_throttle(75).unwrap();
+        d.sleep(Duration::from_millis(100));
+        assert_eq!((d.guest_writes(), d.guest_progress()), (3500, Some(35_000)));
+        d.set_throttle(0).unwrap();
+        d.sleep(Duration::from_millis(10));
+        assert_eq!((d.guest_writes(), d.guest_progress()), (4500, Some(45_000)));
+        assert!(d.set_throttle(100).is_err());
+        assert_eq!(d.throttle(), 0);
     }
 }

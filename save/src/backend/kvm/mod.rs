@@ -13,13 +13,18 @@
 //! * Suspend: the vCPUs are kicked out of `KVM_RUN` and parked, any pending
 //!   MMIO completed ([`Vm::pause`]); resume lets them run on.
 //! * vCPU and HVM state: [`xen_state`] maps KVM state into the 2007 records.
+//! * Throttle: [`throttle::Throttler`] parks the vCPUs for a share of each
+//!   10 ms slice; stopped before a suspend, lifted when dropped. Guest
+//!   progress is the workload's step counters, summed over vCPUs.
 //! * No device model: `--envelope xend` gets an empty QEVM file.
 //! * The workload's parameters travel in guest RAM: a descriptor page at
 //!   pfn [`DESCRIPTOR_PFN`] written before the guest starts ([`WorkloadDescriptor`]),
 //!   so a resume can rebuild the uninterrupted control run from the image alone.
 
+pub mod throttle;
 pub mod xen_state;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hvm_format::pfn::{MMIO_HOLE_START, VGA_HOLE_END, VGA_HOLE_START};
@@ -197,7 +202,9 @@ impl PageMap for Pages<'_> {
 
 /// The KVM guest as a [`Domain`].
 pub struct KvmDomain {
-    vm: Vm,
+    vm: Arc<Vm>,
+    /// Runs while the guest is throttled; dropping it lifts the throttle.
+    throttler: Option<throttle::Throttler>,
     cfg: KvmConfig,
     magic: MagicPfns,
     ram_pages: u64,
@@ -207,6 +214,7 @@ pub struct KvmDomain {
     buf: Vec<u8>,
     epoch: Instant,
     last_pause: Option<PauseStats>,
+    throttle_level: u8,
 }
 
 impl std::fmt::Debug for KvmDomain {
@@ -248,7 +256,8 @@ impl KvmDomain {
         let ram_pages = vm.ram_pages();
         Ok(KvmDomain {
             magic: cfg.magic(),
-            vm,
+            vm: Arc::new(vm),
+            throttler: None,
             cfg,
             ram_pages,
             suspended: false,
@@ -257,6 +266,7 @@ impl KvmDomain {
             buf: vec![0; hvm_format::MAX_BATCH * PAGE_SIZE],
             epoch: Instant::now(),
             last_pause: None,
+            throttle_level: 0,
         })
     }
 
@@ -298,9 +308,17 @@ impl KvmDomain {
         self.captured.as_ref()
     }
 
-    /// Stops the vCPU threads.
-    pub fn shutdown(self) -> Result<(), DomainError> {
-        self.vm.shutdown().map_err(guest_err("kvm: shutdown"))
+    /// Stops the vCPU threads (and the throttle's).
+    pub fn shutdown(mut self) -> Result<(), DomainError> {
+        self.throttler = None;
+        let vm = Arc::try_unwrap(self.vm)
+            .map_err(|_| DomainError::refused("kvm: shutdown", "the VM is still shared"))?;
+        vm.shutdown().map_err(guest_err("kvm: shutdown"))
+    }
+
+    /// The throttle in force, percent (0 when none).
+    pub fn throttle(&self) -> u8 {
+        self.throttle_level
     }
 
     fn capture(&mut self) -> DomainResult<&(Vec<VcpuState>, VmState)> {
@@ -438,6 +456,8 @@ impl Domain for KvmDomain {
         if self.suspended {
             return Ok(true);
         }
+        // The throttle thread must not resume what the suspend parks.
+        self.throttler = None;
         let st = self
             .vm
             .pause()
@@ -483,6 +503,39 @@ impl Domain for KvmDomain {
 
     fn sleep(&mut self, d: Duration) {
         std::thread::sleep(d);
+    }
+
+    fn set_throttle(&mut self, percent: u8) -> DomainResult<()> {
+        let percent = percent.min(crate::domain::MAX_THROTTLE);
+        if percent == 0 {
+            self.throttler = None;
+            self.throttle_level = 0;
+            return Ok(());
+        }
+        if self.suspended {
+            return Err(DomainError::refused(
+                "set_throttle",
+                "the guest is suspended",
+            ));
+        }
+        if self.throttler.is_none() {
+            let t =
+                throttle::Throttler::start(self.vm.clone()).map_err(|source| DomainError::Io {
+                    call: "set_throttle (starting the throttle thread)",
+                    source,
+                })?;
+            self.throttler = Some(t);
+        }
+        if let Some(t) = &self.throttler {
+            t.set(percent)
+                .map_err(|m| DomainError::refused("set_throttle", m))?;
+        }
+        self.throttle_level = percent;
+        Ok(())
+    }
+
+    fn guest_progress(&mut self) -> Option<u64> {
+        Some(self.progress().iter().sum())
     }
 }
 

@@ -36,16 +36,25 @@ use kvm_bindings::{
     KVM_MP_STATE_RUNNABLE,
 };
 
-/// MSRs the seed's CPU record holds.
+/// MSRs the seed's CPU record holds (indices from the Intel SDM, vol. 4).
 pub mod msr {
+    /// `IA32_TIME_STAMP_COUNTER`.
     pub const TSC: u32 = 0x10;
+    /// `IA32_SYSENTER_CS`.
     pub const SYSENTER_CS: u32 = 0x174;
+    /// `IA32_SYSENTER_ESP`.
     pub const SYSENTER_ESP: u32 = 0x175;
+    /// `IA32_SYSENTER_EIP`.
     pub const SYSENTER_EIP: u32 = 0x176;
+    /// `IA32_STAR`: SYSCALL's segment selectors.
     pub const STAR: u32 = 0xC000_0081;
+    /// `IA32_LSTAR`: 64-bit SYSCALL entry point.
     pub const LSTAR: u32 = 0xC000_0082;
+    /// `IA32_CSTAR`: compatibility-mode SYSCALL entry point.
     pub const CSTAR: u32 = 0xC000_0083;
+    /// `IA32_FMASK`: RFLAGS bits SYSCALL clears.
     pub const SYSCALL_MASK: u32 = 0xC000_0084;
+    /// `IA32_KERNEL_GS_BASE`: what SWAPGS swaps in.
     pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
 }
 
@@ -465,10 +474,12 @@ impl CpuRecord {
 /// The records of one vCPU found in a blob, in whichever era's layout.
 #[derive(Debug, Clone, Default)]
 pub struct VcpuRecords {
+    /// The CPU record, if the blob has one for this vCPU.
     pub cpu: Option<CpuRecord>,
     /// `apic_base_msr` of the LAPIC record (the only field of any of its
     /// three layouts that KVM's state has a place for).
     pub apic_base_msr: Option<u64>,
+    /// The LAPIC_REGS record (the APIC's register page).
     pub lapic_regs: Option<LapicRegs>,
 }
 
@@ -631,8 +642,11 @@ fn pic_into(c: &mut kvm_irqchip, p: &Pic) {
 /// The device records of a blob that map onto KVM's in-kernel devices.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceRecords {
+    /// The master and slave PIC records.
     pub pic: [Option<Pic>; 2],
+    /// The IOAPIC record.
     pub ioapic: Option<Ioapic>,
+    /// The PIT record.
     pub pit: Option<PitSeed>,
 }
 

@@ -323,8 +323,46 @@ pub fn not_built() -> DomainError {
     )
 }
 
+/// `struct xen_domctl_sched_credit` (`public/domctl.h`): the credit
+/// scheduler's weight and cap of a domain.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedCredit {
+    /// Relative share of CPU time against other domains.
+    pub weight: u16,
+    /// Most CPU the domain may use, in percent of one physical CPU; 0 is
+    /// no cap.
+    pub cap: u16,
+}
+
+/// The credit cap that throttles a domain by `percent`: what it may use
+/// now (its `original` cap, or all of its `vcpus` when uncapped) times
+/// `100 − percent` %, at least 1 (0 would mean no cap at all).
+pub fn throttled_cap(original: u16, vcpus: u32, percent: u8) -> u16 {
+    let full = if original == 0 {
+        u64::from(vcpus.max(1)) * 100
+    } else {
+        u64::from(original)
+    };
+    let keep = 100 - u64::from(percent.min(crate::domain::MAX_THROTTLE));
+    (full * keep / 100).clamp(1, u64::from(u16::MAX)) as u16
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn throttled_cap_scales_what_the_domain_may_use() {
+        use super::throttled_cap;
+        // Uncapped, 2 vCPUs: 200 % of a CPU is the base.
+        assert_eq!(throttled_cap(0, 2, 20), 160);
+        assert_eq!(throttled_cap(0, 2, 99), 2);
+        assert_eq!(throttled_cap(0, 1, 0), 100);
+        // An existing cap is scaled, never raised.
+        assert_eq!(throttled_cap(50, 4, 50), 25);
+        // Never 0 (no cap), however hard the throttle.
+        assert_eq!(throttled_cap(1, 1, 99), 1);
+        assert_eq!(throttled_cap(0, 0, 200), 1);
+    }
 
     /// A hand-made "mapping" of 3 pages (8-byte aligned, as foreign
     /// mappings are page-aligned), each page distinct in every word.

@@ -58,6 +58,7 @@ type FnDomainShutdown = unsafe extern "C" fn(*mut c_void, u32, c_int) -> c_int;
 type FnDomainResume = unsafe extern "C" fn(*mut c_void, u32, c_int) -> c_int;
 type FnFmemOpen = unsafe extern "C" fn(*mut c_void, c_uint) -> *mut c_void;
 type FnFmemClose = unsafe extern "C" fn(*mut c_void) -> c_int;
+type FnSchedCredit = unsafe extern "C" fn(*mut c_void, u32, *mut convert::SchedCredit) -> c_int;
 type FnFmemMap = unsafe extern "C" fn(
     fmem: *mut c_void,
     dom: u32,
@@ -80,6 +81,8 @@ pub(super) struct XenLibs {
     hvm_getcontext: RawSymbol<FnHvmGetcontext>,
     domain_shutdown: RawSymbol<FnDomainShutdown>,
     domain_resume: RawSymbol<FnDomainResume>,
+    sched_credit_get: RawSymbol<FnSchedCredit>,
+    sched_credit_set: RawSymbol<FnSchedCredit>,
     fmem_open: RawSymbol<FnFmemOpen>,
     fmem_close: RawSymbol<FnFmemClose>,
     fmem_map: RawSymbol<FnFmemMap>,
@@ -135,6 +138,8 @@ impl XenLibs {
             hvm_getcontext: sym(&ctrl, "xc_domain_hvm_getcontext")?,
             domain_shutdown: sym(&ctrl, "xc_domain_shutdown")?,
             domain_resume: sym(&guest, "xc_domain_resume")?,
+            sched_credit_get: sym(&ctrl, "xc_sched_credit_domain_get")?,
+            sched_credit_set: sym(&ctrl, "xc_sched_credit_domain_set")?,
             fmem_open: sym(&fmem, "xenforeignmemory_open")?,
             fmem_close: sym(&fmem, "xenforeignmemory_close")?,
             fmem_map: sym(&fmem, "xenforeignmemory_map")?,
@@ -350,6 +355,31 @@ impl XenHandles {
         // SAFETY: plain integer arguments on an open handle.
         let rc = unsafe { (self.libs.domain_shutdown)(self.xch.as_ptr(), domid, reason as c_int) };
         check("xc_domain_shutdown", rc)
+    }
+
+    /// `xc_sched_credit_domain_get`. Fails (EINVAL) when the domain is not
+    /// on the credit scheduler.
+    pub(super) fn sched_credit_get(
+        &mut self,
+        domid: u32,
+    ) -> Result<convert::SchedCredit, DomainError> {
+        let mut sc = convert::SchedCredit::default();
+        // SAFETY: `sc` is a valid `struct xen_domctl_sched_credit`
+        // out-parameter (`repr(C)`, two u16s).
+        let rc = unsafe { (self.libs.sched_credit_get)(self.xch.as_ptr(), domid, &mut sc) };
+        check("xc_sched_credit_domain_get", rc)?;
+        Ok(sc)
+    }
+
+    /// `xc_sched_credit_domain_set`.
+    pub(super) fn sched_credit_set(
+        &mut self,
+        domid: u32,
+        mut sc: convert::SchedCredit,
+    ) -> Result<(), DomainError> {
+        // SAFETY: as above; libxenctrl only reads the struct.
+        let rc = unsafe { (self.libs.sched_credit_set)(self.xch.as_ptr(), domid, &mut sc) };
+        check("xc_sched_credit_domain_set", rc)
     }
 
     /// `xc_domain_resume`; `fast` = cooperative (the guest knew it suspended).

@@ -107,6 +107,9 @@ mod imp {
         dm_stopped: bool,
         paused_by_us: bool,
         start: Instant,
+        /// The credit scheduler's parameters before we throttled, restored
+        /// when the throttle is lifted or the domain dropped.
+        sched_before: Option<convert::SchedCredit>,
     }
 
     /// The largest device model state read back (QEMU's is a few MiB plus
@@ -142,6 +145,7 @@ mod imp {
                 dm_stopped: false,
                 paused_by_us: false,
                 start: Instant::now(),
+                sched_before: None,
             };
             d.raw_info()?;
             Ok(d)
@@ -186,6 +190,10 @@ mod imp {
                 let _ = self
                     .handles
                     .logdirty(self.cfg.domid, convert::SHADOW_OP_OFF);
+            }
+            // Likewise the throttle: the domain's own cap comes back.
+            if let Some(sc) = self.sched_before.take() {
+                let _ = self.handles.sched_credit_set(self.cfg.domid, sc);
             }
         }
     }
@@ -423,6 +431,41 @@ mod imp {
 
         fn sleep(&mut self, d: Duration) {
             std::thread::sleep(d);
+        }
+
+        /// The credit scheduler's cap ([`convert::throttled_cap`]); the
+        /// domain's own weight and cap are restored when lifted (and on
+        /// drop). A domain on another scheduler cannot be throttled.
+        fn set_throttle(&mut self, percent: u8) -> DomainResult<()> {
+            let domid = self.cfg.domid;
+            if percent == 0 {
+                if let Some(sc) = self.sched_before.take() {
+                    if let Err(e) = self.handles.sched_credit_set(domid, sc) {
+                        self.sched_before = Some(sc);
+                        return Err(e);
+                    }
+                }
+                return Ok(());
+            }
+            let before = match self.sched_before {
+                Some(sc) => sc,
+                None => self.handles.sched_credit_get(domid).map_err(|e| {
+                    DomainError::Unavailable(format!(
+                        "the domain's credit-scheduler cap cannot be read ({e}): \
+                         is it on the credit scheduler?"
+                    ))
+                })?,
+            };
+            let vcpus = self.raw_info()?.nr_online_vcpus;
+            let cap = convert::throttled_cap(before.cap, vcpus, percent);
+            self.sched_before = Some(before);
+            self.handles.sched_credit_set(
+                domid,
+                convert::SchedCredit {
+                    weight: before.weight,
+                    cap,
+                },
+            )
         }
     }
 
