@@ -24,6 +24,7 @@
 //! Everything is little-endian except the xend config length and the QEVM
 //! file, which are big-endian, exactly as Xen wrote them.
 
+mod bytes;
 pub mod diag;
 pub mod dialect;
 pub mod digest;
@@ -43,5 +44,6 @@ pub mod stream;
 pub mod v2;
 pub mod vcpu;
 
+pub use bytes::{read_full, ReadFullError};
 pub use diag::{Context, Error, ErrorKind, Result};
 pub use pfn::{Pfn, PfnEntry, PfnType, WordSize, MAX_BATCH, PAGE_SIZE};

@@ -24,6 +24,7 @@ pub mod sxp;
 
 use std::io::{Read, Write};
 
+use crate::bytes::{be, le, read_full_at};
 use crate::diag::{Context, Error, ErrorKind, Result};
 
 pub use qevm::{QevmListing, QevmSection, QevmWriter};
@@ -127,16 +128,6 @@ pub struct Sniffed {
     pub evidence: Vec<String>,
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn le64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
 /// Say what envelope the first bytes of a file belong to
 /// ([`SNIFF_LEN`] bytes are enough; fewer work with less evidence).
 pub fn sniff(prefix: &[u8]) -> Sniffed {
@@ -148,7 +139,7 @@ pub fn sniff(prefix: &[u8]) -> Sniffed {
 fn sniff_into(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
     if p.starts_with(XEND_SIGNATURE) {
         ev.push("bytes 0–15 are xend's signature 'LinuxGuestRecord'".into());
-        if let Some(len) = be32(p, 16) {
+        if let Some(len) = be::<u32>(p, 16) {
             let len = len as i32;
             ev.push(format!("bytes 16–19: big-endian config length {len}"));
         }
@@ -161,13 +152,13 @@ fn sniff_into(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
     }
     if p.starts_with(XL_MAGIC) {
         ev.push("bytes 0–31 are xl's 'Xen saved domain, xl format' magic".into());
-        match le32(p, 32) {
+        match le::<u32>(p, 32) {
             Some(0x0102_0304) => ev.push("byteorder 0x01020304 read little-endian".into()),
             Some(0x0403_0201) => ev.push("byteorder 0x01020304 written big-endian".into()),
             Some(v) => ev.push(format!("byteorder word 0x{v:08x} is not 0x01020304")),
             None => {}
         }
-        if let Some(flags) = le32(p, 36) {
+        if let Some(flags) = le::<u32>(p, 36) {
             ev.push(format!(
                 "mandatory flags 0x{flags:x}{}",
                 if flags & 2 != 0 {
@@ -181,14 +172,14 @@ fn sniff_into(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
     }
     if p.starts_with(LIBXL_MAGIC) {
         ev.push("bytes 0–7 are the libxl v2 ident 'LibxlFmt'".into());
-        if let Some(v) = be32(p, 8) {
+        if let Some(v) = be::<u32>(p, 8) {
             ev.push(format!("big-endian version {v}"));
         }
         return EnvelopeKind::LibxlV2;
     }
     if p.starts_with(LIBXC_V2_MARKER) && p.get(8..12) == Some(LIBXC_V2_ID) {
         ev.push("bytes 0–7 are all ones and bytes 8–11 'XENF': libxc v2 image header".into());
-        if let Some(v) = be32(p, 12) {
+        if let Some(v) = be::<u32>(p, 12) {
             ev.push(format!("big-endian version {v}"));
         }
         return EnvelopeKind::LibxcV2;
@@ -240,7 +231,7 @@ fn sniff_bare(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
         }
     }
     let count_ok = |c: i32| (-1..=1024).contains(&c);
-    if let (Some(max_pfn), Some(count)) = (le64(p, 0), le32(p, 8)) {
+    if let (Some(max_pfn), Some(count)) = (le::<u64>(p, 0), le::<u32>(p, 8)) {
         let count = count as i32;
         if max_pfn >> 32 == 0 && max_pfn > 0 && max_pfn <= XEND_MAX_PFN_LIMIT && count_ok(count) {
             ev.push(format!(
@@ -251,7 +242,7 @@ fn sniff_bare(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
             return EnvelopeKind::BareLibxc;
         }
     }
-    if let (Some(max_pfn), Some(count)) = (le32(p, 0), le32(p, 4)) {
+    if let (Some(max_pfn), Some(count)) = (le::<u32>(p, 0), le::<u32>(p, 4)) {
         let count = count as i32;
         if max_pfn > 0 && u64::from(max_pfn) <= XEND_MAX_PFN_LIMIT && count_ok(count) && count != 0
         {
@@ -296,20 +287,6 @@ fn io_error(offset: u64, ctx: Context, e: std::io::Error) -> Error {
     Error::new(offset, ctx, ErrorKind::Io(e))
 }
 
-/// Read as much of `buf` as the input has, retrying interrupted reads;
-/// how many bytes came. An I/O error names `at` plus what was read.
-pub(crate) fn fill<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(at + got as u64, ctx.clone(), e)),
-        }
-    }
-    Ok(got)
-}
 
 /// Bytes after an image that are counted before the count stops. What
 /// follows a stream may be an endless pipe: past this the reports say "more
@@ -341,8 +318,8 @@ fn expect_signature<R: Read>(
     what: &str,
 ) -> Result<()> {
     let mut buf = vec![0u8; sig.len()];
-    let got = fill(r, &mut buf, at, &ctx)?;
-    // `fill` returns at most `buf.len()`.
+    let got = read_full_at(r, &mut buf, at, &ctx)?;
+    // `read_full_at` returns at most `buf.len()`.
     let found = buf.get(..got).unwrap_or_default();
     if found == sig {
         return Ok(());
@@ -383,7 +360,7 @@ pub fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<Xe
     )?;
     let len_ctx = root.field("config length");
     let mut len_bytes = [0u8; 4];
-    let got = fill(r, &mut len_bytes, 16, &len_ctx)?;
+    let got = read_full_at(r, &mut len_bytes, 16, &len_ctx)?;
     if got < 4 {
         return Err(Error::truncated(
             16 + got as u64,
@@ -392,7 +369,7 @@ pub fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<Xe
             0,
         ));
     }
-    let len = i32::from_be_bytes(len_bytes);
+    let len: i32 = be(&len_bytes, 0).unwrap_or_default();
     let len = u32::try_from(len).map_err(|_| {
         Error::invalid(
             16,

@@ -7,6 +7,7 @@
 
 use std::io::Read;
 
+use crate::bytes::{le, read_full};
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::envelope::LIBVIRT_LIBXL_MAGIC;
 
@@ -44,14 +45,12 @@ impl LibvirtHeader {
     pub fn read<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<Self> {
         let ctx = Context::root().field("libvirt header");
         let mut b = [0u8; Self::FIXED_SIZE];
-        let mut got = 0;
-        while got < b.len() {
-            match r.read(&mut b[got..]) {
-                Ok(0) => return Err(Error::truncated(got as u64, ctx, (b.len() - got) as u64, 0)),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::new(got as u64, ctx, ErrorKind::Io(e))),
+        match read_full(r, &mut b) {
+            Ok(got) if got < b.len() => {
+                return Err(Error::truncated(got as u64, ctx, (b.len() - got) as u64, 0))
             }
+            Ok(_) => {}
+            Err(e) => return Err(Error::new(e.got as u64, ctx, ErrorKind::Io(e.error))),
         }
         if &b[..16] != LIBVIRT_LIBXL_MAGIC {
             return Err(Error::invalid(
@@ -61,7 +60,8 @@ impl LibvirtHeader {
                 crate::envelope::escape_bytes(&b[..16]),
             ));
         }
-        let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        // Offsets below are inside the fixed header just read in full.
+        let word = |i: usize| le::<u32>(&b, i).unwrap_or_default();
         let version = word(16);
         if !(1..=2).contains(&version) {
             return Err(Error::invalid(

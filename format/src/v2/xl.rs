@@ -12,6 +12,7 @@
 
 use std::io::{Read, Write};
 
+use crate::bytes::{le, read_full, ByteReader};
 use crate::diag::{Context, Error, ErrorKind, Result};
 
 /// Header of an `xl save` file.
@@ -72,7 +73,7 @@ impl XlHeader {
     pub fn config(&self) -> Result<&[u8]> {
         let ctx = Context::root().field("xl header").field("config");
         let at = Self::FIXED_SIZE as u64;
-        let Some(l) = self.optional_data.get(..4) else {
+        let Some(len) = le::<u32>(&self.optional_data, 0) else {
             return Err(Error::truncated(
                 at,
                 ctx,
@@ -80,7 +81,6 @@ impl XlHeader {
                 self.optional_data.len() as u64,
             ));
         };
-        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
         let avail = self.optional_data.len() - 4;
         usize::try_from(len)
             .ok()
@@ -133,8 +133,13 @@ impl XlHeader {
                 format!("{:?}", String::from_utf8_lossy(&b[..32])),
             ));
         }
-        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Ok((w(32), w(36), w(40), w(44)))
+        let mut r = ByteReader::new(&b[32..], 32, &ctx);
+        Ok((
+            r.le("byteorder")?,
+            r.le("mandatory_flags")?,
+            r.le("optional_flags")?,
+            r.le("optional_data_len")?,
+        ))
     }
 
     fn check(byteorder: u32, mandatory: u32) -> Result<()> {
@@ -270,27 +275,18 @@ impl XlHeader {
 }
 
 fn read_exact_at<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => {
-                return Err(Error::truncated(
-                    at,
-                    ctx.clone(),
-                    buf.len() as u64,
-                    filled as u64,
-                ))
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(Error::new(
-                    at + filled as u64,
-                    ctx.clone(),
-                    ErrorKind::Io(e),
-                ))
-            }
-        }
+    match read_full(r, buf) {
+        Ok(got) if got == buf.len() => Ok(()),
+        Ok(got) => Err(Error::truncated(
+            at,
+            ctx.clone(),
+            buf.len() as u64,
+            got as u64,
+        )),
+        Err(e) => Err(Error::new(
+            at + e.got as u64,
+            ctx.clone(),
+            ErrorKind::Io(e.error),
+        )),
     }
-    Ok(())
 }
