@@ -1,5 +1,6 @@
 //! Raw bytes to values: the one place the crate turns bytes into integers
-//! and fixed-layout structs (and back), and the one read-fully loop.
+//! and fixed-layout structs (and back), the one read-fully loop and its
+//! write-side twin.
 //!
 //! Three tools, for three kinds of caller:
 //! * [`le`] / [`be`]: an integer at an offset of a slice, `None` past its
@@ -14,7 +15,7 @@
 //! Part of the lowest layer with [`crate::diag`]: it uses nothing else
 //! from the crate.
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, Cursor, IoSlice, Read, Write};
 
 use binrw::{BinRead, BinWrite, Endian};
 
@@ -183,6 +184,31 @@ pub(crate) fn read_full_at<R: Read + ?Sized>(
         .map_err(|e| Error::new(at + e.got as u64, ctx.clone(), ErrorKind::Io(e.error)))
 }
 
+/// Write all of `bufs`, retrying short and interrupted writes, so a page
+/// batch reaches the sink in as few system calls as the sink allows.
+pub(crate) fn write_all_vectored<W: Write>(
+    w: &mut W,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    // Drop leading empty slices (an all-XTAB batch has no pages), so a
+    // zero-byte write below really means the sink is stuck.
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "failed to write whole buffer",
+                ))
+            }
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,10 +264,16 @@ mod tests {
     #[test]
     fn read_full_retries_and_counts() {
         let mut buf = [0u8; 4];
-        assert_eq!(read_full(&mut Stutter(vec![1, 2, 3, 4, 5], false), &mut buf).unwrap(), 4);
+        assert_eq!(
+            read_full(&mut Stutter(vec![1, 2, 3, 4, 5], false), &mut buf).unwrap(),
+            4
+        );
         assert_eq!(buf, [1, 2, 3, 4]);
         let mut buf = [0u8; 4];
-        assert_eq!(read_full(&mut Stutter(vec![7, 8], false), &mut buf).unwrap(), 2);
+        assert_eq!(
+            read_full(&mut Stutter(vec![7, 8], false), &mut buf).unwrap(),
+            2
+        );
         let e = read_full(&mut Stutter(vec![7, 0xff], false), &mut buf).unwrap_err();
         assert_eq!(e.got, 1);
         assert_eq!(e.error.kind(), io::ErrorKind::Other);

@@ -1,6 +1,7 @@
 //! Page frame numbers, the pfn words of a batch and the constants of the
 //! guest physical layout that every dialect shares.
 
+use crate::bytes::le;
 use std::fmt;
 
 /// Size of a guest page in every Xen dialect (PAGE_SHIFT 12).
@@ -60,13 +61,14 @@ impl WordSize {
         }
     }
 
-    /// Decode one little-endian word from the start of `b` (which must hold
-    /// at least [`bytes`](Self::bytes) bytes).
+    /// Decode one little-endian word from the start of `b`, which callers
+    /// cut to at least [`bytes`](Self::bytes) bytes (a shorter `b` reads
+    /// as 0).
     #[inline]
     pub fn read(self, b: &[u8]) -> u64 {
         match self {
-            WordSize::W32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
-            WordSize::W64 => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            WordSize::W32 => le::<u32>(b, 0).map_or(0, u64::from),
+            WordSize::W64 => le::<u64>(b, 0).unwrap_or_default(),
         }
     }
 

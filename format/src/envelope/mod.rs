@@ -287,7 +287,6 @@ fn io_error(offset: u64, ctx: Context, e: std::io::Error) -> Error {
     Error::new(offset, ctx, ErrorKind::Io(e))
 }
 
-
 /// Bytes after an image that are counted before the count stops. What
 /// follows a stream may be an endless pipe: past this the reports say "more
 /// than N bytes follow" instead of reading to an end that may never come.

@@ -144,7 +144,6 @@ fn qevm_ctx() -> Context {
     Context::root().field("qemu-dm state")
 }
 
-
 fn io_err(offset: u64, ctx: Context, e: io::Error) -> Error {
     Error::new(offset, ctx, ErrorKind::Io(e))
 }

@@ -3,6 +3,7 @@
 //! Parsing borrows payloads from the input; bytes after END are kept as a
 //! trailer so that `encode(parse(x)) == x`.
 
+use crate::bytes::le;
 use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 
 use super::record::{code, type_name, HvmRecord};
@@ -128,9 +129,10 @@ impl<'a> HvmBlob<'a> {
                     rest.len() as u64,
                 ));
             };
-            let typecode = u16::from_le_bytes([desc[0], desc[1]]);
-            let instance = u16::from_le_bytes([desc[2], desc[3]]);
-            let length = u32::from_le_bytes([desc[4], desc[5], desc[6], desc[7]]);
+            // `desc` is the 8-byte descriptor: every field is in range.
+            let typecode: u16 = le(desc, 0).unwrap_or_default();
+            let instance: u16 = le(desc, 2).unwrap_or_default();
+            let length: u32 = le(desc, 4).unwrap_or_default();
             let remaining = rest.len() - DESCRIPTOR_LEN;
             if u64::from(length) > remaining as u64 {
                 return Err(Error::new(

@@ -6,6 +6,7 @@
 //! the current struct differs; layouts without a suffix are current Xen's.
 
 use super::fields::{hvm_struct, member, push_bits, Field, FieldSource};
+use crate::bytes::le;
 
 /// `struct hvm_save_header`. 24 bytes on x86_64 Xen of every era, 20 on
 /// 32-bit Xen of 2007 (no tail). The four tail bytes are padding up to 3.4
@@ -37,16 +38,13 @@ impl Header {
         if b.len() != 20 && b.len() != 24 {
             return None;
         }
-        let u32_at = |o: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-        };
         Some(Header {
-            magic: u32_at(0)?,
-            version: u32_at(4)?,
-            changeset: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
-            cpuid: u32_at(16)?,
+            magic: le(b, 0)?,
+            version: le(b, 4)?,
+            changeset: le(b, 8)?,
+            cpuid: le(b, 16)?,
             tail: if b.len() == 24 {
-                Some(u32_at(20)?)
+                Some(le(b, 20)?)
             } else {
                 None
             },
@@ -566,8 +564,7 @@ impl LapicRegs {
     /// The 32-bit register at byte offset `reg` (e.g. 0x20 = APIC ID);
     /// `None` past the page.
     pub fn reg(&self, reg: usize) -> Option<u32> {
-        let b = self.data.get(reg..reg + 4)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?))
+        le(&self.data, reg)
     }
 
     /// Store the 32-bit register at byte offset `reg` (ignored past the page).
@@ -640,9 +637,9 @@ impl FieldSource for LapicRegs {
                 Some(n) => format!("{n}@0x{off:03x}"),
                 None => format!("reg@0x{off:03x}"),
             };
-            let mut lo = [0u8; 4];
-            lo.copy_from_slice(&slot[..4]);
-            u32::from_le_bytes(lo).push_fields(&member(prefix, &name), out);
+            le::<u32>(slot, 0)
+                .unwrap_or_default()
+                .push_fields(&member(prefix, &name), out);
             let hi = &slot[4..];
             if hi.iter().any(|&b| b != 0) {
                 u8::push_slice(hi, &member(prefix, &format!("{name}+4")), out);
@@ -860,13 +857,10 @@ pub const XSTATE_AREA_MIN_SIZE: usize = 512 + 64;
 impl CpuXsave {
     /// Decode; `None` if shorter than the fixed header.
     pub fn decode(b: &[u8]) -> Option<CpuXsave> {
-        let u64_at = |o: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-        };
         Some(CpuXsave {
-            xfeature_mask: u64_at(0)?,
-            xcr0: u64_at(8)?,
-            xcr0_accum: u64_at(16)?,
+            xfeature_mask: le(b, 0)?,
+            xcr0: le(b, 8)?,
+            xcr0_accum: le(b, 16)?,
             save_area: b.get(XSAVE_HEADER_LEN..)?.to_vec(),
         })
     }
@@ -881,9 +875,7 @@ impl CpuXsave {
 
     /// `xsave_hdr.xstate_bv` (save area bytes 512..520), if present.
     pub fn xstate_bv(&self) -> Option<u64> {
-        Some(u64::from_le_bytes(
-            self.save_area.get(512..520)?.try_into().ok()?,
-        ))
+        le(&self.save_area, 512)
     }
 }
 
@@ -898,10 +890,9 @@ impl FieldSource for CpuXsave {
         match (a.get(..512), a.get(512..576), a.get(576..)) {
             (Some(fpu), Some(hdr), Some(ext)) => {
                 u8::push_slice(fpu, &member(prefix, "save_area.fpu_sse"), out);
-                let mut w = [0u8; 8];
                 for (i, n) in ["xstate_bv", "xcomp_bv"].iter().enumerate() {
-                    w.copy_from_slice(&hdr[i * 8..i * 8 + 8]);
-                    u64::from_le_bytes(w)
+                    le::<u64>(hdr, i * 8)
+                        .unwrap_or_default()
                         .push_fields(&member(prefix, &format!("save_area.xsave_hdr.{n}")), out);
                 }
                 u8::push_slice(
@@ -942,26 +933,19 @@ impl CpuMsr {
     /// Decode when the length is exactly `8 + 16 × count`; other lengths
     /// have no layout and stay raw.
     pub fn decode(b: &[u8]) -> Option<CpuMsr> {
-        let count = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?);
-        let pad = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?);
+        let count = le(b, 0)?;
+        let pad = le(b, 4)?;
         let rest = b.get(8..)?;
         if rest.len() as u64 != u64::from(count) * 16 {
             return None;
         }
         let msrs = rest
             .chunks_exact(16)
-            .map(|c| {
-                let mut i = [0u8; 4];
-                let mut r = [0u8; 4];
-                let mut v = [0u8; 8];
-                i.copy_from_slice(&c[0..4]);
-                r.copy_from_slice(&c[4..8]);
-                v.copy_from_slice(&c[8..16]);
-                HvmOneMsr {
-                    index: u32::from_le_bytes(i),
-                    rsvd: u32::from_le_bytes(r),
-                    val: u64::from_le_bytes(v),
-                }
+            // Each chunk is 16 bytes: every field is in range.
+            .map(|c| HvmOneMsr {
+                index: le(c, 0).unwrap_or_default(),
+                rsvd: le(c, 4).unwrap_or_default(),
+                val: le(c, 8).unwrap_or_default(),
             })
             .collect();
         Some(CpuMsr { count, pad, msrs })

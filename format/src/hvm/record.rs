@@ -3,8 +3,11 @@
 
 use std::fmt;
 
+use binrw::Endian;
+
 use super::fields::{Field, FieldSource};
 use super::layouts::*;
+use crate::bytes;
 
 /// `struct hvm_save_descriptor` type codes, with Xen's names.
 pub mod code {
@@ -270,22 +273,16 @@ fn read<T>(b: &[u8]) -> Option<T>
 where
     T: for<'a> binrw::BinRead<Args<'a> = ()>,
 {
-    let mut c = std::io::Cursor::new(b);
-    let v = T::read_le(&mut c).ok()?;
+    let (v, used) = bytes::decode(b, Endian::Little).ok()?;
     // Only exact lengths reach here; a short read would be a layout bug.
-    (c.position() as usize == b.len()).then_some(v)
+    (used == b.len()).then_some(v)
 }
 
 fn write<T>(v: &T, out: &mut Vec<u8>)
 where
     T: for<'a> binrw::BinWrite<Args<'a> = ()>,
 {
-    let mut c = std::io::Cursor::new(std::mem::take(out));
-    c.set_position(c.get_ref().len() as u64);
-    // Writing into a Vec cannot fail.
-    v.write_le(&mut c)
-        .expect("writing to a Vec<u8> cannot fail");
-    *out = c.into_inner();
+    bytes::encode(v, Endian::Little, out);
 }
 
 impl RecordBody {

@@ -517,8 +517,8 @@ impl Grammar {
             Some(ChunkPayload::Fixed(n)) => input.bulk(n as u64, "chunk payload", &ctx)?,
             Some(ChunkPayload::VcpuInfo) => {
                 let head = input.bulk(4, "VCPU_INFO max_vcpu_id", &ctx)?;
-                let max_id: u32 = le(input.bytes(head), 0)
-                    .ok_or_else(|| Error::truncated(start, ctx(), 4, 0))?;
+                let max_id: u32 =
+                    le(input.bytes(head), 0).ok_or_else(|| Error::truncated(start, ctx(), 4, 0))?;
                 if max_id > 4095 {
                     return Err(Error::invalid(
                         start,
@@ -551,8 +551,8 @@ impl Grammar {
             }
             Some(ChunkPayload::U32Length) => {
                 let head = input.bulk(4, "chunk length", &ctx)?;
-                let len: u32 = le(input.bytes(head), 0)
-                    .ok_or_else(|| Error::truncated(start, ctx(), 4, 0))?;
+                let len: u32 =
+                    le(input.bytes(head), 0).ok_or_else(|| Error::truncated(start, ctx(), 4, 0))?;
                 let body = input.bulk(len as u64, "chunk payload", &ctx)?;
                 Span {
                     start: head.start,

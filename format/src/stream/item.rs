@@ -1,6 +1,7 @@
 //! The items a stream is made of, borrowed from the reader's buffer or the
 //! input slice.
 
+use crate::bytes::le;
 use crate::pfn::{PfnEntry, WordSize, PAGE_SIZE};
 
 /// One element of the stream grammar, with the file offset it starts at.
@@ -272,9 +273,7 @@ impl Chunk<'_> {
         if chunk_hvm_param(self.id).is_none() || self.payload.len() != 12 {
             return None;
         }
-        Some(u64::from_le_bytes(
-            self.payload.get(4..12)?.try_into().ok()?,
-        ))
+        le(self.payload, 4)
     }
 
     /// Encoded length: the type plus the payload.

@@ -242,11 +242,7 @@ struct ReadInput<R> {
 impl<R: Read> ReadInput<R> {
     /// Fill `dst` completely; on a short read report how much arrived.
     fn fill(&mut self, dst_start: usize, len: usize) -> std::io::Result<usize> {
-        read_full(
-            &mut self.inner,
-            &mut self.buf[dst_start..dst_start + len],
-        )
-        .map_err(|e| e.error)
+        read_full(&mut self.inner, &mut self.buf[dst_start..dst_start + len]).map_err(|e| e.error)
     }
 }
 

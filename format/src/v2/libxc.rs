@@ -6,10 +6,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Cursor;
 
-use binrw::{BinRead, BinWrite};
+use binrw::{BinRead, BinWrite, Endian};
 
+use crate::bytes::{self, le};
 use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 use crate::pfn::{Pfn, PfnEntry, PfnType, LTAB_MASK, PAGE_SIZE};
 
@@ -18,16 +18,19 @@ fn decode<T>(bytes: &[u8], big: bool, offset: u64, ctx: &Context) -> Result<T>
 where
     T: for<'a> BinRead<Args<'a> = ()>,
 {
-    let mut c = Cursor::new(bytes);
-    let r = if big {
-        T::read_be(&mut c)
-    } else {
-        T::read_le(&mut c)
-    };
-    r.map_err(|e| Error::invalid(offset, ctx.clone(), "a decodable structure", e.to_string()))
+    bytes::decode(bytes, endian(big))
+        .map(|(v, _)| v)
+        .map_err(|e| Error::invalid(offset, ctx.clone(), "a decodable structure", e.to_string()))
 }
 
-/// Append a fixed-layout struct.
+fn endian(big: bool) -> Endian {
+    if big {
+        Endian::Big
+    } else {
+        Endian::Little
+    }
+}
+
 /// Decode a fixed-size header of `size` bytes at the start of `bytes`; a
 /// short input is a truncation of `what`.
 fn decode_fixed<T>(
@@ -68,35 +71,7 @@ fn encode<T>(v: &T, big: bool, out: &mut Vec<u8>)
 where
     T: for<'a> BinWrite<Args<'a> = ()>,
 {
-    let start = out.len();
-    let mut c = Cursor::new(std::mem::take(out));
-    c.set_position(start as u64);
-    let r = if big {
-        v.write_be(&mut c)
-    } else {
-        v.write_le(&mut c)
-    };
-    // Writing plain integers into a Vec cannot fail.
-    debug_assert!(r.is_ok());
-    *out = c.into_inner();
-}
-
-/// Read a little-endian u32 at `at` of a slice the caller has length-checked.
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-/// Read a little-endian u64 at `at` of a slice the caller has length-checked.
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
+    bytes::encode(v, endian(big), out);
 }
 
 // ---------------------------------------------------------------------------
@@ -496,8 +471,8 @@ impl<'a> PageData<'a> {
                 body.len() as u64,
             ));
         }
-        let count = le32(body, 0);
-        let reserved = le32(body, 4);
+        let count = le::<u32>(body, 0).unwrap_or_default();
+        let reserved = le::<u32>(body, 4).unwrap_or_default();
         let pfn_bytes = u64::from(count) * 8;
         let after_header = (body.len() - 8) as u64;
         if pfn_bytes > after_header {
@@ -515,7 +490,7 @@ impl<'a> PageData<'a> {
         let entries: Vec<PageDataEntry> =
             slice_at(body, 8, pfn_end, offset + 8, || ctx.field("pfn"))?
                 .chunks_exact(8)
-                .map(|c| PageDataEntry(le64(c, 0)))
+                .map(|c| PageDataEntry(le::<u64>(c, 0).unwrap_or_default()))
                 .collect();
         let want = Self::data_pages(&entries) as u64 * PAGE_SIZE as u64;
         // Short or missing page bytes fail the length check just below.
@@ -770,8 +745,8 @@ impl<'a> RecordBody<'a> {
         let pv_vcpu = |what| -> Result<PvVcpu<'a>> {
             at_least(8, what)?;
             Ok(PvVcpu {
-                vcpu_id: le32(body, 0),
-                reserved: le32(body, 4),
+                vcpu_id: le::<u32>(body, 0).unwrap_or_default(),
+                reserved: le::<u32>(body, 4).unwrap_or_default(),
                 // `at_least(8)` above: the context is the rest, maybe empty.
                 context: Cow::Borrowed(body.get(8..).unwrap_or_default()),
             })
@@ -787,14 +762,14 @@ impl<'a> RecordBody<'a> {
                 at_least(8, "X86_PV_P2M_FRAMES")?;
                 multiple_of(8, 8, "X86_PV_P2M_FRAMES")?;
                 B::X86PvP2mFrames(P2mFrames {
-                    start: le32(body, 0),
-                    end: le32(body, 4),
+                    start: le::<u32>(body, 0).unwrap_or_default(),
+                    end: le::<u32>(body, 4).unwrap_or_default(),
                     // `at_least(8)` above: the frames are the rest.
                     frames: body
                         .get(8..)
                         .unwrap_or_default()
                         .chunks_exact(8)
-                        .map(|c| le64(c, 0))
+                        .map(|c| le::<u64>(c, 0).unwrap_or_default())
                         .collect(),
                 })
             }
@@ -809,7 +784,7 @@ impl<'a> RecordBody<'a> {
             RecordType::HVM_CONTEXT => B::HvmContext(Cow::Borrowed(body)),
             RecordType::HVM_PARAMS => {
                 at_least(8, "HVM_PARAMS")?;
-                let count = u64::from(le32(body, 0));
+                let count = u64::from(le::<u32>(body, 0).unwrap_or_default());
                 let want = 8 + 16 * count;
                 if want != len {
                     return Err(Error::invalid(
@@ -825,14 +800,18 @@ impl<'a> RecordBody<'a> {
                     params.push(decode(c, false, offset, ctx)?);
                 }
                 B::HvmParams(HvmParams {
-                    reserved: le32(body, 4),
+                    reserved: le::<u32>(body, 4).unwrap_or_default(),
                     params,
                 })
             }
             RecordType::TOOLSTACK => B::Toolstack(Cow::Borrowed(body)),
             RecordType::CHECKPOINT_DIRTY_PFN_LIST => {
                 multiple_of(8, 0, "CHECKPOINT_DIRTY_PFN_LIST")?;
-                B::CheckpointDirtyPfnList(body.chunks_exact(8).map(|c| le64(c, 0)).collect())
+                B::CheckpointDirtyPfnList(
+                    body.chunks_exact(8)
+                        .map(|c| le::<u64>(c, 0).unwrap_or_default())
+                        .collect(),
+                )
             }
             RecordType::X86_CPUID_POLICY => {
                 multiple_of(24, 0, "X86_CPUID_POLICY")?;

@@ -9,12 +9,13 @@
 use std::borrow::Cow;
 use std::io::{IoSlice, Read, Write};
 
-use binrw::{BinRead, BinWrite};
+use binrw::{BinRead, BinWrite, Endian};
 
 use super::libxc::{DomainHeader, ImageHeader, RecordType};
 use super::padding_len;
 use super::reader::{Record, Source};
-use super::writer::{write_all_vectored, Writer};
+use super::writer::Writer;
+use crate::bytes::{self, le, write_all_vectored};
 use crate::diag::{Context, Error, ErrorKind, Result};
 
 /// The libxl stream header.
@@ -67,7 +68,8 @@ impl LibxlHeader {
         let b = bytes.get(..Self::SIZE).ok_or_else(|| {
             Error::truncated(offset, ctx.clone(), Self::SIZE as u64, bytes.len() as u64)
         })?;
-        Self::read_be(&mut std::io::Cursor::new(b))
+        bytes::decode(b, Endian::Big)
+            .map(|(v, _)| v)
             .map_err(|e| Error::invalid(offset, ctx, "a libxl header", e.to_string()))
     }
 
@@ -273,7 +275,7 @@ impl<'a> LibxlRecord<'a> {
             Ok(r)
         };
         let header = |what: &str| -> Result<(EmulatorId, u32, &'a [u8])> {
-            let (Some(a), Some(b)) = (body.get(0..4), body.get(4..8)) else {
+            let (Some(emulator), Some(index)) = (le::<u32>(body, 0), le::<u32>(body, 4)) else {
                 return Err(Error::invalid(
                     offset.saturating_sub(4),
                     ctx.field("body_length"),
@@ -282,8 +284,8 @@ impl<'a> LibxlRecord<'a> {
                 ));
             };
             Ok((
-                EmulatorId::from_raw(u32::from_le_bytes([a[0], a[1], a[2], a[3]])),
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                EmulatorId::from_raw(emulator),
+                index,
                 // `len >= 8` checked above: the data is the rest, maybe empty.
                 body.get(8..).unwrap_or_default(),
             ))
@@ -309,7 +311,7 @@ impl<'a> LibxlRecord<'a> {
                 }
             }
             LibxlRecordType::CHECKPOINT_STATE => {
-                let Some(&[a, b, c, d]) = body.get(..).filter(|b| b.len() == 4) else {
+                let Some(control_id) = le::<u32>(body, 0).filter(|_| body.len() == 4) else {
                     return Err(Error::invalid(
                         offset.saturating_sub(4),
                         ctx.field("body_length"),
@@ -317,9 +319,7 @@ impl<'a> LibxlRecord<'a> {
                         len.to_string(),
                     ));
                 };
-                LibxlRecord::CheckpointState {
-                    control_id: u32::from_le_bytes([a, b, c, d]),
-                }
+                LibxlRecord::CheckpointState { control_id }
             }
             rtype => LibxlRecord::Unknown {
                 rtype,
@@ -689,14 +689,8 @@ pub fn physmap_keys(data: &[u8], word_bits: u32, at: u64) -> Result<Vec<(String,
             },
         )
     };
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
+    let u32_at = |o: usize| le::<u32>(data, o);
+    let u64_at = |o: usize| le::<u64>(data, o);
     let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
         return Err(short(0, "header", 8));
     };

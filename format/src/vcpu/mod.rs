@@ -26,9 +26,9 @@
 mod fields;
 mod layout;
 
-use std::io::{Cursor, Read};
+use std::io::Read;
 
-use binrw::{BinRead, BinWrite};
+use binrw::Endian;
 
 pub use fields::{field_specs, Field, FieldKind, FieldSpec, FieldValue};
 pub use layout::{
@@ -36,6 +36,7 @@ pub use layout::{
     FPU_CTXT_SIZE, GDT_FRAMES, SIZE_X86_32, SIZE_X86_64, TRAP_ENTRIES,
 };
 
+use crate::bytes;
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::WordSize;
 
@@ -241,13 +242,16 @@ impl VcpuContext {
     pub fn parse_as(word: WordSize, bytes: &[u8]) -> Result<Self> {
         check_size(bytes.len() as u64, Some(word))?;
         let ctx = Context::root().field("vcpu context");
-        let mut cur = Cursor::new(bytes);
         let typed = match word {
             WordSize::W64 => VcpuLayout::X86_64(Box::new(
-                VcpuGuestContext64::read(&mut cur).map_err(|e| binrw_error(e, &ctx))?,
+                bytes::decode::<VcpuGuestContext64>(bytes, Endian::Little)
+                    .map_err(|e| binrw_error(e, &ctx))?
+                    .0,
             )),
             WordSize::W32 => VcpuLayout::X86_32(Box::new(
-                VcpuGuestContext32::read(&mut cur).map_err(|e| binrw_error(e, &ctx))?,
+                bytes::decode::<VcpuGuestContext32>(bytes, Endian::Little)
+                    .map_err(|e| binrw_error(e, &ctx))?
+                    .0,
             )),
         };
         Ok(VcpuContext {
@@ -277,21 +281,20 @@ impl VcpuContext {
 
     /// Build from a typed x86_64 record.
     pub fn from_x86_64(ctx: VcpuGuestContext64) -> Self {
-        let mut cur = Cursor::new(Vec::with_capacity(SIZE_X86_64));
-        // Writing plain integers into a Vec cannot fail.
-        let _ = ctx.write(&mut cur);
+        let mut raw = Vec::with_capacity(SIZE_X86_64);
+        bytes::encode(&ctx, Endian::Little, &mut raw);
         VcpuContext {
-            raw: cur.into_inner(),
+            raw,
             typed: VcpuLayout::X86_64(Box::new(ctx)),
         }
     }
 
     /// Build from a typed i386 record.
     pub fn from_x86_32(ctx: VcpuGuestContext32) -> Self {
-        let mut cur = Cursor::new(Vec::with_capacity(SIZE_X86_32));
-        let _ = ctx.write(&mut cur);
+        let mut raw = Vec::with_capacity(SIZE_X86_32);
+        bytes::encode(&ctx, Endian::Little, &mut raw);
         VcpuContext {
-            raw: cur.into_inner(),
+            raw,
             typed: VcpuLayout::X86_32(Box::new(ctx)),
         }
     }
