@@ -25,7 +25,7 @@ use crate::pfn::{WordSize, LTAB_MASK, MAX_BATCH, PAGE_SIZE};
 use crate::stream::vcpu_context_size;
 
 /// `HVM_FILE_MAGIC` of every era.
-pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
+pub(crate) const HVM_FILE_MAGIC: u32 = 0x5438_1286;
 const QEMU_SIGNATURE: &[u8] = b"QemuDeviceModelRecord";
 use crate::stream::DM_RECORD_0002;
 

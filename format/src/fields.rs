@@ -45,7 +45,7 @@ pub enum FieldValue {
 
 impl FieldValue {
     /// An unsigned value of the given width in bits.
-    pub fn uint(value: u64, bits: u8) -> Self {
+    pub(crate) fn uint(value: u64, bits: u8) -> Self {
         FieldValue::U64 { value, bits }
     }
 

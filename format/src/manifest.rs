@@ -22,7 +22,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// manifest); range digests take ~100 bytes per 2 MiB of guest, page
 /// digests ~110 bytes per page, so this covers page digests of a guest of
 /// about 9 GiB and range digests of any guest.
-pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
 /// Digest of one 2 MiB range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,12 +110,12 @@ fn parse_hex(field: impl FnOnce() -> String, v: &str) -> Result<[u8; 32], Manife
 impl Manifest {
     /// Read, parse and validate a manifest from `r` (a file, a pipe, a
     /// device), reading at most [`MAX_MANIFEST_BYTES`] + 1 bytes.
-    pub fn read_from(r: impl std::io::Read) -> Result<Self, ManifestError> {
+    pub(crate) fn read_from(r: impl std::io::Read) -> Result<Self, ManifestError> {
         Self::read_limited(r, MAX_MANIFEST_BYTES)
     }
 
     /// [`read_from`](Self::read_from) with the limit `max` bytes.
-    pub fn read_limited(r: impl std::io::Read, max: u64) -> Result<Self, ManifestError> {
+    pub(crate) fn read_limited(r: impl std::io::Read, max: u64) -> Result<Self, ManifestError> {
         use std::io::Read as _;
         let mut buf = Vec::new();
         r.take(max.saturating_add(1)).read_to_end(&mut buf)?;

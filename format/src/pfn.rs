@@ -10,7 +10,7 @@ pub const PAGE_SIZE: usize = 4096;
 pub const MAX_BATCH: usize = 1024;
 /// `XEN_DOMCTL_PFINFO_LTAB_MASK`: the type nibble in bits 28–31 of the low
 /// 32 bits of a pfn word.
-pub const LTAB_MASK: u64 = 0xF000_0000;
+pub(crate) const LTAB_MASK: u64 = 0xF000_0000;
 /// `XEN_DOMCTL_PFINFO_XTAB`: a page the saver could not map.
 pub const XTAB: u64 = 0xF000_0000;
 /// First pfn of the VGA hole (640 KiB), never populated in an HVM guest.
@@ -54,7 +54,7 @@ impl WordSize {
     }
 
     /// Largest value a word can hold.
-    pub const fn max_value(self) -> u64 {
+    pub(crate) const fn max_value(self) -> u64 {
         match self {
             WordSize::W32 => u32::MAX as u64,
             WordSize::W64 => u64::MAX,
@@ -93,7 +93,7 @@ pub struct Pfn(pub u64);
 
 impl Pfn {
     /// True inside the VGA hole 0xA0..0xC0 that the seed restorer refuses.
-    pub fn in_vga_hole(self) -> bool {
+    pub(crate) fn in_vga_hole(self) -> bool {
         (VGA_HOLE_START..VGA_HOLE_END).contains(&self.0)
     }
 

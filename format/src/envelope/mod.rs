@@ -31,30 +31,30 @@ pub use qevm::{QevmListing, QevmSection, QevmWriter};
 pub use sxp::Sxp;
 
 /// xend's `SIGNATURE`, first in every xend save file (HVM too).
-pub const XEND_SIGNATURE: &[u8; 16] = b"LinuxGuestRecord";
+pub(crate) const XEND_SIGNATURE: &[u8; 16] = b"LinuxGuestRecord";
 /// xend's `QEMU_SIGNATURE`, between the libxc stream and the qemu-dm state.
-pub const QEMU_SIGNATURE: &[u8; 21] = b"QemuDeviceModelRecord";
+pub(crate) const QEMU_SIGNATURE: &[u8; 21] = b"QemuDeviceModelRecord";
 /// Signature plus config length.
-pub const XEND_HEADER_LEN: u64 = 20;
+pub(crate) const XEND_HEADER_LEN: u64 = 20;
 /// Largest config accepted. Real xend configs are a few KiB; the cap stops
 /// a hostile length before any read or allocation.
-pub const MAX_CONFIG_LEN: u32 = 4 << 20;
+pub(crate) const MAX_CONFIG_LEN: u32 = 4 << 20;
 /// `struct save_file_header` magic of xl (docs/format.md §8.2), 32 bytes.
-pub const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
+pub(crate) const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
 /// libxl v2 stream header ident, big-endian u64 "LibxlFmt".
-pub const LIBXL_MAGIC: &[u8; 8] = b"LibxlFmt";
+pub(crate) const LIBXL_MAGIC: &[u8; 8] = b"LibxlFmt";
 /// libxc v2 image header: u64 marker of all ones …
-pub const LIBXC_V2_MARKER: &[u8; 8] = &[0xFF; 8];
+pub(crate) const LIBXC_V2_MARKER: &[u8; 8] = &[0xFF; 8];
 /// … then u32 id "XENF" (big-endian).
-pub const LIBXC_V2_ID: &[u8; 4] = b"XENF";
+pub(crate) const LIBXC_V2_ID: &[u8; 4] = b"XENF";
 /// libvirt's QEMU driver save file.
-pub const LIBVIRT_QEMU_MAGIC: &[u8; 16] = b"LibvirtQemudSave";
+pub(crate) const LIBVIRT_QEMU_MAGIC: &[u8; 16] = b"LibvirtQemudSave";
 /// libvirt's QEMU driver save file still being written.
-pub const LIBVIRT_QEMU_PARTIAL_MAGIC: &[u8; 16] = b"LibvirtQemudPart";
+pub(crate) const LIBVIRT_QEMU_PARTIAL_MAGIC: &[u8; 16] = b"LibvirtQemudPart";
 /// libvirt XML save magic, recognised by name as the project asks.
-pub const LIBVIRT_XML_MAGIC: &[u8; 14] = b"LibvirtXMLSave";
+pub(crate) const LIBVIRT_XML_MAGIC: &[u8; 14] = b"LibvirtXMLSave";
 /// libvirt's libxl driver save file (`LIBXL_SAVE_MAGIC`).
-pub const LIBVIRT_LIBXL_MAGIC: &[u8; 16] = b"libvirt-xml\n \0 \r";
+pub(crate) const LIBVIRT_LIBXL_MAGIC: &[u8; 16] = b"libvirt-xml\n \0 \r";
 /// Prefix length that lets [`sniff`] see every magic and the start of a
 /// bare stream's first batch.
 pub const SNIFF_LEN: usize = 64;
@@ -63,7 +63,7 @@ const XEND_MAX_PFN_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Show bytes the way Python shows a byte string, without the quotes:
 /// printable ASCII as is, `\\`, `\n`, `\r`, `\t`, `\0`, others `\xNN`.
-pub fn escape_bytes(b: &[u8]) -> String {
+pub(crate) fn escape_bytes(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len());
     for &c in b {
         match c {
@@ -130,7 +130,7 @@ pub struct Sniffed {
 
 /// Say what envelope the first bytes of a file belong to
 /// ([`SNIFF_LEN`] bytes are enough; fewer work with less evidence).
-pub fn sniff(prefix: &[u8]) -> Sniffed {
+pub(crate) fn sniff(prefix: &[u8]) -> Sniffed {
     let mut ev = Vec::new();
     let kind = sniff_into(prefix, &mut ev);
     Sniffed { kind, evidence: ev }
@@ -348,7 +348,7 @@ fn expect_signature<R: Read>(
 /// which is at the start of the file. `total_len` is the file size when
 /// known (not for a pipe); it lets a config length past the end be refused
 /// before reading. On success `r` is positioned at the libxc stream.
-pub fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<XendHeader> {
+pub(crate) fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<XendHeader> {
     let root = Context::root().field("xend header");
     expect_signature(
         r,
@@ -472,7 +472,7 @@ pub struct QemuTail {
 
 /// Check `QemuDeviceModelRecord` at file offset `offset` (the end of the
 /// libxc stream). Errors name what was found instead, escaped.
-pub fn read_qemu_signature<R: Read>(r: &mut R, offset: u64) -> Result<()> {
+pub(crate) fn read_qemu_signature<R: Read>(r: &mut R, offset: u64) -> Result<()> {
     expect_signature(
         r,
         QEMU_SIGNATURE,
@@ -485,7 +485,7 @@ pub fn read_qemu_signature<R: Read>(r: &mut R, offset: u64) -> Result<()> {
 /// Read the tail from `r`, positioned right after the libxc stream at file
 /// offset `offset`: the signature (strict) then the QEVM listing
 /// (permissive, payloads skipped).
-pub fn read_qemu_tail<R: Read>(r: &mut R, offset: u64) -> Result<QemuTail> {
+pub(crate) fn read_qemu_tail<R: Read>(r: &mut R, offset: u64) -> Result<QemuTail> {
     read_qemu_signature(r, offset)?;
     let qevm_offset = offset + QEMU_SIGNATURE.len() as u64;
     Ok(QemuTail {
@@ -496,7 +496,7 @@ pub fn read_qemu_tail<R: Read>(r: &mut R, offset: u64) -> Result<QemuTail> {
 }
 
 /// [`read_qemu_tail`] over the bytes from the end of the stream to EOF.
-pub fn parse_qemu_tail(data: &[u8], offset: u64) -> Result<QemuTail> {
+pub(crate) fn parse_qemu_tail(data: &[u8], offset: u64) -> Result<QemuTail> {
     let mut r = data;
     read_qemu_tail(&mut r, offset)
 }

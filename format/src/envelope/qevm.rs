@@ -26,17 +26,17 @@ pub const QEVM_MAGIC: u32 = 0x5145_564D;
 /// `QEMU_VM_FILE_VERSION` of 2007 qemu-dm.
 pub const QEVM_VERSION: u32 = 1;
 /// Magic plus version.
-pub const QEVM_HEADER_LEN: u64 = 8;
+pub(crate) const QEVM_HEADER_LEN: u64 = 8;
 /// id length byte + instance + version + length, without the id.
 const SECTION_FIXED_LEN: u64 = 1 + 12;
 /// Sections a listing keeps. qemu-traditional writes a few dozen; the cap
 /// keeps a tail of endless zeros (13-byte empty sections) from growing the
 /// listing without bound.
-pub const MAX_SECTIONS: usize = 4096;
+pub(crate) const MAX_SECTIONS: usize = 4096;
 /// Bytes of sections a listing reads. qemu-traditional's device state is a
 /// few MiB (its largest section is the VGA memory); past this the tail is
 /// refused rather than read to the end of a possibly endless pipe.
-pub const MAX_QEVM_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_QEVM_BYTES: u64 = 1 << 30;
 
 /// One section header of a QEVM file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -163,7 +163,7 @@ fn exact<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<(
 }
 
 /// Check the 8-byte QEVM header at file offset `base`.
-pub fn check_header(header: &[u8; 8], base: u64) -> Result<()> {
+pub(crate) fn check_header(header: &[u8; 8], base: u64) -> Result<()> {
     let mut h = ByteReader::new(header, base, &qevm_ctx());
     let magic: u32 = h.be("magic")?;
     let version: u32 = h.be("version")?;

@@ -9,7 +9,7 @@ use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 use super::record::{code, type_name, HvmRecord};
 
 /// Size of `struct hvm_save_descriptor`.
-pub const DESCRIPTOR_LEN: usize = 8;
+pub(crate) const DESCRIPTOR_LEN: usize = 8;
 
 /// A record as it sits in the blob, payload borrowed from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub struct HvmBlob<'a> {
 }
 
 /// The context path of record `index` (`hvm record 3 › CPU`).
-pub fn record_context(index: usize, typecode: u16) -> Context {
+pub(crate) fn record_context(index: usize, typecode: u16) -> Context {
     Context::root()
         .index("hvm record", index as u64)
         .field(type_name(typecode).unwrap_or("UNKNOWN"))
@@ -177,7 +177,7 @@ impl<'a> HvmBlob<'a> {
     }
 
     /// Length of [`encode`](Self::encode)'s output.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         self.records
             .iter()
             .map(|r| DESCRIPTOR_LEN + r.payload.len())

@@ -28,9 +28,9 @@ pub struct Header {
 }
 
 /// `HVM_FILE_MAGIC`.
-pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
+pub(crate) const HVM_FILE_MAGIC: u32 = 0x5438_1286;
 /// `HVM_FILE_VERSION`.
-pub const HVM_FILE_VERSION: u32 = 1;
+pub(crate) const HVM_FILE_VERSION: u32 = 1;
 
 impl Header {
     /// Decode a 20- or 24-byte header; other lengths are not a header layout.
@@ -418,7 +418,7 @@ impl FieldSource for PicInit {
 pub struct PicMode(pub u8);
 
 /// Bit names of [`PicMode`], bit 0 first.
-pub const PIC_MODE_BITS: [&str; 7] = [
+pub(crate) const PIC_MODE_BITS: [&str; 7] = [
     "readsel_isr",
     "poll",
     "auto_eoi",
@@ -504,7 +504,7 @@ impl FieldSource for RedirEntry {
 }
 
 /// `VIOAPIC_NUM_PINS`: 16 ISA + 32 PCI pins, in every era.
-pub const VIOAPIC_NUM_PINS: usize = 48;
+pub(crate) const VIOAPIC_NUM_PINS: usize = 48;
 
 hvm_struct! {
     /// `struct hvm_hw_vioapic` (400 bytes, unchanged since 2007).
@@ -568,7 +568,7 @@ impl LapicRegs {
     }
 
     /// Store the 32-bit register at byte offset `reg` (ignored past the page).
-    pub fn set_reg(&mut self, reg: usize, value: u32) {
+    pub(crate) fn set_reg(&mut self, reg: usize, value: u32) {
         if let Some(b) = self.data.get_mut(reg..reg + 4) {
             b.copy_from_slice(&value.to_le_bytes());
         }
@@ -715,7 +715,7 @@ hvm_struct! {
 }
 
 /// `RTC_CMOS_SIZE`: the RTC's 14 clock/status registers.
-pub const RTC_CMOS_SIZE: usize = 14;
+pub(crate) const RTC_CMOS_SIZE: usize = 14;
 
 hvm_struct! {
     /// Seed-era `struct hvm_hw_rtc` (15 bytes: the reason seed blobs are
@@ -849,10 +849,10 @@ pub struct CpuXsave {
 }
 
 /// Size of [`CpuXsave`]'s fixed header.
-pub const XSAVE_HEADER_LEN: usize = 24;
+pub(crate) const XSAVE_HEADER_LEN: usize = 24;
 /// Legacy FXSAVE region + XSAVE header: the smallest area a loader takes
 /// (`XSTATE_AREA_MIN_SIZE`).
-pub const XSTATE_AREA_MIN_SIZE: usize = 512 + 64;
+pub(crate) const XSTATE_AREA_MIN_SIZE: usize = 512 + 64;
 
 impl CpuXsave {
     /// Decode; `None` if shorter than the fixed header.

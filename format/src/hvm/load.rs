@@ -26,11 +26,11 @@ use super::layouts::{
 use super::record::{code, is_per_vcpu, size_eras, type_name};
 
 /// `MAX_VIRT_CPUS` of the seed: the (off-by-one) bound of vCPU instances.
-pub const SEED_MAX_VIRT_CPUS: u16 = 32;
+pub(crate) const SEED_MAX_VIRT_CPUS: u16 = 32;
 
 /// Parameters of the seed-era loader check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeedLoadOptions {
+pub(crate) struct SeedLoadOptions {
     /// Word size of the *hypervisor* that loads the blob: HEADER is 24
     /// bytes on x86_64 Xen and 20 on 32-bit Xen, and must match exactly.
     pub xen_word: WordSize,
@@ -65,7 +65,7 @@ pub struct CurrentLoadOptions {
 
 /// Payload length the seed's loader requires for a type code (HEADER by
 /// the hypervisor's word size); `None` for codes without a loader.
-pub fn seed_length(typecode: u16, xen_word: WordSize) -> Option<usize> {
+pub(crate) fn seed_length(typecode: u16, xen_word: WordSize) -> Option<usize> {
     Some(match typecode {
         code::HEADER => match xen_word {
             WordSize::W64 => 24,
@@ -89,7 +89,7 @@ pub fn seed_length(typecode: u16, xen_word: WordSize) -> Option<usize> {
 
 /// How current Xen checks a type's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CurrentCheck {
+pub(crate) enum CurrentCheck {
     /// `hvm_load_entry`: length must equal the struct size.
     Strict(usize),
     /// `hvm_load_entry_zeroextend`: length ≤ struct size, rest zero-filled.
@@ -104,7 +104,7 @@ pub enum CurrentCheck {
 
 /// How current Xen checks a type code; `None`: no handler (HEADER after the
 /// first record, END, undefined codes).
-pub fn current_check(typecode: u16) -> Option<CurrentCheck> {
+pub(crate) fn current_check(typecode: u16) -> Option<CurrentCheck> {
     use CurrentCheck::*;
     Some(match typecode {
         code::CPU => Cpu,
@@ -387,7 +387,7 @@ fn check_records<'a>(
 /// `seed.hvm.no-handler`, `seed.hvm.exact-length`, `seed.hvm.truncated`,
 /// `seed.hvm.vcpu-instance`, `seed.hvm.pic-instance`, `seed.hvm.missing-end`,
 /// `seed.hvm.trailing-bytes` (info).
-pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
+pub(crate) fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
     let mut out = Vec::new();
     let header_len = seed_length(code::HEADER, opts.xen_word).unwrap_or(24);
     let length_message = |found| {

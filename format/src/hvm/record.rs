@@ -28,21 +28,21 @@ pub mod code {
     /// 3.3 on.
     pub const MTRR: u16 = 14;
     /// `VIRIDIAN` from 3.4, renamed `VIRIDIAN_DOMAIN` in 4.2.
-    pub const VIRIDIAN_DOMAIN: u16 = 15;
+    pub(crate) const VIRIDIAN_DOMAIN: u16 = 15;
     /// 4.1 on, variable length.
     pub const CPU_XSAVE: u16 = 16;
     /// 4.2 on.
-    pub const VIRIDIAN_VCPU: u16 = 17;
+    pub(crate) const VIRIDIAN_VCPU: u16 = 17;
     /// 4.2 on.
-    pub const VMCE_VCPU: u16 = 18;
+    pub(crate) const VMCE_VCPU: u16 = 18;
     /// 4.3 on.
-    pub const TSC_ADJUST: u16 = 19;
+    pub(crate) const TSC_ADJUST: u16 = 19;
     /// 4.5 on, variable length.
     pub const CPU_MSR: u16 = 20;
     /// `HVM_SAVE_CODE_MAX` of the seed (`e2a44bc7a4`).
-    pub const SEED_MAX: u16 = 13;
+    pub(crate) const SEED_MAX: u16 = 13;
     /// `HVM_SAVE_CODE_MAX` of current Xen.
-    pub const CURRENT_MAX: u16 = 20;
+    pub(crate) const CURRENT_MAX: u16 = 20;
 }
 
 /// Xen's name for a type code (`"LAPIC_REGS"`), or `None` for codes no Xen
@@ -75,7 +75,7 @@ pub fn type_name(typecode: u16) -> Option<&'static str> {
 }
 
 /// True for types saved once per vCPU (instance = vcpu_id).
-pub fn is_per_vcpu(typecode: u16) -> bool {
+pub(crate) fn is_per_vcpu(typecode: u16) -> bool {
     matches!(
         typecode,
         code::CPU

@@ -12,7 +12,7 @@ use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::envelope::LIBVIRT_LIBXL_MAGIC;
 
 /// Largest domain XML accepted (libvirt itself caps XML at 10 MiB).
-pub const MAX_XML_LEN: u32 = 10 << 20;
+pub(crate) const MAX_XML_LEN: u32 = 10 << 20;
 
 /// The libvirt libxl driver's save header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +27,10 @@ pub struct LibvirtHeader {
 
 impl LibvirtHeader {
     /// Size of the fixed part.
-    pub const FIXED_SIZE: usize = 64;
+    pub(crate) const FIXED_SIZE: usize = 64;
 
     /// Bytes of the whole header; the libxl stream starts here.
-    pub fn encoded_len(&self) -> u64 {
+    pub(crate) fn encoded_len(&self) -> u64 {
         Self::FIXED_SIZE as u64 + self.xml.len() as u64
     }
 

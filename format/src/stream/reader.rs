@@ -164,7 +164,7 @@ impl<'a> SliceReader<'a> {
     }
 
     /// A reader for another legacy dialect's layout.
-    pub fn with_layout(data: &'a [u8], word: WordSize, base: u64, layout: Layout) -> Self {
+    pub(crate) fn with_layout(data: &'a [u8], word: WordSize, base: u64, layout: Layout) -> Self {
         SliceReader {
             input: SliceInput { data, pos: 0, base },
             grammar: Grammar::new(word, layout),
@@ -321,7 +321,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// A reader for another legacy dialect's layout.
-    pub fn with_layout(inner: R, word: WordSize, base: u64, layout: Layout) -> Self {
+    pub(crate) fn with_layout(inner: R, word: WordSize, base: u64, layout: Layout) -> Self {
         Reader {
             input: ReadInput {
                 inner,
@@ -349,7 +349,7 @@ impl<R: Read> Reader<R> {
     /// Declare the file offset where the input ends (a regular file's
     /// length), so a length past it is refused at once as oversized, as the
     /// slice reader does, instead of being read until the input runs out.
-    pub fn with_end(mut self, end: u64) -> Self {
+    pub(crate) fn with_end(mut self, end: u64) -> Self {
         self.input.end = Some(end);
         self
     }

@@ -100,13 +100,13 @@ impl ImageHeader {
     /// Encoded size.
     pub const SIZE: usize = 24;
     /// `IHDR_MARKER`.
-    pub const MARKER: u64 = 0xFFFF_FFFF_FFFF_FFFF;
+    pub(crate) const MARKER: u64 = 0xFFFF_FFFF_FFFF_FFFF;
     /// `IHDR_IDENT`, "XENF".
-    pub const ID: u32 = 0x5845_4E46;
+    pub(crate) const ID: u32 = 0x5845_4E46;
     /// Options bit 0: the rest of the stream is big-endian.
-    pub const OPT_BIG_ENDIAN: u16 = 1;
+    pub(crate) const OPT_BIG_ENDIAN: u16 = 1;
     /// Options bits that must be zero.
-    pub const OPT_RESERVED_MASK: u16 = 0xFFFE;
+    pub(crate) const OPT_RESERVED_MASK: u16 = 0xFFFE;
 
     /// A little-endian header of the given version (2 or 3).
     pub fn new(version: u32) -> Self {
@@ -121,7 +121,7 @@ impl ImageHeader {
     }
 
     /// True when options bit 0 says the stream body is big-endian.
-    pub fn is_big_endian(&self) -> bool {
+    pub(crate) fn is_big_endian(&self) -> bool {
         self.options & Self::OPT_BIG_ENDIAN != 0
     }
 
@@ -137,7 +137,7 @@ impl ImageHeader {
 
     /// The structural facts a reader cannot work without: marker, id, a
     /// version it understands and little-endian byte order.
-    pub fn check_readable(&self, offset: u64) -> Result<()> {
+    pub(crate) fn check_readable(&self, offset: u64) -> Result<()> {
         let ctx = Context::root().field("image header");
         if self.marker != Self::MARKER {
             return Err(Error::invalid(
@@ -263,26 +263,26 @@ pub struct RecordType(pub u32);
 impl RecordType {
     pub const END: Self = Self(0x00);
     pub const PAGE_DATA: Self = Self(0x01);
-    pub const X86_PV_INFO: Self = Self(0x02);
-    pub const X86_PV_P2M_FRAMES: Self = Self(0x03);
-    pub const X86_PV_VCPU_BASIC: Self = Self(0x04);
-    pub const X86_PV_VCPU_EXTENDED: Self = Self(0x05);
-    pub const X86_PV_VCPU_XSAVE: Self = Self(0x06);
-    pub const SHARED_INFO: Self = Self(0x07);
+    pub(crate) const X86_PV_INFO: Self = Self(0x02);
+    pub(crate) const X86_PV_P2M_FRAMES: Self = Self(0x03);
+    pub(crate) const X86_PV_VCPU_BASIC: Self = Self(0x04);
+    pub(crate) const X86_PV_VCPU_EXTENDED: Self = Self(0x05);
+    pub(crate) const X86_PV_VCPU_XSAVE: Self = Self(0x06);
+    pub(crate) const SHARED_INFO: Self = Self(0x07);
     pub const X86_TSC_INFO: Self = Self(0x08);
     pub const HVM_CONTEXT: Self = Self(0x09);
     pub const HVM_PARAMS: Self = Self(0x0A);
     pub const TOOLSTACK: Self = Self(0x0B);
-    pub const X86_PV_VCPU_MSRS: Self = Self(0x0C);
+    pub(crate) const X86_PV_VCPU_MSRS: Self = Self(0x0C);
     pub const VERIFY: Self = Self(0x0D);
-    pub const CHECKPOINT: Self = Self(0x0E);
-    pub const CHECKPOINT_DIRTY_PFN_LIST: Self = Self(0x0F);
+    pub(crate) const CHECKPOINT: Self = Self(0x0E);
+    pub(crate) const CHECKPOINT_DIRTY_PFN_LIST: Self = Self(0x0F);
     pub const STATIC_DATA_END: Self = Self(0x10);
-    pub const X86_CPUID_POLICY: Self = Self(0x11);
-    pub const X86_MSR_POLICY: Self = Self(0x12);
+    pub(crate) const X86_CPUID_POLICY: Self = Self(0x11);
+    pub(crate) const X86_MSR_POLICY: Self = Self(0x12);
 
     /// Bit 31: a restorer may skip the record if it does not know it.
-    pub const OPTIONAL: u32 = 0x8000_0000;
+    pub(crate) const OPTIONAL: u32 = 0x8000_0000;
 
     /// Xen's name for the type, or `None` for a type rev. 3 does not define.
     pub fn name(self) -> Option<&'static str> {
@@ -316,12 +316,12 @@ impl RecordType {
     }
 
     /// True when bit 31 is set.
-    pub fn is_optional(self) -> bool {
+    pub(crate) fn is_optional(self) -> bool {
         self.0 & Self::OPTIONAL != 0
     }
 
     /// The exact body length the spec requires, for fixed-size types.
-    pub fn fixed_len(self) -> Option<u32> {
+    pub(crate) fn fixed_len(self) -> Option<u32> {
         match self {
             Self::END | Self::VERIFY | Self::CHECKPOINT | Self::STATIC_DATA_END => Some(0),
             Self::X86_PV_INFO => Some(8),
@@ -351,11 +351,11 @@ pub struct PageDataEntry(pub u64);
 
 impl PageDataEntry {
     /// Bits holding the pfn.
-    pub const PFN_MASK: u64 = (1 << 52) - 1;
+    pub(crate) const PFN_MASK: u64 = (1 << 52) - 1;
     /// Bits that must be zero.
-    pub const RESERVED_MASK: u64 = ((1 << 60) - 1) & !Self::PFN_MASK;
+    pub(crate) const RESERVED_MASK: u64 = ((1 << 60) - 1) & !Self::PFN_MASK;
     /// Shift of the type nibble.
-    pub const TYPE_SHIFT: u32 = 60;
+    pub(crate) const TYPE_SHIFT: u32 = 60;
 
     /// An entry of the given type. Pfn bits above 51 are dropped.
     pub fn new(pfn: u64, kind: PfnType) -> Self {
@@ -391,7 +391,7 @@ impl PageDataEntry {
     }
 
     /// The type nibble.
-    pub fn type_nibble(self) -> u8 {
+    pub(crate) fn type_nibble(self) -> u8 {
         (self.0 >> Self::TYPE_SHIFT) as u8
     }
 
@@ -401,12 +401,12 @@ impl PageDataEntry {
     }
 
     /// Reserved bits 52–59 that are set.
-    pub fn reserved_bits(self) -> u64 {
+    pub(crate) fn reserved_bits(self) -> u64 {
         self.0 & Self::RESERVED_MASK
     }
 
     /// Types 5–8 have no meaning in a v2 stream.
-    pub fn has_valid_type(self) -> bool {
+    pub(crate) fn has_valid_type(self) -> bool {
         !(5..=8).contains(&self.type_nibble())
     }
 
@@ -837,7 +837,7 @@ impl<'a> RecordBody<'a> {
     }
 
     /// Length of the encoded body (without header and padding).
-    pub fn encoded_len(&self) -> u64 {
+    pub(crate) fn encoded_len(&self) -> u64 {
         use RecordBody as B;
         match self {
             B::End | B::Verify | B::Checkpoint | B::StaticDataEnd => 0,

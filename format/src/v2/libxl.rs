@@ -34,15 +34,15 @@ impl LibxlHeader {
     /// Encoded size.
     pub const SIZE: usize = 16;
     /// "LibxlFmt" as a big-endian u64.
-    pub const IDENT: u64 = 0x4C69_6278_6C46_6D74;
+    pub(crate) const IDENT: u64 = 0x4C69_6278_6C46_6D74;
     /// The only version defined.
-    pub const VERSION: u32 = 2;
+    pub(crate) const VERSION: u32 = 2;
     /// The stream is big-endian.
-    pub const OPT_BIG_ENDIAN: u32 = 1;
+    pub(crate) const OPT_BIG_ENDIAN: u32 = 1;
     /// The stream was converted from a legacy (pre-4.6) stream.
-    pub const OPT_LEGACY: u32 = 2;
+    pub(crate) const OPT_LEGACY: u32 = 2;
     /// Bits that must be zero.
-    pub const OPT_RESERVED_MASK: u32 = !3;
+    pub(crate) const OPT_RESERVED_MASK: u32 = !3;
 
     /// A little-endian header.
     pub fn new(legacy_converted: bool) -> Self {
@@ -83,7 +83,7 @@ impl LibxlHeader {
     }
 
     /// What a reader needs: ident, version 2, little-endian.
-    pub fn check_readable(&self, offset: u64) -> Result<()> {
+    pub(crate) fn check_readable(&self, offset: u64) -> Result<()> {
         let ctx = Context::root().field("libxl header");
         if self.ident != Self::IDENT {
             return Err(Error::invalid(
@@ -123,7 +123,7 @@ impl LibxlRecordType {
     pub const EMULATOR_XENSTORE_DATA: Self = Self(2);
     pub const EMULATOR_CONTEXT: Self = Self(3);
     pub const CHECKPOINT_END: Self = Self(4);
-    pub const CHECKPOINT_STATE: Self = Self(5);
+    pub(crate) const CHECKPOINT_STATE: Self = Self(5);
 
     /// The spec's name, or `None` for an unknown type.
     pub fn name(self) -> Option<&'static str> {

@@ -44,12 +44,12 @@ pub struct RawRecord<'a> {
 
 impl<'a> RawRecord<'a> {
     /// The type as a libxc record type.
-    pub fn libxc_type(&self) -> RecordType {
+    pub(crate) fn libxc_type(&self) -> RecordType {
         RecordType(self.rtype)
     }
 
     /// File offset of the body.
-    pub fn body_offset(&self) -> u64 {
+    pub(crate) fn body_offset(&self) -> u64 {
         self.offset + 8
     }
 

@@ -31,7 +31,7 @@ fn framing(e: Error) -> Finding {
 
 /// Checks of the image header. Returns whether the rest of the stream can
 /// be interpreted (the verifier gives up otherwise).
-pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Findings) -> bool {
+pub(crate) fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Findings) -> bool {
     let ctx = Context::root().field("image header");
     let before = out.total();
     if h.marker != ImageHeader::MARKER {
@@ -91,7 +91,7 @@ pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Findings) -> b
 }
 
 /// Checks of the domain header.
-pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
+pub(crate) fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
     let ctx = Context::root().field("domain header");
     if !matches!(h.kind(), DomainType::X86Pv | DomainType::X86Hvm) {
         out.push(Finding::error(
@@ -124,7 +124,7 @@ pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
 
 /// Checks of one libxc record, as `VerifyLibxc.verify_record` makes them,
 /// for an image of the given version.
-pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
+pub(crate) fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
     let rtype = rec.libxc_type();
     let Some(name) = rtype.name() else {
         let optional = if rtype.is_optional() {

@@ -116,7 +116,7 @@ impl<W: Write> Writer<W> {
     }
 
     /// True once END has been written.
-    pub fn is_ended(&self) -> bool {
+    pub(crate) fn is_ended(&self) -> bool {
         self.ended
     }
 

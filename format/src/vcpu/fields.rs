@@ -200,7 +200,7 @@ fn build_x86_32() -> Vec<FieldSpec> {
 
 /// Every field of the layout for a toolstack word size, in offset order,
 /// covering each byte exactly once. Built once and cached.
-pub fn field_specs(word: WordSize) -> &'static [FieldSpec] {
+pub(crate) fn field_specs(word: WordSize) -> &'static [FieldSpec] {
     static X64: OnceLock<Vec<FieldSpec>> = OnceLock::new();
     static X32: OnceLock<Vec<FieldSpec>> = OnceLock::new();
     match word {

@@ -12,9 +12,9 @@ pub const SIZE_X86_64: usize = 5168;
 /// Size of `vcpu_guest_context_t` compiled for an i386 toolstack.
 pub const SIZE_X86_32: usize = 2800;
 /// Entries of `trap_ctxt[]` (one per interrupt vector).
-pub const TRAP_ENTRIES: usize = 256;
+pub(crate) const TRAP_ENTRIES: usize = 256;
 /// Entries of `gdt_frames[]`.
-pub const GDT_FRAMES: usize = 16;
+pub(crate) const GDT_FRAMES: usize = 16;
 /// Size of the FXSAVE image at the start of both layouts.
 pub const FPU_CTXT_SIZE: usize = 512;
 

@@ -30,10 +30,11 @@ use std::io::Read;
 
 use binrw::Endian;
 
-pub use fields::{field_specs, Field, FieldKind, FieldSpec, FieldValue};
+pub(crate) use fields::field_specs;
+pub use fields::{Field, FieldKind, FieldSpec, FieldValue};
 pub use layout::{
     CpuUserRegs32, CpuUserRegs64, TrapInfo32, TrapInfo64, VcpuGuestContext32, VcpuGuestContext64,
-    FPU_CTXT_SIZE, GDT_FRAMES, SIZE_X86_32, SIZE_X86_64, TRAP_ENTRIES,
+    FPU_CTXT_SIZE, SIZE_X86_32, SIZE_X86_64,
 };
 
 use crate::bytes;
@@ -41,7 +42,7 @@ use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::WordSize;
 
 /// `VGCF_i387_valid`: `fpu_ctxt` holds a valid FXSAVE image.
-pub const VGCF_I387_VALID: u64 = 1 << 0;
+pub(crate) const VGCF_I387_VALID: u64 = 1 << 0;
 /// `VGCF_in_kernel` (PV only).
 pub const VGCF_IN_KERNEL: u64 = 1 << 2;
 /// `VGCF_failsafe_disables_events` (PV only).
@@ -62,7 +63,7 @@ pub const fn context_size(word: WordSize) -> usize {
 }
 
 /// The word size whose record has this size, if any.
-pub fn word_size_for(size: u64) -> Option<WordSize> {
+pub(crate) fn word_size_for(size: u64) -> Option<WordSize> {
     match size {
         s if s == SIZE_X86_64 as u64 => Some(WordSize::W64),
         s if s == SIZE_X86_32 as u64 => Some(WordSize::W32),
@@ -81,7 +82,7 @@ fn size_ctx() -> Context {
 /// restorer demands ("vcpu context size dismatch"); otherwise either size is
 /// accepted and tells the word size. Errors are at offset 0: the caller
 /// rebases to the position of the size field.
-pub fn check_size(declared: u64, word: Option<WordSize>) -> Result<WordSize> {
+pub(crate) fn check_size(declared: u64, word: Option<WordSize>) -> Result<WordSize> {
     match (word, word_size_for(declared)) {
         (Some(w), Some(found)) if w == found => Ok(w),
         (None, Some(found)) => Ok(found),
@@ -290,7 +291,7 @@ impl VcpuContext {
     }
 
     /// Build from a typed i386 record.
-    pub fn from_x86_32(ctx: VcpuGuestContext32) -> Self {
+    pub(crate) fn from_x86_32(ctx: VcpuGuestContext32) -> Self {
         let mut raw = Vec::with_capacity(SIZE_X86_32);
         bytes::encode(&ctx, Endian::Little, &mut raw);
         VcpuContext {
@@ -552,14 +553,14 @@ impl VcpuContext {
         }
     }
     /// `gs_base_kernel`; 0 for the i386 layout.
-    pub fn gs_base_kernel(&self) -> u64 {
+    pub(crate) fn gs_base_kernel(&self) -> u64 {
         match &self.typed {
             VcpuLayout::X86_64(c) => c.gs_base_kernel,
             VcpuLayout::X86_32(_) => 0,
         }
     }
     /// `gs_base_user`; 0 for the i386 layout.
-    pub fn gs_base_user(&self) -> u64 {
+    pub(crate) fn gs_base_user(&self) -> u64 {
         match &self.typed {
             VcpuLayout::X86_64(c) => c.gs_base_user,
             VcpuLayout::X86_32(_) => 0,
