@@ -36,9 +36,19 @@ impl Field {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldValue {
     /// An unsigned integer or bitfield of `bits` bits (1..=64).
-    U64 { value: u64, bits: u8 },
+    U64 {
+        /// The value, zero-extended.
+        value: u64,
+        /// The field's width in bits.
+        bits: u8,
+    },
     /// A signed integer of `bits` bits (`rtc_offset`).
-    I64 { value: i64, bits: u8 },
+    I64 {
+        /// The value, sign-extended.
+        value: i64,
+        /// The field's width in bits.
+        bits: u8,
+    },
     /// An opaque byte array (`fpu_regs`, `cmos_data`, reserved areas).
     Bytes(Vec<u8>),
 }

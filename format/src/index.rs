@@ -43,7 +43,7 @@ pub struct PfnSet {
 /// Chunks a [`PassTracker`] remembers per pass: 8192 chunks of 4096 pfns, a
 /// dense pass over 128 GiB of guest, in at most ~5 MiB (512-byte bitmaps
 /// plus the map), whatever the number of XTAB or stray entries.
-pub(crate) const PASS_CHUNKS: usize = 8192;
+pub const PASS_CHUNKS: usize = 8192;
 
 impl PfnSet {
     /// An empty set.

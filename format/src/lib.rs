@@ -24,6 +24,8 @@
 //! Everything is little-endian except the xend config length and the QEVM
 //! file, which are big-endian, exactly as Xen wrote them.
 
+#![warn(missing_docs)]
+
 mod bytes;
 pub mod diag;
 pub mod dialect;

@@ -22,7 +22,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// manifest); range digests take ~100 bytes per 2 MiB of guest, page
 /// digests ~110 bytes per page, so this covers page digests of a guest of
 /// about 9 GiB and range digests of any guest.
-pub(crate) const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
 /// Digest of one 2 MiB range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub struct RangeDigest {
     pub range: u64,
     /// Pages of the range present in the image.
     pub pages: u32,
-    /// SHA-256 of the range ([`hvm_format::digest`]), hex.
+    /// SHA-256 of the range ([`crate::digest`]), hex.
     pub sha256: String,
     /// Optional per-page digests of the range, ascending by pfn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +85,10 @@ pub enum ManifestError {
     Json(#[from] serde_json::Error),
     /// A version this checker does not know.
     #[error("manifest version {found}, this checker understands {MANIFEST_VERSION}")]
-    Version { found: u32 },
+    Version {
+        /// The manifest's version.
+        found: u32,
+    },
     /// Reading the manifest failed.
     #[error("reading the manifest: {0}")]
     Io(#[from] std::io::Error),
@@ -94,10 +97,18 @@ pub enum ManifestError {
     TooLarge,
     /// Not UTF-8 text.
     #[error("not a manifest: the bytes are not UTF-8 (byte {offset})")]
-    Utf8 { offset: usize },
+    Utf8 {
+        /// Byte offset of the first byte that is not UTF-8.
+        offset: usize,
+    },
     /// A digest that is not 64 hex digits.
     #[error("{field}: expected 64 hex digits, found {value:?}")]
-    Hex { field: String, value: String },
+    Hex {
+        /// The field holding it.
+        field: String,
+        /// What it holds.
+        value: String,
+    },
 }
 
 fn parse_hex(field: impl FnOnce() -> String, v: &str) -> Result<[u8; 32], ManifestError> {
@@ -110,7 +121,7 @@ fn parse_hex(field: impl FnOnce() -> String, v: &str) -> Result<[u8; 32], Manife
 impl Manifest {
     /// Read, parse and validate a manifest from `r` (a file, a pipe, a
     /// device), reading at most [`MAX_MANIFEST_BYTES`] + 1 bytes.
-    pub(crate) fn read_from(r: impl std::io::Read) -> Result<Self, ManifestError> {
+    pub fn read_from(r: impl std::io::Read) -> Result<Self, ManifestError> {
         Self::read_limited(r, MAX_MANIFEST_BYTES)
     }
 
@@ -216,6 +227,9 @@ impl Manifest {
         }
     }
 
+    /// Attach per-page digests computed from `page` (the bytes of a pfn,
+    /// `None` for a page the image lacks): the builder form, for tests and
+    /// tools that hold the pages rather than their digests.
     pub fn with_page_digests<'a>(mut self, page: impl Fn(u64) -> Option<&'a [u8]>) -> Self {
         for r in &mut self.ranges {
             let first = r.range * RANGE_PAGES;

@@ -171,7 +171,7 @@ impl GuardedMap {
     /// Where the file was found to have shrunk while mapped: the offset of
     /// the first page that could not be read. From there on the bytes read
     /// as zeros, so anything computed from them must be discarded.
-    pub(crate) fn shrunk_at(&self) -> Option<u64> {
+    pub fn shrunk_at(&self) -> Option<u64> {
         let f = TABLE[self.slot?].fault.load(Ordering::Acquire);
         (f != NO_FAULT).then_some(f)
     }

@@ -130,7 +130,7 @@ pub struct Sniffed {
 
 /// Say what envelope the first bytes of a file belong to
 /// ([`SNIFF_LEN`] bytes are enough; fewer work with less evidence).
-pub(crate) fn sniff(prefix: &[u8]) -> Sniffed {
+pub fn sniff(prefix: &[u8]) -> Sniffed {
     let mut ev = Vec::new();
     let kind = sniff_into(prefix, &mut ev);
     Sniffed { kind, evidence: ev }
@@ -348,7 +348,7 @@ fn expect_signature<R: Read>(
 /// which is at the start of the file. `total_len` is the file size when
 /// known (not for a pipe); it lets a config length past the end be refused
 /// before reading. On success `r` is positioned at the libxc stream.
-pub(crate) fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<XendHeader> {
+pub fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<XendHeader> {
     let root = Context::root().field("xend header");
     expect_signature(
         r,

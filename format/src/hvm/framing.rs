@@ -16,8 +16,11 @@ pub(crate) const DESCRIPTOR_LEN: usize = 8;
 pub struct RawRecord<'a> {
     /// Offset of the descriptor from the start of the blob.
     pub offset: u64,
+    /// The descriptor's type code (see [`code`](super::code)).
     pub typecode: u16,
+    /// The descriptor's instance: the vCPU of a per-vCPU record, else 0.
     pub instance: u16,
+    /// The payload bytes, `length` of them.
     pub payload: &'a [u8],
 }
 
@@ -50,8 +53,11 @@ impl<'a> RawRecord<'a> {
 /// A raw record that owns its payload, for writers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedRecord {
+    /// The descriptor's type code (see [`code`](super::code)).
     pub typecode: u16,
+    /// The descriptor's instance: the vCPU of a per-vCPU record, else 0.
     pub instance: u16,
+    /// The payload bytes, `length` of them.
     pub payload: Vec<u8>,
 }
 

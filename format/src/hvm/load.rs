@@ -30,7 +30,7 @@ pub(crate) const SEED_MAX_VIRT_CPUS: u16 = 32;
 
 /// Parameters of the seed-era loader check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SeedLoadOptions {
+pub struct SeedLoadOptions {
     /// Word size of the *hypervisor* that loads the blob: HEADER is 24
     /// bytes on x86_64 Xen and 20 on 32-bit Xen, and must match exactly.
     pub xen_word: WordSize,
@@ -387,7 +387,7 @@ fn check_records<'a>(
 /// `seed.hvm.no-handler`, `seed.hvm.exact-length`, `seed.hvm.truncated`,
 /// `seed.hvm.vcpu-instance`, `seed.hvm.pic-instance`, `seed.hvm.missing-end`,
 /// `seed.hvm.trailing-bytes` (info).
-pub(crate) fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
+pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
     let mut out = Vec::new();
     let header_len = seed_length(code::HEADER, opts.xen_word).unwrap_or(24);
     let length_message = |found| {

@@ -11,19 +11,33 @@ use crate::bytes;
 
 /// `struct hvm_save_descriptor` type codes, with Xen's names.
 pub mod code {
+    /// `HVM_SAVE_CODE(END)`.
     pub const END: u16 = 0;
+    /// `HVM_SAVE_CODE(HEADER)`.
     pub const HEADER: u16 = 1;
+    /// `HVM_SAVE_CODE(CPU)`.
     pub const CPU: u16 = 2;
+    /// `HVM_SAVE_CODE(PIC)`.
     pub const PIC: u16 = 3;
+    /// `HVM_SAVE_CODE(IOAPIC)`.
     pub const IOAPIC: u16 = 4;
+    /// `HVM_SAVE_CODE(LAPIC)`.
     pub const LAPIC: u16 = 5;
+    /// `HVM_SAVE_CODE(LAPIC_REGS)`.
     pub const LAPIC_REGS: u16 = 6;
+    /// `HVM_SAVE_CODE(PCI_IRQ)`.
     pub const PCI_IRQ: u16 = 7;
+    /// `HVM_SAVE_CODE(ISA_IRQ)`.
     pub const ISA_IRQ: u16 = 8;
+    /// `HVM_SAVE_CODE(PCI_LINK)`.
     pub const PCI_LINK: u16 = 9;
+    /// `HVM_SAVE_CODE(PIT)`.
     pub const PIT: u16 = 10;
+    /// `HVM_SAVE_CODE(RTC)`.
     pub const RTC: u16 = 11;
+    /// `HVM_SAVE_CODE(HPET)`.
     pub const HPET: u16 = 12;
+    /// `HVM_SAVE_CODE(PMTIMER)`.
     pub const PMTIMER: u16 = 13;
     /// 3.3 on.
     pub const MTRR: u16 = 14;
@@ -100,19 +114,33 @@ pub enum Era {
     /// in which records changed one commit at a time; both the old and the
     /// new size of a record occur in it.
     Xen31Dev,
+    /// Xen 3.1.
     Xen3_1,
+    /// Xen 3.3.
     Xen3_3,
+    /// Xen 3.4.
     Xen3_4,
+    /// Xen 4.0.
     Xen4_0,
+    /// Xen 4.1.
     Xen4_1,
+    /// Xen 4.2.
     Xen4_2,
+    /// Xen 4.3.
     Xen4_3,
+    /// Xen 4.5.
     Xen4_5,
+    /// Xen 4.6.
     Xen4_6,
+    /// Xen 4.7.
     Xen4_7,
+    /// Xen 4.10.
     Xen4_10,
+    /// Xen 4.13.
     Xen4_13,
+    /// Xen 4.14.
     Xen4_14,
+    /// Xen 4.21.
     Xen4_21,
 }
 
@@ -144,7 +172,9 @@ impl fmt::Display for Era {
 /// From docs/format.md §5.3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SizeEra {
+    /// The first release that wrote this size.
     pub since: Era,
+    /// The first release that no longer did; `None` while current.
     pub until: Option<Era>,
     /// Qualification, e.g. "32-bit Xen only".
     pub note: &'static str,
@@ -234,37 +264,67 @@ pub fn size_eras(typecode: u16, len: usize) -> &'static [SizeEra] {
 pub enum RecordBody {
     /// END with length 0.
     End,
+    /// A [`Header`] record.
     Header(Header),
+    /// A [`CpuSeed`] record.
     CpuSeed(Box<CpuSeed>),
+    /// A [`CpuCompat`] record.
     CpuCompat(Box<CpuCompat>),
+    /// A [`Cpu`] record.
     Cpu(Box<Cpu>),
+    /// A [`Pic`] record.
     Pic(Pic),
+    /// A [`Ioapic`] record.
     Ioapic(Box<Ioapic>),
+    /// A [`LapicSeed`] record.
     LapicSeed(LapicSeed),
+    /// A [`LapicTdt`] record.
     LapicTdt(LapicTdt),
+    /// A [`Lapic`] record.
     Lapic(Lapic),
+    /// A [`LapicRegs`] record.
     LapicRegs(Box<LapicRegs>),
+    /// A [`PciIrq`] record.
     PciIrq(PciIrq),
+    /// A [`IsaIrq`] record.
     IsaIrq(IsaIrq),
+    /// A [`PciLinkSeed`] record.
     PciLinkSeed(PciLinkSeed),
+    /// A [`PciLink`] record.
     PciLink(PciLink),
+    /// A [`PitSeed`] record.
     PitSeed(PitSeed),
+    /// A [`Pit`] record.
     Pit(Pit),
+    /// A [`RtcSeed`] record.
     RtcSeed(RtcSeed),
+    /// A [`RtcPadded`] record.
     RtcPadded(RtcPadded),
+    /// A [`Rtc`] record.
     Rtc(Rtc),
+    /// A [`Hpet`] record.
     Hpet(Box<Hpet>),
+    /// A [`PmTimer`] record.
     PmTimer(PmTimer),
+    /// A [`Mtrr`] record.
     Mtrr(Box<Mtrr>),
+    /// A [`ViridianDomain`] record.
     ViridianDomain(ViridianDomain),
+    /// A [`CpuXsave`] record.
     CpuXsave(CpuXsave),
+    /// A [`ViridianVcpu`] record.
     ViridianVcpu(Box<ViridianVcpu>),
+    /// A [`VmceVcpu`] record.
     VmceVcpu(VmceVcpu),
+    /// A [`TscAdjust`] record.
     TscAdjust(TscAdjust),
+    /// A [`CpuMsr`] record.
     CpuMsr(CpuMsr),
     /// Unknown type, or a known type with a length no known layout has.
     Raw {
+        /// The descriptor's type code.
         typecode: u16,
+        /// The payload as found.
         payload: Vec<u8>,
     },
 }
@@ -508,6 +568,7 @@ impl RecordBody {
 pub struct HvmRecord {
     /// vcpu_id for per-vCPU types, 0/1 for PIC, 0 otherwise.
     pub instance: u16,
+    /// The payload, typed where (typecode, length) names a layout.
     pub body: RecordBody,
 }
 

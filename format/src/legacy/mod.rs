@@ -3,7 +3,7 @@
 //! pfns and libxl's `DeviceModelRecord0002`.
 //!
 //! Reading is the seed grammar parameterised by a
-//! [`Layout`](crate::stream::Layout) (`stream::SliceReader::with_layout`,
+//! [`crate::stream::Layout`] (`stream::SliceReader::with_layout`,
 //! `stream::Reader::with_layout`, `next_element`); this writer is its mirror
 //! and refuses elements the layout does not allow at that point, so that
 //! what it writes reads back element for element and byte for byte.

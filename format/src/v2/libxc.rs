@@ -100,9 +100,9 @@ impl ImageHeader {
     /// Encoded size.
     pub const SIZE: usize = 24;
     /// `IHDR_MARKER`.
-    pub(crate) const MARKER: u64 = 0xFFFF_FFFF_FFFF_FFFF;
+    pub const MARKER: u64 = 0xFFFF_FFFF_FFFF_FFFF;
     /// `IHDR_IDENT`, "XENF".
-    pub(crate) const ID: u32 = 0x5845_4E46;
+    pub const ID: u32 = 0x5845_4E46;
     /// Options bit 0: the rest of the stream is big-endian.
     pub(crate) const OPT_BIG_ENDIAN: u16 = 1;
     /// Options bits that must be zero.
@@ -261,7 +261,9 @@ impl DomainHeader {
 pub struct RecordType(pub u32);
 
 impl RecordType {
+    /// `REC_TYPE_END`.
     pub const END: Self = Self(0x00);
+    /// `REC_TYPE_PAGE_DATA`.
     pub const PAGE_DATA: Self = Self(0x01);
     pub(crate) const X86_PV_INFO: Self = Self(0x02);
     pub(crate) const X86_PV_P2M_FRAMES: Self = Self(0x03);
@@ -269,14 +271,20 @@ impl RecordType {
     pub(crate) const X86_PV_VCPU_EXTENDED: Self = Self(0x05);
     pub(crate) const X86_PV_VCPU_XSAVE: Self = Self(0x06);
     pub(crate) const SHARED_INFO: Self = Self(0x07);
+    /// `REC_TYPE_X86_TSC_INFO`.
     pub const X86_TSC_INFO: Self = Self(0x08);
+    /// `REC_TYPE_HVM_CONTEXT`.
     pub const HVM_CONTEXT: Self = Self(0x09);
+    /// `REC_TYPE_HVM_PARAMS`.
     pub const HVM_PARAMS: Self = Self(0x0A);
+    /// `REC_TYPE_TOOLSTACK`.
     pub const TOOLSTACK: Self = Self(0x0B);
     pub(crate) const X86_PV_VCPU_MSRS: Self = Self(0x0C);
+    /// `REC_TYPE_VERIFY`.
     pub const VERIFY: Self = Self(0x0D);
     pub(crate) const CHECKPOINT: Self = Self(0x0E);
     pub(crate) const CHECKPOINT_DIRTY_PFN_LIST: Self = Self(0x0F);
+    /// `REC_TYPE_STATIC_DATA_END`.
     pub const STATIC_DATA_END: Self = Self(0x10);
     pub(crate) const X86_CPUID_POLICY: Self = Self(0x11);
     pub(crate) const X86_MSR_POLICY: Self = Self(0x12);
@@ -603,11 +611,17 @@ impl HvmParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BinRead, BinWrite)]
 #[brw(little)]
 pub struct CpuidLeaf {
+    /// `xen_cpuid_leaf_t.leaf`.
     pub leaf: u32,
+    /// `xen_cpuid_leaf_t.subleaf`.
     pub subleaf: u32,
+    /// `xen_cpuid_leaf_t.a`.
     pub a: u32,
+    /// `xen_cpuid_leaf_t.b`.
     pub b: u32,
+    /// `xen_cpuid_leaf_t.c`.
     pub c: u32,
+    /// `xen_cpuid_leaf_t.d`.
     pub d: u32,
 }
 
@@ -615,16 +629,22 @@ pub struct CpuidLeaf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BinRead, BinWrite)]
 #[brw(little)]
 pub struct MsrEntry {
+    /// `xen_msr_entry_t.idx`.
     pub idx: u32,
+    /// `xen_msr_entry_t.flags`.
     pub flags: u32,
+    /// `xen_msr_entry_t.val`.
     pub val: u64,
 }
 
 /// X86_PV_P2M_FRAMES: frames of the PV guest's p2m between `start` and `end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct P2mFrames {
+    /// First pfn whose p2m frame is listed.
     pub start: u32,
+    /// Last pfn whose p2m frame is listed.
     pub end: u32,
+    /// The frame numbers.
     pub frames: Vec<u64>,
 }
 
@@ -632,9 +652,11 @@ pub struct P2mFrames {
 /// an opaque context blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PvVcpu<'a> {
+    /// The vCPU this context belongs to.
     pub vcpu_id: u32,
     /// Reserved, zero.
     pub reserved: u32,
+    /// The context bytes, opaque here.
     pub context: Cow<'a, [u8]>,
 }
 
@@ -644,31 +666,49 @@ pub struct PvVcpu<'a> {
 /// A typed libxc record body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordBody<'a> {
+    /// An `END` record.
     End,
+    /// A `PAGE_DATA` record.
     PageData(PageData<'a>),
+    /// A `X86_PV_INFO` record.
     X86PvInfo(X86PvInfo),
+    /// A `X86_PV_P2M_FRAMES` record.
     X86PvP2mFrames(P2mFrames),
+    /// A `X86_PV_VCPU_BASIC` record.
     X86PvVcpuBasic(PvVcpu<'a>),
+    /// A `X86_PV_VCPU_EXTENDED` record.
     X86PvVcpuExtended(PvVcpu<'a>),
+    /// A `X86_PV_VCPU_XSAVE` record.
     X86PvVcpuXsave(PvVcpu<'a>),
+    /// A `X86_PV_VCPU_MSRS` record.
     X86PvVcpuMsrs(PvVcpu<'a>),
     /// 4096 bytes of `shared_info`.
     SharedInfo(Cow<'a, [u8]>),
+    /// A `X86_TSC_INFO` record.
     X86TscInfo(TscInfo),
     /// The HVM context blob (docs/format.md §5), not parsed here.
     HvmContext(Cow<'a, [u8]>),
+    /// A `HVM_PARAMS` record.
     HvmParams(HvmParams),
     /// Deprecated libxl toolstack data, opaque.
     Toolstack(Cow<'a, [u8]>),
+    /// A `VERIFY` record.
     Verify,
+    /// A `CHECKPOINT` record.
     Checkpoint,
+    /// A `CHECKPOINT_DIRTY_PFN_LIST` record.
     CheckpointDirtyPfnList(Vec<u64>),
+    /// A `STATIC_DATA_END` record.
     StaticDataEnd,
+    /// A `X86_CPUID_POLICY` record.
     X86CpuidPolicy(Vec<CpuidLeaf>),
+    /// A `X86_MSR_POLICY` record.
     X86MsrPolicy(Vec<MsrEntry>),
     /// A type this crate does not know, kept byte for byte.
     Unknown {
+        /// The record type.
         rtype: RecordType,
+        /// The body as found.
         data: Cow<'a, [u8]>,
     },
 }

@@ -118,10 +118,15 @@ impl LibxlHeader {
 pub struct LibxlRecordType(pub u32);
 
 impl LibxlRecordType {
+    /// libxl's `REC_TYPE_END`.
     pub const END: Self = Self(0);
+    /// libxl's `REC_TYPE_LIBXC_CONTEXT`.
     pub const LIBXC_CONTEXT: Self = Self(1);
+    /// libxl's `REC_TYPE_EMULATOR_XENSTORE_DATA`.
     pub const EMULATOR_XENSTORE_DATA: Self = Self(2);
+    /// libxl's `REC_TYPE_EMULATOR_CONTEXT`.
     pub const EMULATOR_CONTEXT: Self = Self(3);
+    /// libxl's `REC_TYPE_CHECKPOINT_END`.
     pub const CHECKPOINT_END: Self = Self(4);
     pub(crate) const CHECKPOINT_STATE: Self = Self(5);
 
@@ -177,29 +182,40 @@ impl EmulatorId {
 /// A typed libxl record body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LibxlRecord<'a> {
+    /// An `END` record.
     End,
     /// Marker: a libxc image follows.
     LibxcContext,
     /// xenstore keys of the device model: `key\0value\0…`.
     EmulatorXenstoreData {
+        /// Which device model (qemu-traditional or upstream).
         emulator: EmulatorId,
+        /// The emulator's index.
         index: u32,
+        /// The body after the emulator header.
         data: Cow<'a, [u8]>,
     },
     /// The device model's saved state.
     EmulatorContext {
+        /// Which device model (qemu-traditional or upstream).
         emulator: EmulatorId,
+        /// The emulator's index.
         index: u32,
+        /// The body after the emulator header.
         data: Cow<'a, [u8]>,
     },
+    /// A `CHECKPOINT_END` record.
     CheckpointEnd,
     /// COLO checkpoint control id.
     CheckpointState {
+        /// The control id.
         control_id: u32,
     },
     /// A type this crate does not know, kept byte for byte.
     Unknown {
+        /// The record type.
         rtype: LibxlRecordType,
+        /// The body after the emulator header.
         data: Cow<'a, [u8]>,
     },
 }
@@ -393,14 +409,20 @@ impl<'a> LibxlRecord<'a> {
 pub enum LibxlItem<'a> {
     /// A libxl record (LIBXC_CONTEXT included: the libxc items follow).
     Record {
+        /// The emulator's index.
         index: u64,
+        /// File offset where it starts.
         offset: u64,
+        /// The record.
         record: LibxlRecord<'a>,
     },
     /// The headers of the libxc image after LIBXC_CONTEXT.
     LibxcHeaders {
+        /// File offset where it starts.
         offset: u64,
+        /// The libxc image header.
         image: ImageHeader,
+        /// The libxc domain header.
         domain: DomainHeader,
     },
     /// A libxc record, up to and including the libxc END.

@@ -32,11 +32,11 @@ impl XlHeader {
     /// `SAVEFILE_MAGIC`: exactly 32 bytes, no trailing NUL.
     pub const MAGIC: [u8; 32] = *b"Xen saved domain, xl format\n \0 \r";
     /// `SAVEFILE_BYTEORDER_VALUE`.
-    pub(crate) const BYTEORDER: u32 = 0x0102_0304;
+    pub const BYTEORDER: u32 = 0x0102_0304;
     /// `XL_MANDATORY_FLAG_JSON`: the config is JSON.
     pub const FLAG_JSON: u32 = 1;
     /// `XL_MANDATORY_FLAG_STREAMv2`: a libxl v2 stream follows.
-    pub(crate) const FLAG_STREAM_V2: u32 = 2;
+    pub const FLAG_STREAM_V2: u32 = 2;
     /// Mandatory flags xl knows; others make it refuse the file.
     pub(crate) const KNOWN_MANDATORY: u32 = Self::FLAG_JSON | Self::FLAG_STREAM_V2;
     /// Size of the fixed part (magic and four u32).

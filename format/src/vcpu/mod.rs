@@ -121,40 +121,70 @@ pub enum VcpuLayout {
 /// and `r8`–`r15` and the fs/gs bases must be zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VcpuRegisters {
+    /// `rax` as the vCPU holds it.
     pub rax: u64,
+    /// `rbx` as the vCPU holds it.
     pub rbx: u64,
+    /// `rcx` as the vCPU holds it.
     pub rcx: u64,
+    /// `rdx` as the vCPU holds it.
     pub rdx: u64,
+    /// `rsi` as the vCPU holds it.
     pub rsi: u64,
+    /// `rdi` as the vCPU holds it.
     pub rdi: u64,
+    /// `rbp` as the vCPU holds it.
     pub rbp: u64,
+    /// `rsp` as the vCPU holds it.
     pub rsp: u64,
+    /// `r8` as the vCPU holds it.
     pub r8: u64,
+    /// `r9` as the vCPU holds it.
     pub r9: u64,
+    /// `r10` as the vCPU holds it.
     pub r10: u64,
+    /// `r11` as the vCPU holds it.
     pub r11: u64,
+    /// `r12` as the vCPU holds it.
     pub r12: u64,
+    /// `r13` as the vCPU holds it.
     pub r13: u64,
+    /// `r14` as the vCPU holds it.
     pub r14: u64,
+    /// `r15` as the vCPU holds it.
     pub r15: u64,
+    /// `rip` as the vCPU holds it.
     pub rip: u64,
+    /// `rflags` as the vCPU holds it.
     pub rflags: u64,
+    /// `cs` as the vCPU holds it.
     pub cs: u16,
+    /// `ss` as the vCPU holds it.
     pub ss: u16,
+    /// `ds` as the vCPU holds it.
     pub ds: u16,
+    /// `es` as the vCPU holds it.
     pub es: u16,
+    /// `fs` as the vCPU holds it.
     pub fs: u16,
+    /// `gs` as the vCPU holds it.
     pub gs: u16,
+    /// `cr0` as the vCPU holds it.
     pub cr0: u64,
+    /// `cr2` as the vCPU holds it.
     pub cr2: u64,
+    /// `cr3` as the vCPU holds it.
     pub cr3: u64,
+    /// `cr4` as the vCPU holds it.
     pub cr4: u64,
     /// DR0..DR7 as `debugreg[]` holds them (DR4/DR5 normally zero).
     pub debugreg: [u64; 8],
     /// Xen leaves these zero for an HVM vCPU (the bases live in the HVM CPU
     /// record); a faithful backend passes zero.
     pub fs_base: u64,
+    /// `gs_base_kernel` as the vCPU holds it.
     pub gs_base_kernel: u64,
+    /// `gs_base_user` as the vCPU holds it.
     pub gs_base_user: u64,
     /// FXSAVE image.
     pub fpu: [u8; FPU_CTXT_SIZE],
