@@ -79,6 +79,7 @@ pub struct Manifest {
 
 /// Why a manifest cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManifestError {
     /// Not JSON of the expected shape.
     #[error("not a manifest: {0}")]

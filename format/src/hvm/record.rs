@@ -107,6 +107,7 @@ pub(crate) fn is_per_vcpu(typecode: u16) -> bool {
 /// A point in Xen's history at which some record size changed, in order.
 /// Sizes are those of x86_64 Xen unless a [`SizeEra`] note says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[non_exhaustive]
 pub enum Era {
     /// The seed, `e2a44bc7a4` (April 2007).
     Seed2007,
@@ -261,6 +262,7 @@ pub fn size_eras(typecode: u16, len: usize) -> &'static [SizeEra] {
 /// a known layout, raw otherwise. Decoding never fails: anything unknown,
 /// damaged or of an unlisted size is [`RecordBody::Raw`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordBody {
     /// END with length 0.
     End,

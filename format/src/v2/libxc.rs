@@ -177,6 +177,7 @@ impl ImageHeader {
 
 /// Domain type of the domain header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DomainType {
     /// 1: x86 PV.
     X86Pv,
@@ -665,6 +666,7 @@ pub struct PvVcpu<'a> {
 
 /// A typed libxc record body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordBody<'a> {
     /// An `END` record.
     End,

@@ -181,6 +181,7 @@ impl EmulatorId {
 
 /// A typed libxl record body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LibxlRecord<'a> {
     /// An `END` record.
     End,
