@@ -69,7 +69,7 @@ impl FieldValue {
     }
 
     /// Width in bits (bytes × 8 for byte arrays).
-    pub fn bits(&self) -> u64 {
+    pub(crate) fn bits(&self) -> u64 {
         match self {
             FieldValue::U64 { bits, .. } | FieldValue::I64 { bits, .. } => u64::from(*bits),
             FieldValue::Bytes(b) => b.len() as u64 * 8,

@@ -52,7 +52,7 @@ impl Header {
     }
 
     /// Encode to 24 or 20 bytes (by `tail`).
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.magic.to_le_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.changeset.to_le_bytes());
@@ -1096,7 +1096,7 @@ impl CpuXsave {
     }
 
     /// Append the payload.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.xfeature_mask.to_le_bytes());
         out.extend_from_slice(&self.xcr0.to_le_bytes());
         out.extend_from_slice(&self.xcr0_accum.to_le_bytes());
@@ -1186,7 +1186,7 @@ impl CpuMsr {
     }
 
     /// Append the payload.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.count.to_le_bytes());
         out.extend_from_slice(&self.pad.to_le_bytes());
         for m in &self.msrs {

@@ -12,7 +12,7 @@ use crate::bytes;
 /// `struct hvm_save_descriptor` type codes, with Xen's names.
 pub mod code {
     /// `HVM_SAVE_CODE(END)`.
-    pub const END: u16 = 0;
+    pub(crate) const END: u16 = 0;
     /// `HVM_SAVE_CODE(HEADER)`.
     pub const HEADER: u16 = 1;
     /// `HVM_SAVE_CODE(CPU)`.
@@ -40,11 +40,11 @@ pub mod code {
     /// `HVM_SAVE_CODE(PMTIMER)`.
     pub const PMTIMER: u16 = 13;
     /// 3.3 on.
-    pub const MTRR: u16 = 14;
+    pub(crate) const MTRR: u16 = 14;
     /// `VIRIDIAN` from 3.4, renamed `VIRIDIAN_DOMAIN` in 4.2.
     pub(crate) const VIRIDIAN_DOMAIN: u16 = 15;
     /// 4.1 on, variable length.
-    pub const CPU_XSAVE: u16 = 16;
+    pub(crate) const CPU_XSAVE: u16 = 16;
     /// 4.2 on.
     pub(crate) const VIRIDIAN_VCPU: u16 = 17;
     /// 4.2 on.
@@ -52,7 +52,7 @@ pub mod code {
     /// 4.3 on.
     pub(crate) const TSC_ADJUST: u16 = 19;
     /// 4.5 on, variable length.
-    pub const CPU_MSR: u16 = 20;
+    pub(crate) const CPU_MSR: u16 = 20;
     /// `HVM_SAVE_CODE_MAX` of the seed (`e2a44bc7a4`).
     pub(crate) const SEED_MAX: u16 = 13;
     /// `HVM_SAVE_CODE_MAX` of current Xen.
@@ -430,14 +430,14 @@ impl RecordBody {
     }
 
     /// The payload bytes.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::new();
         self.encode_into(&mut v);
         v
     }
 
     /// The descriptor type code this body is written with.
-    pub fn typecode(&self) -> u16 {
+    pub(crate) fn typecode(&self) -> u16 {
         use RecordBody as R;
         match self {
             R::End => code::END,
@@ -576,7 +576,7 @@ pub struct HvmRecord {
 
 impl HvmRecord {
     /// A record of the given instance.
-    pub fn new(instance: u16, body: RecordBody) -> Self {
+    pub(crate) fn new(instance: u16, body: RecordBody) -> Self {
         HvmRecord { instance, body }
     }
 

@@ -234,7 +234,7 @@ impl Grammar {
         self.layout
     }
 
-    pub fn word(&self) -> WordSize {
+    pub(crate) fn word(&self) -> WordSize {
         self.word
     }
 

@@ -198,7 +198,7 @@ impl DomainType {
     }
 
     /// From the wire value.
-    pub fn from_raw(v: u32) -> Self {
+    pub(crate) fn from_raw(v: u32) -> Self {
         match v {
             1 => DomainType::X86Pv,
             2 => DomainType::X86Hvm,
@@ -239,7 +239,7 @@ impl DomainHeader {
     }
 
     /// The domain type.
-    pub fn kind(&self) -> DomainType {
+    pub(crate) fn kind(&self) -> DomainType {
         DomainType::from_raw(self.domain_type)
     }
 
@@ -263,9 +263,9 @@ pub struct RecordType(pub u32);
 
 impl RecordType {
     /// `REC_TYPE_END`.
-    pub const END: Self = Self(0x00);
+    pub(crate) const END: Self = Self(0x00);
     /// `REC_TYPE_PAGE_DATA`.
-    pub const PAGE_DATA: Self = Self(0x01);
+    pub(crate) const PAGE_DATA: Self = Self(0x01);
     pub(crate) const X86_PV_INFO: Self = Self(0x02);
     pub(crate) const X86_PV_P2M_FRAMES: Self = Self(0x03);
     pub(crate) const X86_PV_VCPU_BASIC: Self = Self(0x04);
@@ -273,20 +273,20 @@ impl RecordType {
     pub(crate) const X86_PV_VCPU_XSAVE: Self = Self(0x06);
     pub(crate) const SHARED_INFO: Self = Self(0x07);
     /// `REC_TYPE_X86_TSC_INFO`.
-    pub const X86_TSC_INFO: Self = Self(0x08);
+    pub(crate) const X86_TSC_INFO: Self = Self(0x08);
     /// `REC_TYPE_HVM_CONTEXT`.
-    pub const HVM_CONTEXT: Self = Self(0x09);
+    pub(crate) const HVM_CONTEXT: Self = Self(0x09);
     /// `REC_TYPE_HVM_PARAMS`.
-    pub const HVM_PARAMS: Self = Self(0x0A);
+    pub(crate) const HVM_PARAMS: Self = Self(0x0A);
     /// `REC_TYPE_TOOLSTACK`.
-    pub const TOOLSTACK: Self = Self(0x0B);
+    pub(crate) const TOOLSTACK: Self = Self(0x0B);
     pub(crate) const X86_PV_VCPU_MSRS: Self = Self(0x0C);
     /// `REC_TYPE_VERIFY`.
-    pub const VERIFY: Self = Self(0x0D);
+    pub(crate) const VERIFY: Self = Self(0x0D);
     pub(crate) const CHECKPOINT: Self = Self(0x0E);
     pub(crate) const CHECKPOINT_DIRTY_PFN_LIST: Self = Self(0x0F);
     /// `REC_TYPE_STATIC_DATA_END`.
-    pub const STATIC_DATA_END: Self = Self(0x10);
+    pub(crate) const STATIC_DATA_END: Self = Self(0x10);
     pub(crate) const X86_CPUID_POLICY: Self = Self(0x11);
     pub(crate) const X86_MSR_POLICY: Self = Self(0x12);
 
@@ -294,7 +294,7 @@ impl RecordType {
     pub(crate) const OPTIONAL: u32 = 0x8000_0000;
 
     /// Xen's name for the type, or `None` for a type rev. 3 does not define.
-    pub fn name(self) -> Option<&'static str> {
+    pub(crate) fn name(self) -> Option<&'static str> {
         Some(match self.0 {
             0x00 => "END",
             0x01 => "PAGE_DATA",
@@ -390,12 +390,12 @@ impl PageDataEntry {
     }
 
     /// The raw word.
-    pub fn raw(self) -> u64 {
+    pub(crate) fn raw(self) -> u64 {
         self.0
     }
 
     /// The pfn.
-    pub fn pfn(self) -> Pfn {
+    pub(crate) fn pfn(self) -> Pfn {
         Pfn(self.0 & Self::PFN_MASK)
     }
 
@@ -405,7 +405,7 @@ impl PageDataEntry {
     }
 
     /// The type.
-    pub fn kind(self) -> PfnType {
+    pub(crate) fn kind(self) -> PfnType {
         PfnType::from_nibble(self.type_nibble())
     }
 

@@ -119,15 +119,15 @@ pub struct LibxlRecordType(pub u32);
 
 impl LibxlRecordType {
     /// libxl's `REC_TYPE_END`.
-    pub const END: Self = Self(0);
+    pub(crate) const END: Self = Self(0);
     /// libxl's `REC_TYPE_LIBXC_CONTEXT`.
-    pub const LIBXC_CONTEXT: Self = Self(1);
+    pub(crate) const LIBXC_CONTEXT: Self = Self(1);
     /// libxl's `REC_TYPE_EMULATOR_XENSTORE_DATA`.
-    pub const EMULATOR_XENSTORE_DATA: Self = Self(2);
+    pub(crate) const EMULATOR_XENSTORE_DATA: Self = Self(2);
     /// libxl's `REC_TYPE_EMULATOR_CONTEXT`.
-    pub const EMULATOR_CONTEXT: Self = Self(3);
+    pub(crate) const EMULATOR_CONTEXT: Self = Self(3);
     /// libxl's `REC_TYPE_CHECKPOINT_END`.
-    pub const CHECKPOINT_END: Self = Self(4);
+    pub(crate) const CHECKPOINT_END: Self = Self(4);
     pub(crate) const CHECKPOINT_STATE: Self = Self(5);
 
     /// The spec's name, or `None` for an unknown type.
@@ -169,7 +169,7 @@ impl EmulatorId {
     }
 
     /// From the wire value.
-    pub fn from_raw(v: u32) -> Self {
+    pub(crate) fn from_raw(v: u32) -> Self {
         match v {
             0 => EmulatorId::Unknown,
             1 => EmulatorId::QemuTraditional,

@@ -59,7 +59,7 @@ impl<'a> RawRecord<'a> {
     }
 
     /// Context path of this record (`record 7`).
-    pub fn context(&self) -> Context {
+    pub(crate) fn context(&self) -> Context {
         Context::root().index(self.scope, self.index)
     }
 
