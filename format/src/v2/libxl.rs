@@ -712,9 +712,7 @@ pub fn physmap_keys(data: &[u8], word_bits: u32, at: u64) -> Result<Vec<(String,
             },
         )
     };
-    let u32_at = |o: usize| le::<u32>(data, o);
-    let u64_at = |o: usize| le::<u64>(data, o);
-    let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
+    let (Some(version), Some(count)) = (le::<u32>(data, 0), le::<u32>(data, 4)) else {
         return Err(short(0, "header", 8));
     };
     if version != 1 {
@@ -724,9 +722,12 @@ pub fn physmap_keys(data: &[u8], word_bits: u32, at: u64) -> Result<Vec<(String,
     let mut keys = Vec::new();
     let mut o = 8usize;
     for _ in 0..count {
-        let (Some(phys), Some(start), Some(size), Some(namelen)) =
-            (u64_at(o), u64_at(o + 8), u64_at(o + 16), u32_at(o + 24))
-        else {
+        let (Some(phys), Some(start), Some(size), Some(namelen)) = (
+            le::<u64>(data, o),
+            le::<u64>(data, o + 8),
+            le::<u64>(data, o + 16),
+            le::<u32>(data, o + 24),
+        ) else {
             return Err(short(o, "physmap entry", 28));
         };
         o += 28;
