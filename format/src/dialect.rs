@@ -20,11 +20,12 @@
 //! that way.
 #![deny(clippy::arithmetic_side_effects)]
 
+use crate::bytes::le;
 use crate::pfn::{WordSize, LTAB_MASK, MAX_BATCH, PAGE_SIZE};
 use crate::stream::vcpu_context_size;
 
 /// `HVM_FILE_MAGIC` of every era.
-pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
+pub(crate) const HVM_FILE_MAGIC: u32 = 0x5438_1286;
 const QEMU_SIGNATURE: &[u8] = b"QemuDeviceModelRecord";
 use crate::stream::DM_RECORD_0002;
 
@@ -68,18 +69,6 @@ struct Walk {
     first_wide: Option<usize>,
 }
 
-fn rd_u32(d: &[u8], at: usize) -> Option<u32> {
-    d.get(at..at.checked_add(4)?)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-}
-
-fn rd_u64(d: &[u8], at: usize) -> Option<u64> {
-    d.get(at..at.checked_add(8)?)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-}
-
 fn rd_word(d: &[u8], at: usize, w: WordSize) -> Option<u64> {
     d.get(at..at.checked_add(w.bytes())?).map(|b| w.read(b))
 }
@@ -110,7 +99,7 @@ fn chunk_payload(
 ) -> Option<Result<(usize, Option<u32>), String>> {
     Some(Ok(match id {
         -2 => {
-            let max_id = rd_u32(d, at)?;
+            let max_id = le::<u32>(d, at)?;
             if max_id > 4095 {
                 return Some(Err(format!("VCPU_INFO max_vcpu_id {max_id} > 4095")));
             }
@@ -119,7 +108,7 @@ fn chunk_payload(
             let mut online = 0u32;
             let map = add(at, 4)?;
             for k in 0..words {
-                let bits = rd_u64(d, add(map, mul(8, k)?)?)?.count_ones();
+                let bits = le::<u64>(d, add(map, mul(8, k)?)?)?.count_ones();
                 online = online.checked_add(bits)?;
             }
             (add(4, mul(8, words)?)?, Some(online))
@@ -128,7 +117,7 @@ fn chunk_payload(
         -7 => (20, None),
         -9 | -13 => (0, None),
         -12 => (add(w.bytes(), len_of(rd_word(d, at, w)?)?)?, None),
-        -18 => (add(4, len_of(u64::from(rd_u32(d, at)?))?)?, None),
+        -18 => (add(4, len_of(u64::from(le::<u32>(d, at)?))?)?, None),
         _ => return Some(Err(format!("chunk type {id} has no known fixed layout"))),
     }))
 }
@@ -139,7 +128,7 @@ fn walk(d: &[u8], start: usize, w: WordSize) -> Walk {
     let mut at = start;
     loop {
         k.stopped_at = at;
-        let Some(count) = rd_u32(d, at).map(|c| c as i32) else {
+        let Some(count) = le::<u32>(d, at).map(|c| c as i32) else {
             k.ran_out = true;
             return k;
         };
@@ -235,21 +224,21 @@ fn walk(d: &[u8], start: usize, w: WordSize) -> Walk {
 /// The HVM blob starting at `at` (`u32 len` + blob): its end if it looks like
 /// one (HEADER first with the magic), and the first CPU record's length.
 fn hvm_blob_at(d: &[u8], at: usize) -> Option<(usize, Option<u32>)> {
-    let len = len_of(u64::from(rd_u32(d, at)?))?;
+    let len = len_of(u64::from(le::<u32>(d, at)?))?;
     let body = add(at, 4)?;
     let end = add(body, len)?;
     let blob = d.get(body..end)?;
-    let code = u16::from_le_bytes([*blob.first()?, *blob.get(1)?]);
-    let hlen = rd_u32(blob, 4)?;
-    if code != 1 || !(hlen == 20 || hlen == 24) || rd_u32(blob, 8)? != HVM_FILE_MAGIC {
+    let code = le::<u16>(blob, 0)?;
+    let hlen = le::<u32>(blob, 4)?;
+    if code != 1 || !(hlen == 20 || hlen == 24) || le::<u32>(blob, 8)? != HVM_FILE_MAGIC {
         return None;
     }
     // Find the first CPU record (typecode 2) for era evidence.
     let mut p = 0usize;
     let mut cpu = None;
     while let Some(h) = blob.get(p..add(p, 8)?) {
-        let t = u16::from_le_bytes([h[0], h[1]]);
-        let l = rd_u32(h, 4)?;
+        let t = le::<u16>(h, 0)?;
+        let l = le::<u32>(h, 4)?;
         if t == 2 {
             cpu = Some(l);
             break;
@@ -265,14 +254,14 @@ fn hvm_blob_at(d: &[u8], at: usize) -> Option<(usize, Option<u32>)> {
 /// vCPU records `{u32 size, ctxt}` × n at `at`: their end, if every size is a
 /// known `vcpu_guest_context` size.
 fn vcpus_at(d: &[u8], at: usize) -> Option<(usize, u32, u32)> {
-    let n = rd_u32(d, at)?;
+    let n = le::<u32>(d, at)?;
     if n == 0 || n > 4096 {
         return None;
     }
     let mut p = add(at, 4)?;
     let mut size0 = 0;
     for i in 0..n {
-        let s = rd_u32(d, p)?;
+        let s = le::<u32>(d, p)?;
         if s != 5168 && s != 2800 {
             return None;
         }
@@ -337,7 +326,7 @@ fn classify_tail(
             if let Some(what) = add(end, 4).and_then(|e| after_stream(d, e)) {
                 ev.push(format!(
                     "4 bytes (u32 shared_info_frame {:#x}) follow the blob at byte {end}, then {what}",
-                    rd_u32(d, end)?
+                    le::<u32>(d, end)?
                 ));
                 return Some(Dialect::Mar2007);
             }
@@ -361,9 +350,9 @@ fn classify_tail(
     // Three u64 magic pfns.
     let magic: Option<[u64; 3]> = (|| {
         Some([
-            rd_u64(d, t)?,
-            rd_u64(d, add(t, 8)?)?,
-            rd_u64(d, add(t, 16)?)?,
+            le::<u64>(d, t)?,
+            le::<u64>(d, add(t, 8)?)?,
+            le::<u64>(d, add(t, 16)?)?,
         ])
     })();
     if let Some(m) = magic {
@@ -520,7 +509,7 @@ fn read_as(d: &[u8], w: WordSize, leading: bool) -> Reading {
     }
     // A 64-bit max_pfn always has zero upper bytes (no 16 TiB guests);
     // in a 32-bit stream those bytes are the first chunk value.
-    if leading && w == WordSize::W64 && rd_u64(d, 0).is_some_and(|v| v >> 32 != 0) {
+    if leading && w == WordSize::W64 && le::<u64>(d, 0).is_some_and(|v| v >> 32 != 0) {
         ev.push("bytes 4–7 are not zero, impossible for a 64-bit max_pfn".into());
         score = score.saturating_sub(30);
         explained = 0;

@@ -148,7 +148,9 @@ impl DigestBuilder {
 }
 
 /// Digest of one range's pages, given in ascending pfn order.
-pub fn range_digest<'a>(pages: impl IntoIterator<Item = (u64, &'a [u8])>) -> (Sha256Digest, u32) {
+pub(crate) fn range_digest<'a>(
+    pages: impl IntoIterator<Item = (u64, &'a [u8])>,
+) -> (Sha256Digest, u32) {
     let mut h = Sha256::new();
     let mut n = 0;
     for (pfn, data) in pages {

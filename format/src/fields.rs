@@ -36,16 +36,26 @@ impl Field {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldValue {
     /// An unsigned integer or bitfield of `bits` bits (1..=64).
-    U64 { value: u64, bits: u8 },
+    U64 {
+        /// The value, zero-extended.
+        value: u64,
+        /// The field's width in bits.
+        bits: u8,
+    },
     /// A signed integer of `bits` bits (`rtc_offset`).
-    I64 { value: i64, bits: u8 },
+    I64 {
+        /// The value, sign-extended.
+        value: i64,
+        /// The field's width in bits.
+        bits: u8,
+    },
     /// An opaque byte array (`fpu_regs`, `cmos_data`, reserved areas).
     Bytes(Vec<u8>),
 }
 
 impl FieldValue {
     /// An unsigned value of the given width in bits.
-    pub fn uint(value: u64, bits: u8) -> Self {
+    pub(crate) fn uint(value: u64, bits: u8) -> Self {
         FieldValue::U64 { value, bits }
     }
 
@@ -59,7 +69,7 @@ impl FieldValue {
     }
 
     /// Width in bits (bytes × 8 for byte arrays).
-    pub fn bits(&self) -> u64 {
+    pub(crate) fn bits(&self) -> u64 {
         match self {
             FieldValue::U64 { bits, .. } | FieldValue::I64 { bits, .. } => u64::from(*bits),
             FieldValue::Bytes(b) => b.len() as u64 * 8,

@@ -14,6 +14,7 @@
 
 use std::io::{Chain, Cursor, Read};
 
+use crate::bytes::{le, read_full_at};
 use crate::dialect::{self, Detection, Dialect};
 use crate::envelope::{self, EnvelopeKind, QemuTail, Sniffed, XendHeader, LIBVIRT_LIBXL_MAGIC};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -389,7 +390,7 @@ pub fn read_tail<R: Read>(info: &ImageInfo, reader: Reader<R>) -> Result<Tail> {
         return Ok(Tail::Qemu(envelope::read_qemu_tail(&mut r, at)?));
     }
     let mut first = [0u8; 21];
-    let got = envelope::fill(&mut r, &mut first, at, &Context::root())?;
+    let got = read_full_at(&mut r, &mut first, at, &Context::root())?;
     if got == 0 {
         return Ok(Tail::None);
     }
@@ -417,7 +418,7 @@ fn read_device_model_tail<R: Read>(r: &mut R, at: u64) -> Result<Tail> {
     let ctx = Context::root().field("device model record");
     let io = |off: u64, e: std::io::Error| Error::new(off, ctx.clone(), ErrorKind::Io(e));
     let mut len = [0u8; 4];
-    let got = envelope::fill(r, &mut len, at + 21, &ctx)?;
+    let got = read_full_at(r, &mut len, at + 21, &ctx)?;
     if got < 4 {
         return Err(Error::truncated(
             at + 21,
@@ -426,11 +427,11 @@ fn read_device_model_tail<R: Read>(r: &mut R, at: u64) -> Result<Tail> {
             got as u64,
         ));
     }
-    let len = u64::from(u32::from_le_bytes(len));
+    let len = u64::from(le::<u32>(&len, 0).unwrap_or_default());
     let data_offset = at + 25;
     let mut head = [0u8; 4];
     let mut state = r.take(len);
-    let seen = envelope::fill(
+    let seen = read_full_at(
         &mut state,
         &mut head[..len.min(4) as usize],
         data_offset,
@@ -720,11 +721,11 @@ pub fn v2_start(p: &[u8]) -> Option<(u64, bool)> {
         }
     };
     if p.starts_with(&XlHeader::MAGIC) {
-        let opt = u32::from_le_bytes(p.get(44..48)?.try_into().ok()?) as usize;
+        let opt = le::<u32>(p, 44)? as usize;
         return at(XlHeader::FIXED_SIZE.checked_add(opt)?);
     }
     if p.starts_with(LIBVIRT_LIBXL_MAGIC) {
-        let xml = u32::from_le_bytes(p.get(20..24)?.try_into().ok()?) as usize;
+        let xml = le::<u32>(p, 20)? as usize;
         return at(LibvirtHeader::FIXED_SIZE.checked_add(xml)?);
     }
     at(0)

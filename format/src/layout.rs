@@ -39,7 +39,7 @@ pub fn permute(i: u64, nr: u64, order: u32) -> u64 {
 
 /// Inverse of [`permute`] for `order >= 10` (the only case where the
 /// permutation is a bijection): the scan position of `pfn`.
-pub fn unpermute(pfn: u64, nr: u64, order: u32) -> u64 {
+pub(crate) fn unpermute(pfn: u64, nr: u64, order: u32) -> u64 {
     debug_assert!(order >= 10);
     let mask = (1u64 << order) - 1;
     let mut i = pfn;

@@ -31,7 +31,7 @@ pub struct RangeDigest {
     pub range: u64,
     /// Pages of the range present in the image.
     pub pages: u32,
-    /// SHA-256 of the range ([`hvm_format::digest`]), hex.
+    /// SHA-256 of the range ([`crate::digest`]), hex.
     pub sha256: String,
     /// Optional per-page digests of the range, ascending by pfn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,13 +79,17 @@ pub struct Manifest {
 
 /// Why a manifest cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManifestError {
     /// Not JSON of the expected shape.
     #[error("not a manifest: {0}")]
     Json(#[from] serde_json::Error),
     /// A version this checker does not know.
     #[error("manifest version {found}, this checker understands {MANIFEST_VERSION}")]
-    Version { found: u32 },
+    Version {
+        /// The manifest's version.
+        found: u32,
+    },
     /// Reading the manifest failed.
     #[error("reading the manifest: {0}")]
     Io(#[from] std::io::Error),
@@ -94,10 +98,18 @@ pub enum ManifestError {
     TooLarge,
     /// Not UTF-8 text.
     #[error("not a manifest: the bytes are not UTF-8 (byte {offset})")]
-    Utf8 { offset: usize },
+    Utf8 {
+        /// Byte offset of the first byte that is not UTF-8.
+        offset: usize,
+    },
     /// A digest that is not 64 hex digits.
     #[error("{field}: expected 64 hex digits, found {value:?}")]
-    Hex { field: String, value: String },
+    Hex {
+        /// The field holding it.
+        field: String,
+        /// What it holds.
+        value: String,
+    },
 }
 
 fn parse_hex(field: impl FnOnce() -> String, v: &str) -> Result<[u8; 32], ManifestError> {
@@ -115,7 +127,7 @@ impl Manifest {
     }
 
     /// [`read_from`](Self::read_from) with the limit `max` bytes.
-    pub fn read_limited(r: impl std::io::Read, max: u64) -> Result<Self, ManifestError> {
+    pub(crate) fn read_limited(r: impl std::io::Read, max: u64) -> Result<Self, ManifestError> {
         use std::io::Read as _;
         let mut buf = Vec::new();
         r.take(max.saturating_add(1)).read_to_end(&mut buf)?;
@@ -216,6 +228,9 @@ impl Manifest {
         }
     }
 
+    /// Attach per-page digests computed from `page` (the bytes of a pfn,
+    /// `None` for a page the image lacks): the builder form, for tests and
+    /// tools that hold the pages rather than their digests.
     pub fn with_page_digests<'a>(mut self, page: impl Fn(u64) -> Option<&'a [u8]>) -> Self {
         for r in &mut self.ranges {
             let first = r.range * RANGE_PAGES;

@@ -1,6 +1,7 @@
 //! Page frame numbers, the pfn words of a batch and the constants of the
 //! guest physical layout that every dialect shares.
 
+use crate::bytes::le;
 use std::fmt;
 
 /// Size of a guest page in every Xen dialect (PAGE_SHIFT 12).
@@ -9,7 +10,7 @@ pub const PAGE_SIZE: usize = 4096;
 pub const MAX_BATCH: usize = 1024;
 /// `XEN_DOMCTL_PFINFO_LTAB_MASK`: the type nibble in bits 28–31 of the low
 /// 32 bits of a pfn word.
-pub const LTAB_MASK: u64 = 0xF000_0000;
+pub(crate) const LTAB_MASK: u64 = 0xF000_0000;
 /// `XEN_DOMCTL_PFINFO_XTAB`: a page the saver could not map.
 pub const XTAB: u64 = 0xF000_0000;
 /// First pfn of the VGA hole (640 KiB), never populated in an HVM guest.
@@ -53,20 +54,21 @@ impl WordSize {
     }
 
     /// Largest value a word can hold.
-    pub const fn max_value(self) -> u64 {
+    pub(crate) const fn max_value(self) -> u64 {
         match self {
             WordSize::W32 => u32::MAX as u64,
             WordSize::W64 => u64::MAX,
         }
     }
 
-    /// Decode one little-endian word from the start of `b` (which must hold
-    /// at least [`bytes`](Self::bytes) bytes).
+    /// Decode one little-endian word from the start of `b`, which callers
+    /// cut to at least [`bytes`](Self::bytes) bytes (a shorter `b` reads
+    /// as 0).
     #[inline]
     pub fn read(self, b: &[u8]) -> u64 {
         match self {
-            WordSize::W32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
-            WordSize::W64 => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            WordSize::W32 => le::<u32>(b, 0).map_or(0, u64::from),
+            WordSize::W64 => le::<u64>(b, 0).unwrap_or_default(),
         }
     }
 
@@ -91,7 +93,7 @@ pub struct Pfn(pub u64);
 
 impl Pfn {
     /// True inside the VGA hole 0xA0..0xC0 that the seed restorer refuses.
-    pub fn in_vga_hole(self) -> bool {
+    pub(crate) fn in_vga_hole(self) -> bool {
         (VGA_HOLE_START..VGA_HOLE_END).contains(&self.0)
     }
 

@@ -26,9 +26,9 @@ use crate::pfn::WordSize;
 use crate::stream::{vcpu_context_size, Item};
 
 /// xend refused a first word above this ("pfn count out of range").
-pub const XEND_MAX_PFN_LIMIT: u64 = 16 * 1024 * 1024;
+pub(crate) const XEND_MAX_PFN_LIMIT: u64 = 16 * 1024 * 1024;
 /// `MAX_VIRT_CPUS` of the seed era.
-pub const SEED_MAX_VCPUS: u32 = 32;
+pub(crate) const SEED_MAX_VCPUS: u32 = 32;
 /// What the restoring side looks like.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckOptions {

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 /// `hvm-format`'s layers, lowest first. A module may use its own layer
 /// and those below it, never one above.
 const FORMAT_LAYERS: &[(&str, &[&str])] = &[
-    ("diag", &["diag", "error"]),
+    ("diag", &["diag", "error", "bytes"]),
     (
         "codec",
         &[

@@ -77,28 +77,46 @@ impl fmt::Display for Context {
 pub enum ErrorKind {
     /// The input ended inside a structure.
     #[error("unexpected end of input: needed {needed} more bytes, {available} available")]
-    Truncated { needed: u64, available: u64 },
+    Truncated {
+        /// Bytes the structure needed from here.
+        needed: u64,
+        /// Bytes the input had left.
+        available: u64,
+    },
     /// A field holds a value the format does not allow.
     #[error("expected {expected}, found {found}")]
-    Invalid { expected: String, found: String },
+    Invalid {
+        /// What the format allows, in words.
+        expected: String,
+        /// What the input holds.
+        found: String,
+    },
     /// A length or count that the remaining input cannot possibly fill;
     /// refused before any allocation.
     #[error("{what} of {claimed} bytes exceeds the {remaining} bytes left in the input")]
     Oversized {
+        /// What the length or count is of.
         what: &'static str,
+        /// The bytes it claims.
         claimed: u64,
+        /// The bytes left in the input.
         remaining: u64,
     },
     /// The writer was asked to emit an item the stream grammar does not allow
     /// at this point.
     #[error("out of order: {item} cannot follow {after}")]
     OutOfOrder {
+        /// The item asked for.
         item: &'static str,
+        /// The item written last.
         after: &'static str,
     },
     /// Bytes follow the structure where the format says it ends.
     #[error("{count} trailing bytes after the end of the image")]
-    TrailingBytes { count: u64 },
+    TrailingBytes {
+        /// How many.
+        count: u64,
+    },
     /// An underlying I/O error that is not an end of input.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -59,7 +59,7 @@ impl Finding {
     }
 
     /// A finding of severity [`Severity::Warning`].
-    pub fn warning(
+    pub(crate) fn warning(
         rule: &'static str,
         offset: u64,
         context: Context,

@@ -24,36 +24,37 @@ pub mod sxp;
 
 use std::io::{Read, Write};
 
+use crate::bytes::{be, le, read_full_at};
 use crate::diag::{Context, Error, ErrorKind, Result};
 
 pub use qevm::{QevmListing, QevmSection, QevmWriter};
 pub use sxp::Sxp;
 
 /// xend's `SIGNATURE`, first in every xend save file (HVM too).
-pub const XEND_SIGNATURE: &[u8; 16] = b"LinuxGuestRecord";
+pub(crate) const XEND_SIGNATURE: &[u8; 16] = b"LinuxGuestRecord";
 /// xend's `QEMU_SIGNATURE`, between the libxc stream and the qemu-dm state.
-pub const QEMU_SIGNATURE: &[u8; 21] = b"QemuDeviceModelRecord";
+pub(crate) const QEMU_SIGNATURE: &[u8; 21] = b"QemuDeviceModelRecord";
 /// Signature plus config length.
-pub const XEND_HEADER_LEN: u64 = 20;
+pub(crate) const XEND_HEADER_LEN: u64 = 20;
 /// Largest config accepted. Real xend configs are a few KiB; the cap stops
 /// a hostile length before any read or allocation.
-pub const MAX_CONFIG_LEN: u32 = 4 << 20;
+pub(crate) const MAX_CONFIG_LEN: u32 = 4 << 20;
 /// `struct save_file_header` magic of xl (docs/format.md §8.2), 32 bytes.
-pub const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
+pub(crate) const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
 /// libxl v2 stream header ident, big-endian u64 "LibxlFmt".
-pub const LIBXL_MAGIC: &[u8; 8] = b"LibxlFmt";
+pub(crate) const LIBXL_MAGIC: &[u8; 8] = b"LibxlFmt";
 /// libxc v2 image header: u64 marker of all ones …
-pub const LIBXC_V2_MARKER: &[u8; 8] = &[0xFF; 8];
+pub(crate) const LIBXC_V2_MARKER: &[u8; 8] = &[0xFF; 8];
 /// … then u32 id "XENF" (big-endian).
-pub const LIBXC_V2_ID: &[u8; 4] = b"XENF";
+pub(crate) const LIBXC_V2_ID: &[u8; 4] = b"XENF";
 /// libvirt's QEMU driver save file.
-pub const LIBVIRT_QEMU_MAGIC: &[u8; 16] = b"LibvirtQemudSave";
+pub(crate) const LIBVIRT_QEMU_MAGIC: &[u8; 16] = b"LibvirtQemudSave";
 /// libvirt's QEMU driver save file still being written.
-pub const LIBVIRT_QEMU_PARTIAL_MAGIC: &[u8; 16] = b"LibvirtQemudPart";
+pub(crate) const LIBVIRT_QEMU_PARTIAL_MAGIC: &[u8; 16] = b"LibvirtQemudPart";
 /// libvirt XML save magic, recognised by name as the project asks.
-pub const LIBVIRT_XML_MAGIC: &[u8; 14] = b"LibvirtXMLSave";
+pub(crate) const LIBVIRT_XML_MAGIC: &[u8; 14] = b"LibvirtXMLSave";
 /// libvirt's libxl driver save file (`LIBXL_SAVE_MAGIC`).
-pub const LIBVIRT_LIBXL_MAGIC: &[u8; 16] = b"libvirt-xml\n \0 \r";
+pub(crate) const LIBVIRT_LIBXL_MAGIC: &[u8; 16] = b"libvirt-xml\n \0 \r";
 /// Prefix length that lets [`sniff`] see every magic and the start of a
 /// bare stream's first batch.
 pub const SNIFF_LEN: usize = 64;
@@ -62,7 +63,7 @@ const XEND_MAX_PFN_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Show bytes the way Python shows a byte string, without the quotes:
 /// printable ASCII as is, `\\`, `\n`, `\r`, `\t`, `\0`, others `\xNN`.
-pub fn escape_bytes(b: &[u8]) -> String {
+pub(crate) fn escape_bytes(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len());
     for &c in b {
         match c {
@@ -127,16 +128,6 @@ pub struct Sniffed {
     pub evidence: Vec<String>,
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn le64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
 /// Say what envelope the first bytes of a file belong to
 /// ([`SNIFF_LEN`] bytes are enough; fewer work with less evidence).
 pub fn sniff(prefix: &[u8]) -> Sniffed {
@@ -148,7 +139,7 @@ pub fn sniff(prefix: &[u8]) -> Sniffed {
 fn sniff_into(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
     if p.starts_with(XEND_SIGNATURE) {
         ev.push("bytes 0–15 are xend's signature 'LinuxGuestRecord'".into());
-        if let Some(len) = be32(p, 16) {
+        if let Some(len) = be::<u32>(p, 16) {
             let len = len as i32;
             ev.push(format!("bytes 16–19: big-endian config length {len}"));
         }
@@ -161,13 +152,13 @@ fn sniff_into(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
     }
     if p.starts_with(XL_MAGIC) {
         ev.push("bytes 0–31 are xl's 'Xen saved domain, xl format' magic".into());
-        match le32(p, 32) {
+        match le::<u32>(p, 32) {
             Some(0x0102_0304) => ev.push("byteorder 0x01020304 read little-endian".into()),
             Some(0x0403_0201) => ev.push("byteorder 0x01020304 written big-endian".into()),
             Some(v) => ev.push(format!("byteorder word 0x{v:08x} is not 0x01020304")),
             None => {}
         }
-        if let Some(flags) = le32(p, 36) {
+        if let Some(flags) = le::<u32>(p, 36) {
             ev.push(format!(
                 "mandatory flags 0x{flags:x}{}",
                 if flags & 2 != 0 {
@@ -181,14 +172,14 @@ fn sniff_into(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
     }
     if p.starts_with(LIBXL_MAGIC) {
         ev.push("bytes 0–7 are the libxl v2 ident 'LibxlFmt'".into());
-        if let Some(v) = be32(p, 8) {
+        if let Some(v) = be::<u32>(p, 8) {
             ev.push(format!("big-endian version {v}"));
         }
         return EnvelopeKind::LibxlV2;
     }
     if p.starts_with(LIBXC_V2_MARKER) && p.get(8..12) == Some(LIBXC_V2_ID) {
         ev.push("bytes 0–7 are all ones and bytes 8–11 'XENF': libxc v2 image header".into());
-        if let Some(v) = be32(p, 12) {
+        if let Some(v) = be::<u32>(p, 12) {
             ev.push(format!("big-endian version {v}"));
         }
         return EnvelopeKind::LibxcV2;
@@ -240,7 +231,7 @@ fn sniff_bare(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
         }
     }
     let count_ok = |c: i32| (-1..=1024).contains(&c);
-    if let (Some(max_pfn), Some(count)) = (le64(p, 0), le32(p, 8)) {
+    if let (Some(max_pfn), Some(count)) = (le::<u64>(p, 0), le::<u32>(p, 8)) {
         let count = count as i32;
         if max_pfn >> 32 == 0 && max_pfn > 0 && max_pfn <= XEND_MAX_PFN_LIMIT && count_ok(count) {
             ev.push(format!(
@@ -251,7 +242,7 @@ fn sniff_bare(p: &[u8], ev: &mut Vec<String>) -> EnvelopeKind {
             return EnvelopeKind::BareLibxc;
         }
     }
-    if let (Some(max_pfn), Some(count)) = (le32(p, 0), le32(p, 4)) {
+    if let (Some(max_pfn), Some(count)) = (le::<u32>(p, 0), le::<u32>(p, 4)) {
         let count = count as i32;
         if max_pfn > 0 && u64::from(max_pfn) <= XEND_MAX_PFN_LIMIT && count_ok(count) && count != 0
         {
@@ -296,21 +287,6 @@ fn io_error(offset: u64, ctx: Context, e: std::io::Error) -> Error {
     Error::new(offset, ctx, ErrorKind::Io(e))
 }
 
-/// Read as much of `buf` as the input has, retrying interrupted reads;
-/// how many bytes came. An I/O error names `at` plus what was read.
-pub(crate) fn fill<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(at + got as u64, ctx.clone(), e)),
-        }
-    }
-    Ok(got)
-}
-
 /// Bytes after an image that are counted before the count stops. What
 /// follows a stream may be an endless pipe: past this the reports say "more
 /// than N bytes follow" instead of reading to an end that may never come.
@@ -341,8 +317,8 @@ fn expect_signature<R: Read>(
     what: &str,
 ) -> Result<()> {
     let mut buf = vec![0u8; sig.len()];
-    let got = fill(r, &mut buf, at, &ctx)?;
-    // `fill` returns at most `buf.len()`.
+    let got = read_full_at(r, &mut buf, at, &ctx)?;
+    // `read_full_at` returns at most `buf.len()`.
     let found = buf.get(..got).unwrap_or_default();
     if found == sig {
         return Ok(());
@@ -383,7 +359,7 @@ pub fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<Xe
     )?;
     let len_ctx = root.field("config length");
     let mut len_bytes = [0u8; 4];
-    let got = fill(r, &mut len_bytes, 16, &len_ctx)?;
+    let got = read_full_at(r, &mut len_bytes, 16, &len_ctx)?;
     if got < 4 {
         return Err(Error::truncated(
             16 + got as u64,
@@ -392,7 +368,7 @@ pub fn read_xend_header<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<Xe
             0,
         ));
     }
-    let len = i32::from_be_bytes(len_bytes);
+    let len: i32 = be(&len_bytes, 0).unwrap_or_default();
     let len = u32::try_from(len).map_err(|_| {
         Error::invalid(
             16,
@@ -496,7 +472,7 @@ pub struct QemuTail {
 
 /// Check `QemuDeviceModelRecord` at file offset `offset` (the end of the
 /// libxc stream). Errors name what was found instead, escaped.
-pub fn read_qemu_signature<R: Read>(r: &mut R, offset: u64) -> Result<()> {
+pub(crate) fn read_qemu_signature<R: Read>(r: &mut R, offset: u64) -> Result<()> {
     expect_signature(
         r,
         QEMU_SIGNATURE,
@@ -509,7 +485,7 @@ pub fn read_qemu_signature<R: Read>(r: &mut R, offset: u64) -> Result<()> {
 /// Read the tail from `r`, positioned right after the libxc stream at file
 /// offset `offset`: the signature (strict) then the QEVM listing
 /// (permissive, payloads skipped).
-pub fn read_qemu_tail<R: Read>(r: &mut R, offset: u64) -> Result<QemuTail> {
+pub(crate) fn read_qemu_tail<R: Read>(r: &mut R, offset: u64) -> Result<QemuTail> {
     read_qemu_signature(r, offset)?;
     let qevm_offset = offset + QEMU_SIGNATURE.len() as u64;
     Ok(QemuTail {
@@ -520,7 +496,7 @@ pub fn read_qemu_tail<R: Read>(r: &mut R, offset: u64) -> Result<QemuTail> {
 }
 
 /// [`read_qemu_tail`] over the bytes from the end of the stream to EOF.
-pub fn parse_qemu_tail(data: &[u8], offset: u64) -> Result<QemuTail> {
+pub(crate) fn parse_qemu_tail(data: &[u8], offset: u64) -> Result<QemuTail> {
     let mut r = data;
     read_qemu_tail(&mut r, offset)
 }

@@ -15,6 +15,7 @@
 
 use std::io::{self, Read, Write};
 
+use crate::bytes::{read_full, ByteReader};
 use crate::diag::Finding;
 use crate::diag::{Context, Error, ErrorKind, Result};
 
@@ -25,17 +26,17 @@ pub const QEVM_MAGIC: u32 = 0x5145_564D;
 /// `QEMU_VM_FILE_VERSION` of 2007 qemu-dm.
 pub const QEVM_VERSION: u32 = 1;
 /// Magic plus version.
-pub const QEVM_HEADER_LEN: u64 = 8;
+pub(crate) const QEVM_HEADER_LEN: u64 = 8;
 /// id length byte + instance + version + length, without the id.
 const SECTION_FIXED_LEN: u64 = 1 + 12;
 /// Sections a listing keeps. qemu-traditional writes a few dozen; the cap
 /// keeps a tail of endless zeros (13-byte empty sections) from growing the
 /// listing without bound.
-pub const MAX_SECTIONS: usize = 4096;
+pub(crate) const MAX_SECTIONS: usize = 4096;
 /// Bytes of sections a listing reads. qemu-traditional's device state is a
 /// few MiB (its largest section is the VGA memory); past this the tail is
 /// refused rather than read to the end of a possibly endless pipe.
-pub const MAX_QEVM_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_QEVM_BYTES: u64 = 1 << 30;
 
 /// One section header of a QEVM file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -143,27 +144,13 @@ fn qevm_ctx() -> Context {
     Context::root().field("qemu-dm state")
 }
 
-/// Read up to `buf.len()` bytes; fewer only at end of input.
-fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 fn io_err(offset: u64, ctx: Context, e: io::Error) -> Error {
     Error::new(offset, ctx, ErrorKind::Io(e))
 }
 
 /// Read exactly `buf.len()` bytes at file offset `at`.
 fn exact<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<()> {
-    let got = fill(r, buf).map_err(|e| io_err(at, ctx.clone(), e))?;
+    let got = read_full(r, buf).map_err(|e| io_err(at, ctx.clone(), e.error))?;
     if got < buf.len() {
         return Err(Error::truncated(
             at + got as u64,
@@ -176,10 +163,10 @@ fn exact<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<(
 }
 
 /// Check the 8-byte QEVM header at file offset `base`.
-pub fn check_header(header: &[u8; 8], base: u64) -> Result<()> {
-    let [m0, m1, m2, m3, v0, v1, v2, v3] = *header;
-    let magic = u32::from_be_bytes([m0, m1, m2, m3]);
-    let version = u32::from_be_bytes([v0, v1, v2, v3]);
+pub(crate) fn check_header(header: &[u8; 8], base: u64) -> Result<()> {
+    let mut h = ByteReader::new(header, base, &qevm_ctx());
+    let magic: u32 = h.be("magic")?;
+    let version: u32 = h.be("version")?;
     if magic != QEVM_MAGIC {
         return Err(Error::invalid(
             base,
@@ -224,7 +211,7 @@ pub fn list_reader<R: Read>(mut r: R, base: u64) -> QevmListing {
         let read = pos - base;
         if listing.sections.len() >= MAX_SECTIONS || read > MAX_QEVM_BYTES {
             let mut one = [0u8; 1];
-            match fill(&mut r, &mut one) {
+            match read_full(&mut r, &mut one) {
                 Ok(0) => return listing,
                 Ok(_) => {
                     listing.error = Some(Error::invalid(
@@ -236,7 +223,7 @@ pub fn list_reader<R: Read>(mut r: R, base: u64) -> QevmListing {
                         format!("{n} sections in {read} bytes, and more bytes follow (not read)"),
                     ));
                 }
-                Err(e) => listing.error = Some(io_err(pos, ctx, e)),
+                Err(e) => listing.error = Some(io_err(pos, ctx, e.error)),
             }
             return listing;
         }
@@ -257,7 +244,7 @@ pub fn list_reader<R: Read>(mut r: R, base: u64) -> QevmListing {
 
 fn read_section<R: Read>(r: &mut R, pos: u64, ctx: &Context) -> Result<Option<QevmSection>> {
     let mut len = [0u8; 1];
-    if fill(r, &mut len).map_err(|e| io_err(pos, ctx.clone(), e))? == 0 {
+    if read_full(r, &mut len).map_err(|e| io_err(pos, ctx.clone(), e.error))? == 0 {
         return Ok(None);
     }
     let id_len = usize::from(len[0]);
@@ -266,17 +253,12 @@ fn read_section<R: Read>(r: &mut R, pos: u64, ctx: &Context) -> Result<Option<Qe
     let mut fixed = [0u8; 12];
     let fixed_at = pos + 1 + id_len as u64;
     exact(r, &mut fixed, fixed_at, &ctx.field("header"))?;
-    let be = |i: usize| {
-        let mut w = [0u8; 4];
-        // `i` is 0, 4 or 8 in a 12-byte array: always in range.
-        w.copy_from_slice(fixed.get(i..i + 4).unwrap_or(&[0; 4]));
-        u32::from_be_bytes(w)
-    };
+    let mut f = ByteReader::new(&fixed, fixed_at, ctx);
     let section = QevmSection {
         id,
-        instance_id: be(0),
-        version_id: be(4),
-        length: be(8),
+        instance_id: f.be("instance_id")?,
+        version_id: f.be("version_id")?,
+        length: f.be("length")?,
         offset: pos,
         payload_offset: fixed_at + 12,
     };

@@ -15,7 +15,7 @@ use crate::diag::{Context, Error, Result};
 
 /// Deepest list nesting accepted; a real config nests about five levels.
 /// The cap keeps hostile input from exhausting the stack (on drop or print).
-pub const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// One s-expression: a string or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,7 +95,7 @@ impl Sxp {
     }
 
     /// The string, if this is an atom.
-    pub fn as_atom(&self) -> Option<&[u8]> {
+    pub(crate) fn as_atom(&self) -> Option<&[u8]> {
         match self {
             Sxp::Atom(a) => Some(a),
             Sxp::List(_) => None,
@@ -108,7 +108,7 @@ impl Sxp {
     }
 
     /// The elements, if this is a list.
-    pub fn as_list(&self) -> Option<&[Sxp]> {
+    pub(crate) fn as_list(&self) -> Option<&[Sxp]> {
         match self {
             Sxp::List(l) => Some(l),
             Sxp::Atom(_) => None,
@@ -151,7 +151,7 @@ impl Sxp {
     }
 
     /// [`get`](Self::get) as a decimal integer (how xend wrote numbers).
-    pub fn get_u64(&self, key: &str) -> Option<u64> {
+    pub(crate) fn get_u64(&self, key: &str) -> Option<u64> {
         self.get_str(key)?.parse().ok()
     }
 

@@ -33,7 +33,7 @@ impl BlobBuilder {
 
     /// The records in the order [`finish`](Self::finish) writes them,
     /// END included.
-    pub fn ordered(&self) -> Vec<&HvmRecord> {
+    pub(crate) fn ordered(&self) -> Vec<&HvmRecord> {
         let rank = |t: u16| match t {
             code::HEADER => (0u32, 0u16),
             code::END => (2, 0),

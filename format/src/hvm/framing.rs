@@ -3,20 +3,24 @@
 //! Parsing borrows payloads from the input; bytes after END are kept as a
 //! trailer so that `encode(parse(x)) == x`.
 
+use crate::bytes::le;
 use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 
 use super::record::{code, type_name, HvmRecord};
 
 /// Size of `struct hvm_save_descriptor`.
-pub const DESCRIPTOR_LEN: usize = 8;
+pub(crate) const DESCRIPTOR_LEN: usize = 8;
 
 /// A record as it sits in the blob, payload borrowed from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawRecord<'a> {
     /// Offset of the descriptor from the start of the blob.
     pub offset: u64,
+    /// The descriptor's type code (see [`code`](super::code)).
     pub typecode: u16,
+    /// The descriptor's instance: the vCPU of a per-vCPU record, else 0.
     pub instance: u16,
+    /// The payload bytes, `length` of them.
     pub payload: &'a [u8],
 }
 
@@ -49,8 +53,11 @@ impl<'a> RawRecord<'a> {
 /// A raw record that owns its payload, for writers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedRecord {
+    /// The descriptor's type code (see [`code`](super::code)).
     pub typecode: u16,
+    /// The descriptor's instance: the vCPU of a per-vCPU record, else 0.
     pub instance: u16,
+    /// The payload bytes, `length` of them.
     pub payload: Vec<u8>,
 }
 
@@ -96,7 +103,7 @@ pub struct HvmBlob<'a> {
 }
 
 /// The context path of record `index` (`hvm record 3 › CPU`).
-pub fn record_context(index: usize, typecode: u16) -> Context {
+pub(crate) fn record_context(index: usize, typecode: u16) -> Context {
     Context::root()
         .index("hvm record", index as u64)
         .field(type_name(typecode).unwrap_or("UNKNOWN"))
@@ -128,9 +135,10 @@ impl<'a> HvmBlob<'a> {
                     rest.len() as u64,
                 ));
             };
-            let typecode = u16::from_le_bytes([desc[0], desc[1]]);
-            let instance = u16::from_le_bytes([desc[2], desc[3]]);
-            let length = u32::from_le_bytes([desc[4], desc[5], desc[6], desc[7]]);
+            // `desc` is the 8-byte descriptor: every field is in range.
+            let typecode: u16 = le(desc, 0).unwrap_or_default();
+            let instance: u16 = le(desc, 2).unwrap_or_default();
+            let length: u32 = le(desc, 4).unwrap_or_default();
             let remaining = rest.len() - DESCRIPTOR_LEN;
             if u64::from(length) > remaining as u64 {
                 return Err(Error::new(
@@ -175,7 +183,7 @@ impl<'a> HvmBlob<'a> {
     }
 
     /// Length of [`encode`](Self::encode)'s output.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         self.records
             .iter()
             .map(|r| DESCRIPTOR_LEN + r.payload.len())

@@ -6,6 +6,7 @@
 //! the current struct differs; layouts without a suffix are current Xen's.
 
 use super::fields::{hvm_struct, member, push_bits, Field, FieldSource};
+use crate::bytes::le;
 
 /// `struct hvm_save_header`. 24 bytes on x86_64 Xen of every era, 20 on
 /// 32-bit Xen of 2007 (no tail). The four tail bytes are padding up to 3.4
@@ -27,9 +28,9 @@ pub struct Header {
 }
 
 /// `HVM_FILE_MAGIC`.
-pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
+pub(crate) const HVM_FILE_MAGIC: u32 = 0x5438_1286;
 /// `HVM_FILE_VERSION`.
-pub const HVM_FILE_VERSION: u32 = 1;
+pub(crate) const HVM_FILE_VERSION: u32 = 1;
 
 impl Header {
     /// Decode a 20- or 24-byte header; other lengths are not a header layout.
@@ -37,16 +38,13 @@ impl Header {
         if b.len() != 20 && b.len() != 24 {
             return None;
         }
-        let u32_at = |o: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-        };
         Some(Header {
-            magic: u32_at(0)?,
-            version: u32_at(4)?,
-            changeset: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
-            cpuid: u32_at(16)?,
+            magic: le(b, 0)?,
+            version: le(b, 4)?,
+            changeset: le(b, 8)?,
+            cpuid: le(b, 16)?,
             tail: if b.len() == 24 {
-                Some(u32_at(20)?)
+                Some(le(b, 20)?)
             } else {
                 None
             },
@@ -54,7 +52,7 @@ impl Header {
     }
 
     /// Encode to 24 or 20 bytes (by `tail`).
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.magic.to_le_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.changeset.to_le_bytes());
@@ -98,59 +96,113 @@ hvm_struct! {
     /// registers and MSRs only; the GPRs and FPU travel in the libxc vCPU
     /// contexts in this era.
     pub struct CpuSeed(320) {
+        /// `hvm_hw_cpu.eip`.
         pub eip: u64,
+        /// `hvm_hw_cpu.esp`.
         pub esp: u64,
+        /// `hvm_hw_cpu.eflags`.
         pub eflags: u64,
+        /// `hvm_hw_cpu.cr0`.
         pub cr0: u64,
+        /// `hvm_hw_cpu.cr3`.
         pub cr3: u64,
+        /// `hvm_hw_cpu.cr4`.
         pub cr4: u64,
+        /// `hvm_hw_cpu.cs_sel`.
         pub cs_sel: u32,
+        /// `hvm_hw_cpu.ds_sel`.
         pub ds_sel: u32,
+        /// `hvm_hw_cpu.es_sel`.
         pub es_sel: u32,
+        /// `hvm_hw_cpu.fs_sel`.
         pub fs_sel: u32,
+        /// `hvm_hw_cpu.gs_sel`.
         pub gs_sel: u32,
+        /// `hvm_hw_cpu.ss_sel`.
         pub ss_sel: u32,
+        /// `hvm_hw_cpu.tr_sel`.
         pub tr_sel: u32,
+        /// `hvm_hw_cpu.ldtr_sel`.
         pub ldtr_sel: u32,
+        /// `hvm_hw_cpu.cs_limit`.
         pub cs_limit: u32,
+        /// `hvm_hw_cpu.ds_limit`.
         pub ds_limit: u32,
+        /// `hvm_hw_cpu.es_limit`.
         pub es_limit: u32,
+        /// `hvm_hw_cpu.fs_limit`.
         pub fs_limit: u32,
+        /// `hvm_hw_cpu.gs_limit`.
         pub gs_limit: u32,
+        /// `hvm_hw_cpu.ss_limit`.
         pub ss_limit: u32,
+        /// `hvm_hw_cpu.tr_limit`.
         pub tr_limit: u32,
+        /// `hvm_hw_cpu.ldtr_limit`.
         pub ldtr_limit: u32,
+        /// `hvm_hw_cpu.idtr_limit`.
         pub idtr_limit: u32,
+        /// `hvm_hw_cpu.gdtr_limit`.
         pub gdtr_limit: u32,
+        /// `hvm_hw_cpu.cs_base`.
         pub cs_base: u64,
+        /// `hvm_hw_cpu.ds_base`.
         pub ds_base: u64,
+        /// `hvm_hw_cpu.es_base`.
         pub es_base: u64,
+        /// `hvm_hw_cpu.fs_base`.
         pub fs_base: u64,
+        /// `hvm_hw_cpu.gs_base`.
         pub gs_base: u64,
+        /// `hvm_hw_cpu.ss_base`.
         pub ss_base: u64,
+        /// `hvm_hw_cpu.tr_base`.
         pub tr_base: u64,
+        /// `hvm_hw_cpu.ldtr_base`.
         pub ldtr_base: u64,
+        /// `hvm_hw_cpu.idtr_base`.
         pub idtr_base: u64,
+        /// `hvm_hw_cpu.gdtr_base`.
         pub gdtr_base: u64,
+        /// `hvm_hw_cpu.cs_arbytes`.
         pub cs_arbytes: u32,
+        /// `hvm_hw_cpu.ds_arbytes`.
         pub ds_arbytes: u32,
+        /// `hvm_hw_cpu.es_arbytes`.
         pub es_arbytes: u32,
+        /// `hvm_hw_cpu.fs_arbytes`.
         pub fs_arbytes: u32,
+        /// `hvm_hw_cpu.gs_arbytes`.
         pub gs_arbytes: u32,
+        /// `hvm_hw_cpu.ss_arbytes`.
         pub ss_arbytes: u32,
+        /// `hvm_hw_cpu.tr_arbytes`.
         pub tr_arbytes: u32,
+        /// `hvm_hw_cpu.ldtr_arbytes`.
         pub ldtr_arbytes: u32,
+        /// `hvm_hw_cpu.sysenter_cs`.
         pub sysenter_cs: u32,
+        /// Padding in Xen's layout, kept so that encoding is byte-exact.
         pub padding0: u32,
+        /// `hvm_hw_cpu.sysenter_esp`.
         pub sysenter_esp: u64,
+        /// `hvm_hw_cpu.sysenter_eip`.
         pub sysenter_eip: u64,
+        /// `hvm_hw_cpu.shadow_gs`.
         pub shadow_gs: u64,
+        /// `hvm_hw_cpu.flags`.
         pub flags: u64,
+        /// `hvm_hw_cpu.msr_lstar`.
         pub msr_lstar: u64,
+        /// `hvm_hw_cpu.msr_star`.
         pub msr_star: u64,
+        /// `hvm_hw_cpu.msr_cstar`.
         pub msr_cstar: u64,
+        /// `hvm_hw_cpu.msr_syscall_mask`.
         pub msr_syscall_mask: u64,
+        /// `hvm_hw_cpu.msr_efer`.
         pub msr_efer: u64,
+        /// `hvm_hw_cpu.tsc`.
         pub tsc: u64,
     }
 }
@@ -223,80 +275,155 @@ hvm_struct! {
     /// compat (1016) and current (1032) forms: FPU image, GPRs, control and
     /// debug registers, segments and MSRs up to `msr_efer`.
     pub struct CpuCommon(1000) {
+        /// `hvm_hw_cpu.fpu_regs`.
         pub fpu_regs: [u8; 512],
+        /// `hvm_hw_cpu.rax`.
         pub rax: u64,
+        /// `hvm_hw_cpu.rbx`.
         pub rbx: u64,
+        /// `hvm_hw_cpu.rcx`.
         pub rcx: u64,
+        /// `hvm_hw_cpu.rdx`.
         pub rdx: u64,
+        /// `hvm_hw_cpu.rbp`.
         pub rbp: u64,
+        /// `hvm_hw_cpu.rsi`.
         pub rsi: u64,
+        /// `hvm_hw_cpu.rdi`.
         pub rdi: u64,
+        /// `hvm_hw_cpu.rsp`.
         pub rsp: u64,
+        /// `hvm_hw_cpu.r8`.
         pub r8: u64,
+        /// `hvm_hw_cpu.r9`.
         pub r9: u64,
+        /// `hvm_hw_cpu.r10`.
         pub r10: u64,
+        /// `hvm_hw_cpu.r11`.
         pub r11: u64,
+        /// `hvm_hw_cpu.r12`.
         pub r12: u64,
+        /// `hvm_hw_cpu.r13`.
         pub r13: u64,
+        /// `hvm_hw_cpu.r14`.
         pub r14: u64,
+        /// `hvm_hw_cpu.r15`.
         pub r15: u64,
+        /// `hvm_hw_cpu.rip`.
         pub rip: u64,
+        /// `hvm_hw_cpu.rflags`.
         pub rflags: u64,
+        /// `hvm_hw_cpu.cr0`.
         pub cr0: u64,
+        /// `hvm_hw_cpu.cr2`.
         pub cr2: u64,
+        /// `hvm_hw_cpu.cr3`.
         pub cr3: u64,
+        /// `hvm_hw_cpu.cr4`.
         pub cr4: u64,
+        /// `hvm_hw_cpu.dr0`.
         pub dr0: u64,
+        /// `hvm_hw_cpu.dr1`.
         pub dr1: u64,
+        /// `hvm_hw_cpu.dr2`.
         pub dr2: u64,
+        /// `hvm_hw_cpu.dr3`.
         pub dr3: u64,
+        /// `hvm_hw_cpu.dr6`.
         pub dr6: u64,
+        /// `hvm_hw_cpu.dr7`.
         pub dr7: u64,
+        /// `hvm_hw_cpu.cs_sel`.
         pub cs_sel: u32,
+        /// `hvm_hw_cpu.ds_sel`.
         pub ds_sel: u32,
+        /// `hvm_hw_cpu.es_sel`.
         pub es_sel: u32,
+        /// `hvm_hw_cpu.fs_sel`.
         pub fs_sel: u32,
+        /// `hvm_hw_cpu.gs_sel`.
         pub gs_sel: u32,
+        /// `hvm_hw_cpu.ss_sel`.
         pub ss_sel: u32,
+        /// `hvm_hw_cpu.tr_sel`.
         pub tr_sel: u32,
+        /// `hvm_hw_cpu.ldtr_sel`.
         pub ldtr_sel: u32,
+        /// `hvm_hw_cpu.cs_limit`.
         pub cs_limit: u32,
+        /// `hvm_hw_cpu.ds_limit`.
         pub ds_limit: u32,
+        /// `hvm_hw_cpu.es_limit`.
         pub es_limit: u32,
+        /// `hvm_hw_cpu.fs_limit`.
         pub fs_limit: u32,
+        /// `hvm_hw_cpu.gs_limit`.
         pub gs_limit: u32,
+        /// `hvm_hw_cpu.ss_limit`.
         pub ss_limit: u32,
+        /// `hvm_hw_cpu.tr_limit`.
         pub tr_limit: u32,
+        /// `hvm_hw_cpu.ldtr_limit`.
         pub ldtr_limit: u32,
+        /// `hvm_hw_cpu.idtr_limit`.
         pub idtr_limit: u32,
+        /// `hvm_hw_cpu.gdtr_limit`.
         pub gdtr_limit: u32,
+        /// `hvm_hw_cpu.cs_base`.
         pub cs_base: u64,
+        /// `hvm_hw_cpu.ds_base`.
         pub ds_base: u64,
+        /// `hvm_hw_cpu.es_base`.
         pub es_base: u64,
+        /// `hvm_hw_cpu.fs_base`.
         pub fs_base: u64,
+        /// `hvm_hw_cpu.gs_base`.
         pub gs_base: u64,
+        /// `hvm_hw_cpu.ss_base`.
         pub ss_base: u64,
+        /// `hvm_hw_cpu.tr_base`.
         pub tr_base: u64,
+        /// `hvm_hw_cpu.ldtr_base`.
         pub ldtr_base: u64,
+        /// `hvm_hw_cpu.idtr_base`.
         pub idtr_base: u64,
+        /// `hvm_hw_cpu.gdtr_base`.
         pub gdtr_base: u64,
+        /// `hvm_hw_cpu.cs_arbytes`.
         pub cs_arbytes: u32,
+        /// `hvm_hw_cpu.ds_arbytes`.
         pub ds_arbytes: u32,
+        /// `hvm_hw_cpu.es_arbytes`.
         pub es_arbytes: u32,
+        /// `hvm_hw_cpu.fs_arbytes`.
         pub fs_arbytes: u32,
+        /// `hvm_hw_cpu.gs_arbytes`.
         pub gs_arbytes: u32,
+        /// `hvm_hw_cpu.ss_arbytes`.
         pub ss_arbytes: u32,
+        /// `hvm_hw_cpu.tr_arbytes`.
         pub tr_arbytes: u32,
+        /// `hvm_hw_cpu.ldtr_arbytes`.
         pub ldtr_arbytes: u32,
+        /// `hvm_hw_cpu.sysenter_cs`.
         pub sysenter_cs: u64,
+        /// `hvm_hw_cpu.sysenter_esp`.
         pub sysenter_esp: u64,
+        /// `hvm_hw_cpu.sysenter_eip`.
         pub sysenter_eip: u64,
+        /// `hvm_hw_cpu.shadow_gs`.
         pub shadow_gs: u64,
+        /// `hvm_hw_cpu.msr_flags`.
         pub msr_flags: u64,
+        /// `hvm_hw_cpu.msr_lstar`.
         pub msr_lstar: u64,
+        /// `hvm_hw_cpu.msr_star`.
         pub msr_star: u64,
+        /// `hvm_hw_cpu.msr_cstar`.
         pub msr_cstar: u64,
+        /// `hvm_hw_cpu.msr_syscall_mask`.
         pub msr_syscall_mask: u64,
+        /// `hvm_hw_cpu.msr_efer`.
         pub msr_efer: u64,
     }
 }
@@ -331,12 +458,17 @@ impl FieldSource for PendingEvent {
 pub struct Cpu {
     /// Everything up to `msr_efer`.
     pub common: CpuCommon,
+    /// `hvm_hw_cpu.msr_tsc_aux`.
     pub msr_tsc_aux: u64,
+    /// `hvm_hw_cpu.tsc`.
     pub tsc: u64,
+    /// `hvm_hw_cpu.pending_event`.
     pub pending_event: PendingEvent,
+    /// `hvm_hw_cpu.error_code`.
     pub error_code: u32,
     /// `XEN_X86_FPU_INITIALISED` (bit 0).
     pub flags: u32,
+    /// Padding in Xen's layout, kept so that encoding is byte-exact.
     pub pad0: u32,
 }
 
@@ -367,8 +499,11 @@ impl FieldSource for Cpu {
 pub struct CpuCompat {
     /// Everything up to `msr_efer`.
     pub common: CpuCommon,
+    /// `hvm_hw_cpu_compat.tsc`.
     pub tsc: u64,
+    /// `hvm_hw_cpu_compat.pending_event`.
     pub pending_event: PendingEvent,
+    /// `hvm_hw_cpu_compat.error_code`.
     pub error_code: u32,
 }
 
@@ -420,7 +555,7 @@ impl FieldSource for PicInit {
 pub struct PicMode(pub u8);
 
 /// Bit names of [`PicMode`], bit 0 first.
-pub const PIC_MODE_BITS: [&str; 7] = [
+pub(crate) const PIC_MODE_BITS: [&str; 7] = [
     "readsel_isr",
     "poll",
     "auto_eoi",
@@ -451,13 +586,21 @@ impl FieldSource for PicMode {
 hvm_struct! {
     /// `struct hvm_hw_vpic` (8 bytes, unchanged since 2007): one 8259.
     pub struct Pic(8) {
+        /// `hvm_hw_vpic.irr`.
         pub irr: u8,
+        /// `hvm_hw_vpic.imr`.
         pub imr: u8,
+        /// `hvm_hw_vpic.isr`.
         pub isr: u8,
+        /// `hvm_hw_vpic.irq_base`.
         pub irq_base: u8,
+        /// `hvm_hw_vpic.init`.
         pub init: PicInit,
+        /// `hvm_hw_vpic.mode`.
         pub mode: PicMode,
+        /// `hvm_hw_vpic.elcr`.
         pub elcr: u8,
+        /// `hvm_hw_vpic.int_output`.
         pub int_output: u8,
     }
 }
@@ -506,14 +649,18 @@ impl FieldSource for RedirEntry {
 }
 
 /// `VIOAPIC_NUM_PINS`: 16 ISA + 32 PCI pins, in every era.
-pub const VIOAPIC_NUM_PINS: usize = 48;
+pub(crate) const VIOAPIC_NUM_PINS: usize = 48;
 
 hvm_struct! {
     /// `struct hvm_hw_vioapic` (400 bytes, unchanged since 2007).
     pub struct Ioapic(400) {
+        /// `hvm_hw_vioapic.base_address`.
         pub base_address: u64,
+        /// `hvm_hw_vioapic.ioregsel`.
         pub ioregsel: u32,
+        /// `hvm_hw_vioapic.id`.
         pub id: u32,
+        /// `hvm_hw_vioapic.redirtbl`.
         pub redirtbl: [RedirEntry; 48],
     }
 }
@@ -521,9 +668,11 @@ hvm_struct! {
 hvm_struct! {
     /// Seed-era `struct hvm_hw_lapic` (16 bytes, up to 4.0).
     pub struct LapicSeed(16) {
+        /// `hvm_hw_lapic.apic_base_msr`.
         pub apic_base_msr: u64,
         /// `VLAPIC_SW_DISABLED` (1) / `VLAPIC_HW_DISABLED` (2).
         pub disabled: u32,
+        /// `hvm_hw_lapic.timer_divisor`.
         pub timer_divisor: u32,
     }
 }
@@ -531,9 +680,13 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_hw_lapic` of Xen 4.1–4.20 (24 bytes, adds the TSC deadline).
     pub struct LapicTdt(24) {
+        /// `hvm_hw_lapic.apic_base_msr`.
         pub apic_base_msr: u64,
+        /// `hvm_hw_lapic.disabled`.
         pub disabled: u32,
+        /// `hvm_hw_lapic.timer_divisor`.
         pub timer_divisor: u32,
+        /// `hvm_hw_lapic.tdt_msr`.
         pub tdt_msr: u64,
     }
 }
@@ -542,11 +695,17 @@ hvm_struct! {
     /// Current `struct hvm_hw_lapic` (32 bytes, Xen 4.21: `pending_esr` and
     /// tail padding).
     pub struct Lapic(32) {
+        /// `hvm_hw_lapic.apic_base_msr`.
         pub apic_base_msr: u64,
+        /// `hvm_hw_lapic.disabled`.
         pub disabled: u32,
+        /// `hvm_hw_lapic.timer_divisor`.
         pub timer_divisor: u32,
+        /// `hvm_hw_lapic.tdt_msr`.
         pub tdt_msr: u64,
+        /// `hvm_hw_lapic.pending_esr`.
         pub pending_esr: u32,
+        /// `hvm_hw_lapic.tail_pad`.
         pub tail_pad: u32,
     }
 }
@@ -556,6 +715,7 @@ hvm_struct! {
 #[derive(Debug, Clone, PartialEq, Eq, binrw::BinRead, binrw::BinWrite)]
 #[brw(little)]
 pub struct LapicRegs {
+    /// `hvm_hw_lapic_regs.data`.
     pub data: [u8; 1024],
 }
 
@@ -566,12 +726,11 @@ impl LapicRegs {
     /// The 32-bit register at byte offset `reg` (e.g. 0x20 = APIC ID);
     /// `None` past the page.
     pub fn reg(&self, reg: usize) -> Option<u32> {
-        let b = self.data.get(reg..reg + 4)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?))
+        le(&self.data, reg)
     }
 
     /// Store the 32-bit register at byte offset `reg` (ignored past the page).
-    pub fn set_reg(&mut self, reg: usize, value: u32) {
+    pub(crate) fn set_reg(&mut self, reg: usize, value: u32) {
         if let Some(b) = self.data.get_mut(reg..reg + 4) {
             b.copy_from_slice(&value.to_le_bytes());
         }
@@ -640,9 +799,9 @@ impl FieldSource for LapicRegs {
                 Some(n) => format!("{n}@0x{off:03x}"),
                 None => format!("reg@0x{off:03x}"),
             };
-            let mut lo = [0u8; 4];
-            lo.copy_from_slice(&slot[..4]);
-            u32::from_le_bytes(lo).push_fields(&member(prefix, &name), out);
+            le::<u32>(slot, 0)
+                .unwrap_or_default()
+                .push_fields(&member(prefix, &name), out);
             let hi = &slot[4..];
             if hi.iter().any(|&b| b != 0) {
                 u8::push_slice(hi, &member(prefix, &format!("{name}+4")), out);
@@ -655,6 +814,7 @@ hvm_struct! {
     /// `struct hvm_hw_pci_irqs` (16 bytes): 128 virtual PCI INTx wires,
     /// bit `device*4 + INTx`.
     pub struct PciIrq(16) {
+        /// `hvm_hw_pci_irqs.i`.
         pub i: [u64; 2],
     }
 }
@@ -662,6 +822,7 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_hw_isa_irqs` (8 bytes): 16 ISA IRQ wires in a u64.
     pub struct IsaIrq(8) {
+        /// `hvm_hw_isa_irqs.i`.
         pub i: u64,
     }
 }
@@ -669,6 +830,7 @@ hvm_struct! {
 hvm_struct! {
     /// Seed-era `struct hvm_hw_pci_link` (4 bytes): link → GSI routes.
     pub struct PciLinkSeed(4) {
+        /// `hvm_hw_pci_link.route`.
         pub route: [u8; 4],
     }
 }
@@ -676,7 +838,9 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_hw_pci_link` since 3.1 (8 bytes, padded to ×8).
     pub struct PciLink(8) {
+        /// `hvm_hw_pci_link.route`.
         pub route: [u8; 4],
+        /// Padding in Xen's layout, kept so that encoding is byte-exact.
         pub pad0: [u8; 4],
     }
 }
@@ -686,16 +850,27 @@ hvm_struct! {
     pub struct PitChannel(16) {
         /// Can be 65536.
         pub count: u32,
+        /// `hvm_hw_pit_channel.latched_count`.
         pub latched_count: u16,
+        /// `hvm_hw_pit_channel.count_latched`.
         pub count_latched: u8,
+        /// `hvm_hw_pit_channel.status_latched`.
         pub status_latched: u8,
+        /// `hvm_hw_pit_channel.status`.
         pub status: u8,
+        /// `hvm_hw_pit_channel.read_state`.
         pub read_state: u8,
+        /// `hvm_hw_pit_channel.write_state`.
         pub write_state: u8,
+        /// `hvm_hw_pit_channel.write_latch`.
         pub write_latch: u8,
+        /// `hvm_hw_pit_channel.rw_mode`.
         pub rw_mode: u8,
+        /// `hvm_hw_pit_channel.mode`.
         pub mode: u8,
+        /// `hvm_hw_pit_channel.bcd`.
         pub bcd: u8,
+        /// `hvm_hw_pit_channel.gate`.
         pub gate: u8,
     }
 }
@@ -703,7 +878,9 @@ hvm_struct! {
 hvm_struct! {
     /// Seed-era `struct hvm_hw_pit` (52 bytes).
     pub struct PitSeed(52) {
+        /// `hvm_hw_pit.channels`.
         pub channels: [PitChannel; 3],
+        /// `hvm_hw_pit.speaker_data_on`.
         pub speaker_data_on: u32,
     }
 }
@@ -711,20 +888,25 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_hw_pit` since 3.1 (56 bytes, padded to ×8).
     pub struct Pit(56) {
+        /// `hvm_hw_pit.channels`.
         pub channels: [PitChannel; 3],
+        /// `hvm_hw_pit.speaker_data_on`.
         pub speaker_data_on: u32,
+        /// Padding in Xen's layout, kept so that encoding is byte-exact.
         pub pad0: u32,
     }
 }
 
 /// `RTC_CMOS_SIZE`: the RTC's 14 clock/status registers.
-pub const RTC_CMOS_SIZE: usize = 14;
+pub(crate) const RTC_CMOS_SIZE: usize = 14;
 
 hvm_struct! {
     /// Seed-era `struct hvm_hw_rtc` (15 bytes: the reason seed blobs are
     /// unaligned after RTC).
     pub struct RtcSeed(15) {
+        /// `hvm_hw_rtc.cmos_data`.
         pub cmos_data: [u8; 14],
+        /// `hvm_hw_rtc.cmos_index`.
         pub cmos_index: u8,
     }
 }
@@ -732,8 +914,11 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_hw_rtc` of 3.1–4.13 (16 bytes, padded to ×8).
     pub struct RtcPadded(16) {
+        /// `hvm_hw_rtc.cmos_data`.
         pub cmos_data: [u8; 14],
+        /// `hvm_hw_rtc.cmos_index`.
         pub cmos_index: u8,
+        /// Padding in Xen's layout, kept so that encoding is byte-exact.
         pub pad0: u8,
     }
 }
@@ -741,9 +926,13 @@ hvm_struct! {
 hvm_struct! {
     /// Current `struct hvm_hw_rtc` (24 bytes, 4.14 on: offset from host time).
     pub struct Rtc(24) {
+        /// `hvm_hw_rtc.cmos_data`.
         pub cmos_data: [u8; 14],
+        /// `hvm_hw_rtc.cmos_index`.
         pub cmos_index: u8,
+        /// Padding in Xen's layout, kept so that encoding is byte-exact.
         pub pad0: u8,
+        /// `hvm_hw_rtc.rtc_offset`.
         pub rtc_offset: i64,
     }
 }
@@ -751,9 +940,13 @@ hvm_struct! {
 hvm_struct! {
     /// One HPET comparator of `struct hvm_hw_hpet`.
     pub struct HpetTimer(32) {
+        /// `hvm_hw_hpet.config`.
         pub config: u64,
+        /// `hvm_hw_hpet.cmp`.
         pub cmp: u64,
+        /// `hvm_hw_hpet.fsb`.
         pub fsb: u64,
+        /// `hvm_hw_hpet.res4`.
         pub res4: u64,
     }
 }
@@ -762,18 +955,27 @@ hvm_struct! {
     /// `struct hvm_hw_hpet` (1048 bytes, unchanged since 2007). The reserved
     /// u64 arrays are kept as bytes so listings stay readable.
     pub struct Hpet(1048) {
+        /// `hvm_hw_hpet.capability`.
         pub capability: u64,
+        /// `hvm_hw_hpet.res0`.
         pub res0: u64,
+        /// `hvm_hw_hpet.config`.
         pub config: u64,
+        /// `hvm_hw_hpet.res1`.
         pub res1: u64,
+        /// `hvm_hw_hpet.isr`.
         pub isr: u64,
         /// `u64 res2[25]`.
         pub res2: [u8; 200],
+        /// `hvm_hw_hpet.mc64`.
         pub mc64: u64,
+        /// `hvm_hw_hpet.res3`.
         pub res3: u64,
+        /// `hvm_hw_hpet.timers`.
         pub timers: [HpetTimer; 3],
         /// `u64 res5[84]`.
         pub res5: [u8; 672],
+        /// `hvm_hw_hpet.period`.
         pub period: [u64; 3],
     }
 }
@@ -781,8 +983,11 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_hw_pmtimer` (8 bytes, unchanged since 2007).
     pub struct PmTimer(8) {
+        /// `hvm_hw_pmtimer.tmr_val`.
         pub tmr_val: u32,
+        /// `hvm_hw_pmtimer.pm1a_sts`.
         pub pm1a_sts: u16,
+        /// `hvm_hw_pmtimer.pm1a_en`.
         pub pm1a_en: u16,
     }
 }
@@ -790,11 +995,15 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_hw_mtrr` (240 bytes, 3.3 on).
     pub struct Mtrr(240) {
+        /// `hvm_hw_mtrr.msr_pat_cr`.
         pub msr_pat_cr: u64,
         /// Base/mask pairs of the 8 variable MTRRs.
         pub msr_mtrr_var: [u64; 16],
+        /// `hvm_hw_mtrr.msr_mtrr_fixed`.
         pub msr_mtrr_fixed: [u64; 11],
+        /// `hvm_hw_mtrr.msr_mtrr_cap`.
         pub msr_mtrr_cap: u64,
+        /// `hvm_hw_mtrr.msr_mtrr_def_type`.
         pub msr_mtrr_def_type: u64,
     }
 }
@@ -802,9 +1011,13 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_viridian_domain_context` (32 bytes, 4.6 on).
     pub struct ViridianDomain(32) {
+        /// `hvm_viridian_domain_context.hypercall_gpa`.
         pub hypercall_gpa: u64,
+        /// `hvm_viridian_domain_context.guest_os_id`.
         pub guest_os_id: u64,
+        /// `hvm_viridian_domain_context.time_ref_count`.
         pub time_ref_count: u64,
+        /// `hvm_viridian_domain_context.reference_tsc`.
         pub reference_tsc: u64,
     }
 }
@@ -812,12 +1025,19 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_viridian_vcpu_context` (216 bytes, 4.13 on).
     pub struct ViridianVcpu(216) {
+        /// `hvm_viridian_vcpu_context.vp_assist_msr`.
         pub vp_assist_msr: u64,
+        /// `hvm_viridian_vcpu_context.apic_assist_pending`.
         pub apic_assist_pending: u8,
+        /// Padding in Xen's layout, kept so that encoding is byte-exact.
         pub pad: [u8; 7],
+        /// `hvm_viridian_vcpu_context.simp_msr`.
         pub simp_msr: u64,
+        /// `hvm_viridian_vcpu_context.sint_msr`.
         pub sint_msr: [u64; 16],
+        /// `hvm_viridian_vcpu_context.stimer_config_msr`.
         pub stimer_config_msr: [u64; 4],
+        /// `hvm_viridian_vcpu_context.stimer_count_msr`.
         pub stimer_count_msr: [u64; 4],
     }
 }
@@ -825,9 +1045,13 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_vmce_vcpu` (32 bytes, 4.10 on).
     pub struct VmceVcpu(32) {
+        /// `hvm_vmce_vcpu.caps`.
         pub caps: u64,
+        /// `hvm_vmce_vcpu.mci_ctl2_bank0`.
         pub mci_ctl2_bank0: u64,
+        /// `hvm_vmce_vcpu.mci_ctl2_bank1`.
         pub mci_ctl2_bank1: u64,
+        /// `hvm_vmce_vcpu.mcg_ext_ctl`.
         pub mcg_ext_ctl: u64,
     }
 }
@@ -835,6 +1059,7 @@ hvm_struct! {
 hvm_struct! {
     /// `struct hvm_tsc_adjust` (8 bytes, 4.3 on).
     pub struct TscAdjust(8) {
+        /// `hvm_tsc_adjust.tsc_adjust`.
         pub tsc_adjust: u64,
     }
 }
@@ -845,34 +1070,33 @@ hvm_struct! {
 pub struct CpuXsave {
     /// Ignored by loaders.
     pub xfeature_mask: u64,
+    /// `hvm_hw_cpu_xsave.xcr0`.
     pub xcr0: u64,
+    /// `hvm_hw_cpu_xsave.xcr0_accum`.
     pub xcr0_accum: u64,
     /// Legacy 512-byte region, 64-byte XSAVE header, then components.
     pub save_area: Vec<u8>,
 }
 
 /// Size of [`CpuXsave`]'s fixed header.
-pub const XSAVE_HEADER_LEN: usize = 24;
+pub(crate) const XSAVE_HEADER_LEN: usize = 24;
 /// Legacy FXSAVE region + XSAVE header: the smallest area a loader takes
 /// (`XSTATE_AREA_MIN_SIZE`).
-pub const XSTATE_AREA_MIN_SIZE: usize = 512 + 64;
+pub(crate) const XSTATE_AREA_MIN_SIZE: usize = 512 + 64;
 
 impl CpuXsave {
     /// Decode; `None` if shorter than the fixed header.
     pub fn decode(b: &[u8]) -> Option<CpuXsave> {
-        let u64_at = |o: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-        };
         Some(CpuXsave {
-            xfeature_mask: u64_at(0)?,
-            xcr0: u64_at(8)?,
-            xcr0_accum: u64_at(16)?,
+            xfeature_mask: le(b, 0)?,
+            xcr0: le(b, 8)?,
+            xcr0_accum: le(b, 16)?,
             save_area: b.get(XSAVE_HEADER_LEN..)?.to_vec(),
         })
     }
 
     /// Append the payload.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.xfeature_mask.to_le_bytes());
         out.extend_from_slice(&self.xcr0.to_le_bytes());
         out.extend_from_slice(&self.xcr0_accum.to_le_bytes());
@@ -881,9 +1105,7 @@ impl CpuXsave {
 
     /// `xsave_hdr.xstate_bv` (save area bytes 512..520), if present.
     pub fn xstate_bv(&self) -> Option<u64> {
-        Some(u64::from_le_bytes(
-            self.save_area.get(512..520)?.try_into().ok()?,
-        ))
+        le(&self.save_area, 512)
     }
 }
 
@@ -898,10 +1120,9 @@ impl FieldSource for CpuXsave {
         match (a.get(..512), a.get(512..576), a.get(576..)) {
             (Some(fpu), Some(hdr), Some(ext)) => {
                 u8::push_slice(fpu, &member(prefix, "save_area.fpu_sse"), out);
-                let mut w = [0u8; 8];
                 for (i, n) in ["xstate_bv", "xcomp_bv"].iter().enumerate() {
-                    w.copy_from_slice(&hdr[i * 8..i * 8 + 8]);
-                    u64::from_le_bytes(w)
+                    le::<u64>(hdr, i * 8)
+                        .unwrap_or_default()
                         .push_fields(&member(prefix, &format!("save_area.xsave_hdr.{n}")), out);
                 }
                 u8::push_slice(
@@ -921,9 +1142,11 @@ impl FieldSource for CpuXsave {
 hvm_struct! {
     /// `struct hvm_one_msr`: one MSR of a CPU_MSR record.
     pub struct HvmOneMsr(16) {
+        /// `hvm_one_msr.index`.
         pub index: u32,
         /// Must be zero for current Xen to load the record.
         pub rsvd: u32,
+        /// `hvm_one_msr.val`.
         pub val: u64,
     }
 }
@@ -932,9 +1155,11 @@ hvm_struct! {
 /// then `count` MSRs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuMsr {
+    /// `hvm_msr.count`.
     pub count: u32,
     /// Alignment padding before the array (kept for byte exactness).
     pub pad: u32,
+    /// `hvm_msr.msrs`.
     pub msrs: Vec<HvmOneMsr>,
 }
 
@@ -942,33 +1167,26 @@ impl CpuMsr {
     /// Decode when the length is exactly `8 + 16 × count`; other lengths
     /// have no layout and stay raw.
     pub fn decode(b: &[u8]) -> Option<CpuMsr> {
-        let count = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?);
-        let pad = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?);
+        let count = le(b, 0)?;
+        let pad = le(b, 4)?;
         let rest = b.get(8..)?;
         if rest.len() as u64 != u64::from(count) * 16 {
             return None;
         }
         let msrs = rest
             .chunks_exact(16)
-            .map(|c| {
-                let mut i = [0u8; 4];
-                let mut r = [0u8; 4];
-                let mut v = [0u8; 8];
-                i.copy_from_slice(&c[0..4]);
-                r.copy_from_slice(&c[4..8]);
-                v.copy_from_slice(&c[8..16]);
-                HvmOneMsr {
-                    index: u32::from_le_bytes(i),
-                    rsvd: u32::from_le_bytes(r),
-                    val: u64::from_le_bytes(v),
-                }
+            // Each chunk is 16 bytes: every field is in range.
+            .map(|c| HvmOneMsr {
+                index: le(c, 0).unwrap_or_default(),
+                rsvd: le(c, 4).unwrap_or_default(),
+                val: le(c, 8).unwrap_or_default(),
             })
             .collect();
         Some(CpuMsr { count, pad, msrs })
     }
 
     /// Append the payload.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.count.to_le_bytes());
         out.extend_from_slice(&self.pad.to_le_bytes());
         for m in &self.msrs {

@@ -14,6 +14,7 @@
 //! that report file positions add the blob's file offset to
 //! [`Finding::offset`].
 
+use crate::bytes::le;
 use crate::diag::Context;
 use crate::diag::{Finding, Severity};
 use crate::pfn::WordSize;
@@ -25,7 +26,7 @@ use super::layouts::{
 use super::record::{code, is_per_vcpu, size_eras, type_name};
 
 /// `MAX_VIRT_CPUS` of the seed: the (off-by-one) bound of vCPU instances.
-pub const SEED_MAX_VIRT_CPUS: u16 = 32;
+pub(crate) const SEED_MAX_VIRT_CPUS: u16 = 32;
 
 /// Parameters of the seed-era loader check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub struct CurrentLoadOptions {
 
 /// Payload length the seed's loader requires for a type code (HEADER by
 /// the hypervisor's word size); `None` for codes without a loader.
-pub fn seed_length(typecode: u16, xen_word: WordSize) -> Option<usize> {
+pub(crate) fn seed_length(typecode: u16, xen_word: WordSize) -> Option<usize> {
     Some(match typecode {
         code::HEADER => match xen_word {
             WordSize::W64 => 24,
@@ -88,7 +89,7 @@ pub fn seed_length(typecode: u16, xen_word: WordSize) -> Option<usize> {
 
 /// How current Xen checks a type's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CurrentCheck {
+pub(crate) enum CurrentCheck {
     /// `hvm_load_entry`: length must equal the struct size.
     Strict(usize),
     /// `hvm_load_entry_zeroextend`: length ≤ struct size, rest zero-filled.
@@ -103,7 +104,7 @@ pub enum CurrentCheck {
 
 /// How current Xen checks a type code; `None`: no handler (HEADER after the
 /// first record, END, undefined codes).
-pub fn current_check(typecode: u16) -> Option<CurrentCheck> {
+pub(crate) fn current_check(typecode: u16) -> Option<CurrentCheck> {
     use CurrentCheck::*;
     Some(match typecode {
         code::CPU => Cpu,
@@ -161,7 +162,7 @@ impl Desc<'_> {
 /// Read the descriptor at `pos`; `None` if fewer than 8 bytes remain.
 fn desc_at(blob: &[u8], pos: usize, index: usize) -> Option<Desc<'_>> {
     let d = blob.get(pos..pos.checked_add(DESCRIPTOR_LEN)?)?;
-    let length = u32::from_le_bytes([d[4], d[5], d[6], d[7]]);
+    let length = le::<u32>(d, 4)?;
     let start = pos + DESCRIPTOR_LEN;
     let payload = start
         .checked_add(length as usize)
@@ -169,18 +170,11 @@ fn desc_at(blob: &[u8], pos: usize, index: usize) -> Option<Desc<'_>> {
     Some(Desc {
         index,
         offset: pos,
-        typecode: u16::from_le_bytes([d[0], d[1]]),
-        instance: u16::from_le_bytes([d[2], d[3]]),
+        typecode: le::<u16>(d, 0)?,
+        instance: le::<u16>(d, 2)?,
         length,
         payload,
     })
-}
-
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
 }
 
 fn era_hint(typecode: u16, len: usize) -> String {
@@ -239,7 +233,7 @@ fn check_header_values(
     host_cpuid: Option<u32>,
 ) {
     let [magic_rule, version_rule, cpuid_rule] = rules;
-    if let Some(magic) = u32_at(p, 0) {
+    if let Some(magic) = le::<u32>(p, 0) {
         if magic != HVM_FILE_MAGIC {
             out.push(Finding::error(
                 magic_rule,
@@ -249,7 +243,7 @@ fn check_header_values(
             ));
         }
     }
-    if let Some(version) = u32_at(p, 4) {
+    if let Some(version) = le::<u32>(p, 4) {
         if version != HVM_FILE_VERSION {
             out.push(Finding::error(
                 version_rule,
@@ -259,7 +253,7 @@ fn check_header_values(
             ));
         }
     }
-    if let (Some(host), Some(saved)) = (host_cpuid, u32_at(p, 16)) {
+    if let (Some(host), Some(saved)) = (host_cpuid, le::<u32>(p, 16)) {
         if host != saved {
             out.push(Finding::warning(
                 cpuid_rule,
@@ -413,7 +407,7 @@ pub fn check_seed_load(blob: &[u8], opts: &SeedLoadOptions) -> Vec<Finding> {
         return out;
     };
     if h.typecode == code::HEADER {
-        if let (Some(host), Some(saved)) = (opts.host_changeset, u64_at(hp, 8)) {
+        if let (Some(host), Some(saved)) = (opts.host_changeset, le::<u64>(hp, 8)) {
             if host != saved {
                 out.push(Finding::warning(
                     "seed.hvm.changeset",
@@ -571,7 +565,7 @@ pub fn check_current_load(blob: &[u8], opts: &CurrentLoadOptions) -> Vec<Finding
 
     // A 2007 header's padding bytes are read as gtsc_khz.
     if h.typecode == code::HEADER && h.length == 24 && seed_cpu_seen {
-        if let Some(tail) = u32_at(hp, 20).filter(|&t| t != 0) {
+        if let Some(tail) = le::<u32>(hp, 20).filter(|&t| t != 0) {
             out.push(Finding::warning(
                 "xen.hvm.gtsc-khz",
                 h.payload_offset() + 20,
@@ -678,7 +672,7 @@ fn current_length(out: &mut Vec<Finding>, d: &Desc, check: CurrentCheck) {
                 ));
                 return;
             }
-            let count = d.payload.and_then(|p| u32_at(p, 0)).unwrap_or(0);
+            let count = d.payload.and_then(|p| le::<u32>(p, 0)).unwrap_or(0);
             let want = 8 + 16 * u64::from(count);
             if want != len as u64 {
                 out.push(Finding::error(

@@ -34,11 +34,10 @@ pub mod translate;
 pub use crate::fields;
 pub use build::{seed_reset_blob, seed_reset_records, BlobBuilder};
 pub use fields::{Field, FieldSource, FieldValue};
-pub use framing::{
-    encode_records, record_context, HvmBlob, OwnedRecord, RawRecord, DESCRIPTOR_LEN,
-};
+pub(crate) use framing::DESCRIPTOR_LEN;
+pub use framing::{encode_records, HvmBlob, OwnedRecord, RawRecord};
 pub use layouts::*;
-pub use record::{code, is_per_vcpu, size_eras, type_name, Era, HvmRecord, RecordBody, SizeEra};
+pub use record::{code, size_eras, type_name, Era, HvmRecord, RecordBody, SizeEra};
 
 #[cfg(test)]
 mod tests;

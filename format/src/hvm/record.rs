@@ -3,43 +3,60 @@
 
 use std::fmt;
 
+use binrw::Endian;
+
 use super::fields::{Field, FieldSource};
 use super::layouts::*;
+use crate::bytes;
 
 /// `struct hvm_save_descriptor` type codes, with Xen's names.
 pub mod code {
-    pub const END: u16 = 0;
+    /// `HVM_SAVE_CODE(END)`.
+    pub(crate) const END: u16 = 0;
+    /// `HVM_SAVE_CODE(HEADER)`.
     pub const HEADER: u16 = 1;
+    /// `HVM_SAVE_CODE(CPU)`.
     pub const CPU: u16 = 2;
+    /// `HVM_SAVE_CODE(PIC)`.
     pub const PIC: u16 = 3;
+    /// `HVM_SAVE_CODE(IOAPIC)`.
     pub const IOAPIC: u16 = 4;
+    /// `HVM_SAVE_CODE(LAPIC)`.
     pub const LAPIC: u16 = 5;
+    /// `HVM_SAVE_CODE(LAPIC_REGS)`.
     pub const LAPIC_REGS: u16 = 6;
+    /// `HVM_SAVE_CODE(PCI_IRQ)`.
     pub const PCI_IRQ: u16 = 7;
+    /// `HVM_SAVE_CODE(ISA_IRQ)`.
     pub const ISA_IRQ: u16 = 8;
+    /// `HVM_SAVE_CODE(PCI_LINK)`.
     pub const PCI_LINK: u16 = 9;
+    /// `HVM_SAVE_CODE(PIT)`.
     pub const PIT: u16 = 10;
+    /// `HVM_SAVE_CODE(RTC)`.
     pub const RTC: u16 = 11;
+    /// `HVM_SAVE_CODE(HPET)`.
     pub const HPET: u16 = 12;
+    /// `HVM_SAVE_CODE(PMTIMER)`.
     pub const PMTIMER: u16 = 13;
     /// 3.3 on.
-    pub const MTRR: u16 = 14;
+    pub(crate) const MTRR: u16 = 14;
     /// `VIRIDIAN` from 3.4, renamed `VIRIDIAN_DOMAIN` in 4.2.
-    pub const VIRIDIAN_DOMAIN: u16 = 15;
+    pub(crate) const VIRIDIAN_DOMAIN: u16 = 15;
     /// 4.1 on, variable length.
-    pub const CPU_XSAVE: u16 = 16;
+    pub(crate) const CPU_XSAVE: u16 = 16;
     /// 4.2 on.
-    pub const VIRIDIAN_VCPU: u16 = 17;
+    pub(crate) const VIRIDIAN_VCPU: u16 = 17;
     /// 4.2 on.
-    pub const VMCE_VCPU: u16 = 18;
+    pub(crate) const VMCE_VCPU: u16 = 18;
     /// 4.3 on.
-    pub const TSC_ADJUST: u16 = 19;
+    pub(crate) const TSC_ADJUST: u16 = 19;
     /// 4.5 on, variable length.
-    pub const CPU_MSR: u16 = 20;
+    pub(crate) const CPU_MSR: u16 = 20;
     /// `HVM_SAVE_CODE_MAX` of the seed (`e2a44bc7a4`).
-    pub const SEED_MAX: u16 = 13;
+    pub(crate) const SEED_MAX: u16 = 13;
     /// `HVM_SAVE_CODE_MAX` of current Xen.
-    pub const CURRENT_MAX: u16 = 20;
+    pub(crate) const CURRENT_MAX: u16 = 20;
 }
 
 /// Xen's name for a type code (`"LAPIC_REGS"`), or `None` for codes no Xen
@@ -72,7 +89,7 @@ pub fn type_name(typecode: u16) -> Option<&'static str> {
 }
 
 /// True for types saved once per vCPU (instance = vcpu_id).
-pub fn is_per_vcpu(typecode: u16) -> bool {
+pub(crate) fn is_per_vcpu(typecode: u16) -> bool {
     matches!(
         typecode,
         code::CPU
@@ -90,6 +107,7 @@ pub fn is_per_vcpu(typecode: u16) -> bool {
 /// A point in Xen's history at which some record size changed, in order.
 /// Sizes are those of x86_64 Xen unless a [`SizeEra`] note says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[non_exhaustive]
 pub enum Era {
     /// The seed, `e2a44bc7a4` (April 2007).
     Seed2007,
@@ -97,19 +115,33 @@ pub enum Era {
     /// in which records changed one commit at a time; both the old and the
     /// new size of a record occur in it.
     Xen31Dev,
+    /// Xen 3.1.
     Xen3_1,
+    /// Xen 3.3.
     Xen3_3,
+    /// Xen 3.4.
     Xen3_4,
+    /// Xen 4.0.
     Xen4_0,
+    /// Xen 4.1.
     Xen4_1,
+    /// Xen 4.2.
     Xen4_2,
+    /// Xen 4.3.
     Xen4_3,
+    /// Xen 4.5.
     Xen4_5,
+    /// Xen 4.6.
     Xen4_6,
+    /// Xen 4.7.
     Xen4_7,
+    /// Xen 4.10.
     Xen4_10,
+    /// Xen 4.13.
     Xen4_13,
+    /// Xen 4.14.
     Xen4_14,
+    /// Xen 4.21.
     Xen4_21,
 }
 
@@ -141,7 +173,9 @@ impl fmt::Display for Era {
 /// From docs/format.md §5.3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SizeEra {
+    /// The first release that wrote this size.
     pub since: Era,
+    /// The first release that no longer did; `None` while current.
     pub until: Option<Era>,
     /// Qualification, e.g. "32-bit Xen only".
     pub note: &'static str,
@@ -228,40 +262,71 @@ pub fn size_eras(typecode: u16, len: usize) -> &'static [SizeEra] {
 /// a known layout, raw otherwise. Decoding never fails: anything unknown,
 /// damaged or of an unlisted size is [`RecordBody::Raw`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordBody {
     /// END with length 0.
     End,
+    /// A [`Header`] record.
     Header(Header),
+    /// A [`CpuSeed`] record.
     CpuSeed(Box<CpuSeed>),
+    /// A [`CpuCompat`] record.
     CpuCompat(Box<CpuCompat>),
+    /// A [`Cpu`] record.
     Cpu(Box<Cpu>),
+    /// A [`Pic`] record.
     Pic(Pic),
+    /// A [`Ioapic`] record.
     Ioapic(Box<Ioapic>),
+    /// A [`LapicSeed`] record.
     LapicSeed(LapicSeed),
+    /// A [`LapicTdt`] record.
     LapicTdt(LapicTdt),
+    /// A [`Lapic`] record.
     Lapic(Lapic),
+    /// A [`LapicRegs`] record.
     LapicRegs(Box<LapicRegs>),
+    /// A [`PciIrq`] record.
     PciIrq(PciIrq),
+    /// A [`IsaIrq`] record.
     IsaIrq(IsaIrq),
+    /// A [`PciLinkSeed`] record.
     PciLinkSeed(PciLinkSeed),
+    /// A [`PciLink`] record.
     PciLink(PciLink),
+    /// A [`PitSeed`] record.
     PitSeed(PitSeed),
+    /// A [`Pit`] record.
     Pit(Pit),
+    /// A [`RtcSeed`] record.
     RtcSeed(RtcSeed),
+    /// A [`RtcPadded`] record.
     RtcPadded(RtcPadded),
+    /// A [`Rtc`] record.
     Rtc(Rtc),
+    /// A [`Hpet`] record.
     Hpet(Box<Hpet>),
+    /// A [`PmTimer`] record.
     PmTimer(PmTimer),
+    /// A [`Mtrr`] record.
     Mtrr(Box<Mtrr>),
+    /// A [`ViridianDomain`] record.
     ViridianDomain(ViridianDomain),
+    /// A [`CpuXsave`] record.
     CpuXsave(CpuXsave),
+    /// A [`ViridianVcpu`] record.
     ViridianVcpu(Box<ViridianVcpu>),
+    /// A [`VmceVcpu`] record.
     VmceVcpu(VmceVcpu),
+    /// A [`TscAdjust`] record.
     TscAdjust(TscAdjust),
+    /// A [`CpuMsr`] record.
     CpuMsr(CpuMsr),
     /// Unknown type, or a known type with a length no known layout has.
     Raw {
+        /// The descriptor's type code.
         typecode: u16,
+        /// The payload as found.
         payload: Vec<u8>,
     },
 }
@@ -270,22 +335,16 @@ fn read<T>(b: &[u8]) -> Option<T>
 where
     T: for<'a> binrw::BinRead<Args<'a> = ()>,
 {
-    let mut c = std::io::Cursor::new(b);
-    let v = T::read_le(&mut c).ok()?;
+    let (v, used) = bytes::decode(b, Endian::Little).ok()?;
     // Only exact lengths reach here; a short read would be a layout bug.
-    (c.position() as usize == b.len()).then_some(v)
+    (used == b.len()).then_some(v)
 }
 
 fn write<T>(v: &T, out: &mut Vec<u8>)
 where
     T: for<'a> binrw::BinWrite<Args<'a> = ()>,
 {
-    let mut c = std::io::Cursor::new(std::mem::take(out));
-    c.set_position(c.get_ref().len() as u64);
-    // Writing into a Vec cannot fail.
-    v.write_le(&mut c)
-        .expect("writing to a Vec<u8> cannot fail");
-    *out = c.into_inner();
+    bytes::encode(v, Endian::Little, out);
 }
 
 impl RecordBody {
@@ -371,14 +430,14 @@ impl RecordBody {
     }
 
     /// The payload bytes.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::new();
         self.encode_into(&mut v);
         v
     }
 
     /// The descriptor type code this body is written with.
-    pub fn typecode(&self) -> u16 {
+    pub(crate) fn typecode(&self) -> u16 {
         use RecordBody as R;
         match self {
             R::End => code::END,
@@ -511,12 +570,13 @@ impl RecordBody {
 pub struct HvmRecord {
     /// vcpu_id for per-vCPU types, 0/1 for PIC, 0 otherwise.
     pub instance: u16,
+    /// The payload, typed where (typecode, length) names a layout.
     pub body: RecordBody,
 }
 
 impl HvmRecord {
     /// A record of the given instance.
-    pub fn new(instance: u16, body: RecordBody) -> Self {
+    pub(crate) fn new(instance: u16, body: RecordBody) -> Self {
         HvmRecord { instance, body }
     }
 

@@ -8,9 +8,7 @@
 //! CPU record is assembled from both. Every change is reported as a note;
 //! what has no translation is an error, never dropped.
 
-use std::io::Cursor;
-
-use binrw::{BinRead, BinWrite};
+use binrw::{BinRead, BinWrite, Endian};
 
 use super::layouts::{
     Cpu, CpuCommon, CpuSeed, Lapic, LapicSeed, LapicTdt, PendingEvent, Pit, PitSeed, Rtc,
@@ -19,6 +17,7 @@ use super::layouts::{
 use super::load::{check_current_load, CurrentLoadOptions};
 use super::record::{code, type_name};
 use super::{HvmBlob, OwnedRecord};
+use crate::bytes;
 use crate::diag::Severity;
 use crate::diag::{Context, Error, Result};
 use crate::vcpu::VcpuContext;
@@ -36,21 +35,22 @@ pub struct Translation {
 }
 
 fn encode<T: for<'a> BinWrite<Args<'a> = ()>>(v: &T) -> Vec<u8> {
-    let mut c = Cursor::new(Vec::new());
-    // Writing a fixed-layout struct to a Vec cannot fail.
-    let _ = v.write_le(&mut c);
-    c.into_inner()
+    let mut out = Vec::new();
+    bytes::encode(v, Endian::Little, &mut out);
+    out
 }
 
 fn decode<T: for<'a> BinRead<Args<'a> = ()>>(b: &[u8], at: u64, what: &'static str) -> Result<T> {
-    T::read_le(&mut Cursor::new(b)).map_err(|e| {
-        Error::invalid(
-            at,
-            Context::root().field("hvm blob").field(what),
-            format!("a decodable {what} record"),
-            e.to_string(),
-        )
-    })
+    bytes::decode(b, Endian::Little)
+        .map(|(v, _)| v)
+        .map_err(|e| {
+            Error::invalid(
+                at,
+                Context::root().field("hvm blob").field(what),
+                format!("a decodable {what} record"),
+                e.to_string(),
+            )
+        })
 }
 
 /// The 1032-byte CPU record of vCPU `instance` from the seed's 320-byte

@@ -7,11 +7,12 @@
 
 use std::io::Read;
 
+use crate::bytes::{le, read_full};
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::envelope::LIBVIRT_LIBXL_MAGIC;
 
 /// Largest domain XML accepted (libvirt itself caps XML at 10 MiB).
-pub const MAX_XML_LEN: u32 = 10 << 20;
+pub(crate) const MAX_XML_LEN: u32 = 10 << 20;
 
 /// The libvirt libxl driver's save header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,10 +27,10 @@ pub struct LibvirtHeader {
 
 impl LibvirtHeader {
     /// Size of the fixed part.
-    pub const FIXED_SIZE: usize = 64;
+    pub(crate) const FIXED_SIZE: usize = 64;
 
     /// Bytes of the whole header; the libxl stream starts here.
-    pub fn encoded_len(&self) -> u64 {
+    pub(crate) fn encoded_len(&self) -> u64 {
         Self::FIXED_SIZE as u64 + self.xml.len() as u64
     }
 
@@ -44,14 +45,12 @@ impl LibvirtHeader {
     pub fn read<R: Read>(r: &mut R, total_len: Option<u64>) -> Result<Self> {
         let ctx = Context::root().field("libvirt header");
         let mut b = [0u8; Self::FIXED_SIZE];
-        let mut got = 0;
-        while got < b.len() {
-            match r.read(&mut b[got..]) {
-                Ok(0) => return Err(Error::truncated(got as u64, ctx, (b.len() - got) as u64, 0)),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::new(got as u64, ctx, ErrorKind::Io(e))),
+        match read_full(r, &mut b) {
+            Ok(got) if got < b.len() => {
+                return Err(Error::truncated(got as u64, ctx, (b.len() - got) as u64, 0))
             }
+            Ok(_) => {}
+            Err(e) => return Err(Error::new(e.got as u64, ctx, ErrorKind::Io(e.error))),
         }
         if &b[..16] != LIBVIRT_LIBXL_MAGIC {
             return Err(Error::invalid(
@@ -61,7 +60,8 @@ impl LibvirtHeader {
                 crate::envelope::escape_bytes(&b[..16]),
             ));
         }
-        let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        // Offsets below are inside the fixed header just read in full.
+        let word = |i: usize| le::<u32>(&b, i).unwrap_or_default();
         let version = word(16);
         if !(1..=2).contains(&version) {
             return Err(Error::invalid(

@@ -3,13 +3,14 @@
 //! pfns and libxl's `DeviceModelRecord0002`.
 //!
 //! Reading is the seed grammar parameterised by a
-//! [`Layout`](crate::stream::Layout) (`stream::SliceReader::with_layout`,
+//! [`crate::stream::Layout`] (`stream::SliceReader::with_layout`,
 //! `stream::Reader::with_layout`, `next_element`); this writer is its mirror
 //! and refuses elements the layout does not allow at that point, so that
 //! what it writes reads back element for element and byte for byte.
 
 use std::io::{IoSlice, Write};
 
+use crate::bytes::le;
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{PfnEntry, WordSize, MAX_BATCH, PAGE_SIZE};
 use crate::stream::Dialect;
@@ -176,7 +177,7 @@ impl<W: Write> Writer<W> {
         iov.push(IoSlice::new(&head));
         iov.extend(pages.iter().map(|p| IoSlice::new(p)));
         let total = head.len() as u64 + (pages.len() * PAGE_SIZE) as u64;
-        let res = crate::v2::writer::write_all_vectored(&mut self.out, &mut iov);
+        let res = crate::bytes::write_all_vectored(&mut self.out, &mut iov);
         drop(iov);
         self.scratch = head;
         res.map_err(|e| Error::new(self.pos, Context::root().field("batch"), ErrorKind::Io(e)))?;
@@ -238,7 +239,7 @@ impl<W: Write> Writer<W> {
                 .get(4..)
                 .unwrap_or_default()
                 .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")).count_ones())
+                .map(|c| le::<u64>(c, 0).unwrap_or_default().count_ones())
                 .sum();
         }
         self.put(&probe[..4 + payload.len()], || {

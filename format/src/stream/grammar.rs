@@ -5,6 +5,7 @@
 //! to a reused buffer. The readers then turn the spans into borrowed items.
 
 use super::Dialect;
+use crate::bytes::{le, Int};
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{WordSize, LTAB_MASK, MAX_BATCH, PAGE_SIZE};
 
@@ -102,8 +103,20 @@ pub(crate) trait Input {
     fn position(&self) -> u64;
     /// Start a new item: bulk spans of the previous item may be discarded.
     fn begin_item(&mut self);
+    /// Read exactly `out.len()` bytes for a scalar field.
+    fn scalar_into(&mut self, out: &mut [u8], ctx: &dyn Fn() -> Context) -> Result<()>;
     /// Read exactly `N` bytes for a scalar field.
-    fn scalar<const N: usize>(&mut self, ctx: &dyn Fn() -> Context) -> Result<[u8; N]>;
+    fn scalar<const N: usize>(&mut self, ctx: &dyn Fn() -> Context) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        self.scalar_into(&mut out, ctx)?;
+        Ok(out)
+    }
+    /// Read a little-endian integer field.
+    fn le<T: Int>(&mut self, ctx: &dyn Fn() -> Context) -> Result<T> {
+        let mut raw = T::Raw::default();
+        self.scalar_into(raw.as_mut(), ctx)?;
+        Ok(T::from_le_raw(raw))
+    }
     /// Take `len` bytes as one span. Must fail without allocating more than
     /// the input actually provides.
     fn bulk(&mut self, len: u64, what: &'static str, ctx: &dyn Fn() -> Context) -> Result<Span>;
@@ -221,7 +234,7 @@ impl Grammar {
         self.layout
     }
 
-    pub fn word(&self) -> WordSize {
+    pub(crate) fn word(&self) -> WordSize {
         self.word
     }
 
@@ -246,9 +259,7 @@ impl Grammar {
                 let mut pfns = [0u64; 3];
                 for (i, p) in pfns.iter_mut().enumerate() {
                     let name = ["ioreq_pfn", "bufioreq_pfn", "store_pfn"][i];
-                    *p = u64::from_le_bytes(
-                        input.scalar(&|| Context::root().field("magic pfns").field(name))?,
-                    );
+                    *p = input.le(&|| Context::root().field("magic pfns").field(name))?;
                 }
                 self.state = match self.layout.dialect {
                     Dialect::Apr2007VcpuMap if self.vcpus_from_map > 0 => State::BareVcpus {
@@ -261,8 +272,7 @@ impl Grammar {
                 RawItem::MagicPfns { offset, pfns }
             }
             State::VcpuCount => {
-                let count =
-                    u32::from_le_bytes(input.scalar(&|| Context::root().field("nr_vcpus"))?);
+                let count: u32 = input.le(&|| Context::root().field("nr_vcpus"))?;
                 // Every era bounds vCPU ids below 4096 (VCPU_INFO's
                 // max_vcpu_id); a larger count is damage here, not a
                 // misread record thousands of bytes on.
@@ -300,9 +310,7 @@ impl Grammar {
                 }
             }
             State::SharedInfoFrame => {
-                let value = u32::from_le_bytes(
-                    input.scalar(&|| Context::root().field("shared_info_frame"))?,
-                );
+                let value: u32 = input.le(&|| Context::root().field("shared_info_frame"))?;
                 self.state = if self.layout.device_model {
                     State::DeviceModel
                 } else {
@@ -321,7 +329,7 @@ impl Grammar {
                         crate::envelope::escape_bytes(&sig),
                     ));
                 }
-                let len = u32::from_le_bytes(input.scalar(&|| ctx().field("length"))?);
+                let len: u32 = input.le(&|| ctx().field("length"))?;
                 let bytes =
                     input.bulk(len as u64, "device model state", &|| ctx().field("data"))?;
                 self.state = State::Done;
@@ -329,7 +337,7 @@ impl Grammar {
             }
             State::Vcpus { next, count } => {
                 let ctx = || Context::root().index("vcpu", next as u64).field("size");
-                let size = u32::from_le_bytes(input.scalar(&ctx)?);
+                let size: u32 = input.le(&ctx)?;
                 let ctx = || Context::root().index("vcpu", next as u64).field("context");
                 let bytes = input.bulk(size as u64, "vcpu context", &ctx)?;
                 self.state = if next + 1 == count {
@@ -347,9 +355,7 @@ impl Grammar {
                 }
             }
             State::HvmBlob => {
-                let len = u32::from_le_bytes(
-                    input.scalar(&|| Context::root().field("hvm blob").field("length"))?,
-                );
+                let len: u32 = input.le(&|| Context::root().field("hvm blob").field("length"))?;
                 // A length beyond a known end is the length field's fault:
                 // say so at the field, not at the blob's first byte.
                 if let Some(left) = input.remaining().filter(|&left| u64::from(len) > left) {
@@ -431,15 +437,15 @@ impl Grammar {
 
     fn read_word<I: Input>(&self, input: &mut I, ctx: &dyn Fn() -> Context) -> Result<u64> {
         Ok(match self.word {
-            WordSize::W64 => u64::from_le_bytes(input.scalar::<8>(ctx)?),
-            WordSize::W32 => u32::from_le_bytes(input.scalar::<4>(ctx)?) as u64,
+            WordSize::W64 => input.le::<u64>(ctx)?,
+            WordSize::W32 => u64::from(input.le::<u32>(ctx)?),
         })
     }
 
     fn chunk<I: Input>(&mut self, input: &mut I, offset: u64) -> Result<RawItem> {
         let index = self.batches;
         let ctx = || Context::root().index("batch", index).field("count");
-        let count = i32::from_le_bytes(input.scalar(&ctx)?);
+        let count: i32 = input.le(&ctx)?;
         match count {
             0 => {
                 self.state = self.after_terminator();
@@ -511,12 +517,8 @@ impl Grammar {
             Some(ChunkPayload::Fixed(n)) => input.bulk(n as u64, "chunk payload", &ctx)?,
             Some(ChunkPayload::VcpuInfo) => {
                 let head = input.bulk(4, "VCPU_INFO max_vcpu_id", &ctx)?;
-                let max_id = u32::from_le_bytes(
-                    input
-                        .bytes(head)
-                        .try_into()
-                        .map_err(|_| Error::truncated(start, ctx(), 4, 0))?,
-                );
+                let max_id: u32 =
+                    le(input.bytes(head), 0).ok_or_else(|| Error::truncated(start, ctx(), 4, 0))?;
                 if max_id > 4095 {
                     return Err(Error::invalid(
                         start,
@@ -530,7 +532,7 @@ impl Grammar {
                 self.vcpus_from_map = input
                     .bytes(map)
                     .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")).count_ones())
+                    .map(|c| le::<u64>(c, 0).unwrap_or_default().count_ones())
                     .sum();
                 Span {
                     start: head.start,
@@ -549,12 +551,8 @@ impl Grammar {
             }
             Some(ChunkPayload::U32Length) => {
                 let head = input.bulk(4, "chunk length", &ctx)?;
-                let len = u32::from_le_bytes(
-                    input
-                        .bytes(head)
-                        .try_into()
-                        .map_err(|_| Error::truncated(start, ctx(), 4, 0))?,
-                );
+                let len: u32 =
+                    le(input.bytes(head), 0).ok_or_else(|| Error::truncated(start, ctx(), 4, 0))?;
                 let body = input.bulk(len as u64, "chunk payload", &ctx)?;
                 Span {
                     start: head.start,

@@ -1,21 +1,38 @@
 //! The items a stream is made of, borrowed from the reader's buffer or the
 //! input slice.
 
+use crate::bytes::le;
 use crate::pfn::{PfnEntry, WordSize, PAGE_SIZE};
 
 /// One element of the stream grammar, with the file offset it starts at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Item<'a> {
     /// The leading `max_pfn` word (inclusive highest pfn).
-    MaxPfn { offset: u64, value: u64 },
+    MaxPfn {
+        /// File offset of the word.
+        offset: u64,
+        /// The highest pfn.
+        value: u64,
+    },
     /// A batch of pfn entries and their pages.
     Batch(Batch<'a>),
     /// The `-1` chunk: what follows is the verify resend.
-    VerifyMarker { offset: u64 },
+    VerifyMarker {
+        /// File offset of the chunk.
+        offset: u64,
+    },
     /// The `0` chunk that ends the page section.
-    End { offset: u64 },
+    End {
+        /// File offset of the chunk.
+        offset: u64,
+    },
     /// `nr_vcpus`: how many vCPU records follow.
-    VcpuCount { offset: u64, count: u32 },
+    VcpuCount {
+        /// File offset of the count.
+        offset: u64,
+        /// The count.
+        count: u32,
+    },
     /// One vCPU record (`u32 size` + context bytes).
     Vcpu(VcpuRecord<'a>),
     /// The HVM context blob (`u32 len` + blob): the last item.
@@ -201,7 +218,12 @@ pub enum Element<'a> {
     /// 2007 on).
     MagicPfns(MagicPfns),
     /// The u32 `shared_info_frame` that ends Jan–Mar 2007 streams.
-    SharedInfoFrame { offset: u64, value: u32 },
+    SharedInfoFrame {
+        /// File offset of the word.
+        offset: u64,
+        /// The frame number.
+        value: u32,
+    },
     /// `DeviceModelRecord0002` + u32 length + the device model's state
     /// (libxl, Xen 4.1–4.5; the xl file of Xen ≤ 4.5), or a v2 stream's
     /// EMULATOR_CONTEXT.
@@ -209,8 +231,11 @@ pub enum Element<'a> {
     /// A migration v2 record with no legacy counterpart (viewing a v2
     /// image as elements: TSC_INFO, STATIC_DATA_END, policies, …).
     V2Record {
+        /// File offset of the item.
         offset: u64,
+        /// The v2 record type's name.
         name: &'static str,
+        /// Body length in bytes.
         len: u64,
     },
 }
@@ -272,9 +297,7 @@ impl Chunk<'_> {
         if chunk_hvm_param(self.id).is_none() || self.payload.len() != 12 {
             return None;
         }
-        Some(u64::from_le_bytes(
-            self.payload.get(4..12)?.try_into().ok()?,
-        ))
+        le(self.payload, 4)
     }
 
     /// Encoded length: the type plus the payload.

@@ -16,7 +16,7 @@
 //! is little-endian and unaligned. There is no magic, no version and no
 //! overall length: the grammar is the only framing.
 //!
-//! Two readers share one grammar ([`grammar`]): [`Reader`] pulls from any
+//! Two readers share one grammar (the `grammar` module): [`Reader`] pulls from any
 //! `Read` (pipes, sockets) holding at most one item in a reused buffer, and
 //! [`SliceReader`] walks a byte slice (an mmap'd file) and lends items that
 //! borrow from it without copying. [`Writer`] mirrors them and refuses items

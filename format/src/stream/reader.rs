@@ -1,9 +1,10 @@
 //! The two readers: zero-copy over a slice, buffered over any `Read`.
 
-use std::io::{ErrorKind as IoKind, Read};
+use std::io::Read;
 
 use super::grammar::{oversized, Grammar, Input, Layout, RawItem, Span};
 use super::item::{Batch, Chunk, DeviceModel, Element, HvmBlob, Item, MagicPfns, VcpuRecord};
+use crate::bytes::read_full;
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::WordSize;
 
@@ -107,17 +108,19 @@ impl Input for SliceInput<'_> {
 
     fn begin_item(&mut self) {}
 
-    fn scalar<const N: usize>(&mut self, ctx: &dyn Fn() -> Context) -> Result<[u8; N]> {
-        let rest = &self.data[self.pos..];
-        match rest.get(..N) {
+    fn scalar_into(&mut self, out: &mut [u8], ctx: &dyn Fn() -> Context) -> Result<()> {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let n = out.len();
+        match rest.get(..n) {
             Some(b) => {
-                self.pos += N;
-                Ok(b.try_into().expect("N bytes"))
+                out.copy_from_slice(b);
+                self.pos += n;
+                Ok(())
             }
             None => Err(Error::truncated(
                 self.position(),
                 ctx(),
-                N as u64,
+                n as u64,
                 rest.len() as u64,
             )),
         }
@@ -161,7 +164,7 @@ impl<'a> SliceReader<'a> {
     }
 
     /// A reader for another legacy dialect's layout.
-    pub fn with_layout(data: &'a [u8], word: WordSize, base: u64, layout: Layout) -> Self {
+    pub(crate) fn with_layout(data: &'a [u8], word: WordSize, base: u64, layout: Layout) -> Self {
         SliceReader {
             input: SliceInput { data, pos: 0, base },
             grammar: Grammar::new(word, layout),
@@ -239,19 +242,7 @@ struct ReadInput<R> {
 impl<R: Read> ReadInput<R> {
     /// Fill `dst` completely; on a short read report how much arrived.
     fn fill(&mut self, dst_start: usize, len: usize) -> std::io::Result<usize> {
-        let mut got = 0;
-        while got < len {
-            match self
-                .inner
-                .read(&mut self.buf[dst_start + got..dst_start + len])
-            {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == IoKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(got)
+        read_full(&mut self.inner, &mut self.buf[dst_start..dst_start + len]).map_err(|e| e.error)
     }
 }
 
@@ -264,19 +255,16 @@ impl<R: Read> Input for ReadInput<R> {
         self.buf.clear();
     }
 
-    fn scalar<const N: usize>(&mut self, ctx: &dyn Fn() -> Context) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        let mut got = 0;
-        while got < N {
-            match self.inner.read(&mut out[got..]) {
-                Ok(0) => return Err(Error::truncated(self.pos, ctx(), N as u64, got as u64)),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == IoKind::Interrupted => {}
-                Err(e) => return Err(Error::new(self.pos, ctx(), ErrorKind::Io(e))),
+    fn scalar_into(&mut self, out: &mut [u8], ctx: &dyn Fn() -> Context) -> Result<()> {
+        let n = out.len();
+        match read_full(&mut self.inner, out) {
+            Ok(got) if got < n => Err(Error::truncated(self.pos, ctx(), n as u64, got as u64)),
+            Ok(_) => {
+                self.pos += n as u64;
+                Ok(())
             }
+            Err(e) => Err(Error::new(self.pos, ctx(), ErrorKind::Io(e.error))),
         }
-        self.pos += N as u64;
-        Ok(out)
     }
 
     fn bulk(&mut self, len: u64, what: &'static str, ctx: &dyn Fn() -> Context) -> Result<Span> {
@@ -333,7 +321,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// A reader for another legacy dialect's layout.
-    pub fn with_layout(inner: R, word: WordSize, base: u64, layout: Layout) -> Self {
+    pub(crate) fn with_layout(inner: R, word: WordSize, base: u64, layout: Layout) -> Self {
         Reader {
             input: ReadInput {
                 inner,
@@ -361,7 +349,7 @@ impl<R: Read> Reader<R> {
     /// Declare the file offset where the input ends (a regular file's
     /// length), so a length past it is refused at once as oversized, as the
     /// slice reader does, instead of being read until the input runs out.
-    pub fn with_end(mut self, end: u64) -> Self {
+    pub(crate) fn with_end(mut self, end: u64) -> Self {
         self.input.end = Some(end);
         self
     }

@@ -3,6 +3,7 @@
 use std::io::{IoSlice, Write};
 
 use super::item::Item;
+use crate::bytes::write_all_vectored;
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::{PfnEntry, WordSize, MAX_BATCH, PAGE_SIZE};
 
@@ -280,25 +281,6 @@ impl<W: Write> Writer<W> {
     pub fn into_inner(self) -> W {
         self.out
     }
-}
-
-/// `Write::write_all_vectored` is not stable: loop over partial writes.
-fn write_all_vectored<W: Write>(out: &mut W, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match out.write_vectored(bufs) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    "failed to write whole batch",
-                ))
-            }
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

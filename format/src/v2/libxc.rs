@@ -6,10 +6,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Cursor;
 
-use binrw::{BinRead, BinWrite};
+use binrw::{BinRead, BinWrite, Endian};
 
+use crate::bytes::{self, le};
 use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 use crate::pfn::{Pfn, PfnEntry, PfnType, LTAB_MASK, PAGE_SIZE};
 
@@ -18,16 +18,19 @@ fn decode<T>(bytes: &[u8], big: bool, offset: u64, ctx: &Context) -> Result<T>
 where
     T: for<'a> BinRead<Args<'a> = ()>,
 {
-    let mut c = Cursor::new(bytes);
-    let r = if big {
-        T::read_be(&mut c)
-    } else {
-        T::read_le(&mut c)
-    };
-    r.map_err(|e| Error::invalid(offset, ctx.clone(), "a decodable structure", e.to_string()))
+    bytes::decode(bytes, endian(big))
+        .map(|(v, _)| v)
+        .map_err(|e| Error::invalid(offset, ctx.clone(), "a decodable structure", e.to_string()))
 }
 
-/// Append a fixed-layout struct.
+fn endian(big: bool) -> Endian {
+    if big {
+        Endian::Big
+    } else {
+        Endian::Little
+    }
+}
+
 /// Decode a fixed-size header of `size` bytes at the start of `bytes`; a
 /// short input is a truncation of `what`.
 fn decode_fixed<T>(
@@ -68,35 +71,7 @@ fn encode<T>(v: &T, big: bool, out: &mut Vec<u8>)
 where
     T: for<'a> BinWrite<Args<'a> = ()>,
 {
-    let start = out.len();
-    let mut c = Cursor::new(std::mem::take(out));
-    c.set_position(start as u64);
-    let r = if big {
-        v.write_be(&mut c)
-    } else {
-        v.write_le(&mut c)
-    };
-    // Writing plain integers into a Vec cannot fail.
-    debug_assert!(r.is_ok());
-    *out = c.into_inner();
-}
-
-/// Read a little-endian u32 at `at` of a slice the caller has length-checked.
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-/// Read a little-endian u64 at `at` of a slice the caller has length-checked.
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
+    bytes::encode(v, endian(big), out);
 }
 
 // ---------------------------------------------------------------------------
@@ -129,9 +104,9 @@ impl ImageHeader {
     /// `IHDR_IDENT`, "XENF".
     pub const ID: u32 = 0x5845_4E46;
     /// Options bit 0: the rest of the stream is big-endian.
-    pub const OPT_BIG_ENDIAN: u16 = 1;
+    pub(crate) const OPT_BIG_ENDIAN: u16 = 1;
     /// Options bits that must be zero.
-    pub const OPT_RESERVED_MASK: u16 = 0xFFFE;
+    pub(crate) const OPT_RESERVED_MASK: u16 = 0xFFFE;
 
     /// A little-endian header of the given version (2 or 3).
     pub fn new(version: u32) -> Self {
@@ -146,7 +121,7 @@ impl ImageHeader {
     }
 
     /// True when options bit 0 says the stream body is big-endian.
-    pub fn is_big_endian(&self) -> bool {
+    pub(crate) fn is_big_endian(&self) -> bool {
         self.options & Self::OPT_BIG_ENDIAN != 0
     }
 
@@ -162,7 +137,7 @@ impl ImageHeader {
 
     /// The structural facts a reader cannot work without: marker, id, a
     /// version it understands and little-endian byte order.
-    pub fn check_readable(&self, offset: u64) -> Result<()> {
+    pub(crate) fn check_readable(&self, offset: u64) -> Result<()> {
         let ctx = Context::root().field("image header");
         if self.marker != Self::MARKER {
             return Err(Error::invalid(
@@ -202,6 +177,7 @@ impl ImageHeader {
 
 /// Domain type of the domain header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DomainType {
     /// 1: x86 PV.
     X86Pv,
@@ -222,7 +198,7 @@ impl DomainType {
     }
 
     /// From the wire value.
-    pub fn from_raw(v: u32) -> Self {
+    pub(crate) fn from_raw(v: u32) -> Self {
         match v {
             1 => DomainType::X86Pv,
             2 => DomainType::X86Hvm,
@@ -263,7 +239,7 @@ impl DomainHeader {
     }
 
     /// The domain type.
-    pub fn kind(&self) -> DomainType {
+    pub(crate) fn kind(&self) -> DomainType {
         DomainType::from_raw(self.domain_type)
     }
 
@@ -286,31 +262,39 @@ impl DomainHeader {
 pub struct RecordType(pub u32);
 
 impl RecordType {
-    pub const END: Self = Self(0x00);
-    pub const PAGE_DATA: Self = Self(0x01);
-    pub const X86_PV_INFO: Self = Self(0x02);
-    pub const X86_PV_P2M_FRAMES: Self = Self(0x03);
-    pub const X86_PV_VCPU_BASIC: Self = Self(0x04);
-    pub const X86_PV_VCPU_EXTENDED: Self = Self(0x05);
-    pub const X86_PV_VCPU_XSAVE: Self = Self(0x06);
-    pub const SHARED_INFO: Self = Self(0x07);
-    pub const X86_TSC_INFO: Self = Self(0x08);
-    pub const HVM_CONTEXT: Self = Self(0x09);
-    pub const HVM_PARAMS: Self = Self(0x0A);
-    pub const TOOLSTACK: Self = Self(0x0B);
-    pub const X86_PV_VCPU_MSRS: Self = Self(0x0C);
-    pub const VERIFY: Self = Self(0x0D);
-    pub const CHECKPOINT: Self = Self(0x0E);
-    pub const CHECKPOINT_DIRTY_PFN_LIST: Self = Self(0x0F);
-    pub const STATIC_DATA_END: Self = Self(0x10);
-    pub const X86_CPUID_POLICY: Self = Self(0x11);
-    pub const X86_MSR_POLICY: Self = Self(0x12);
+    /// `REC_TYPE_END`.
+    pub(crate) const END: Self = Self(0x00);
+    /// `REC_TYPE_PAGE_DATA`.
+    pub(crate) const PAGE_DATA: Self = Self(0x01);
+    pub(crate) const X86_PV_INFO: Self = Self(0x02);
+    pub(crate) const X86_PV_P2M_FRAMES: Self = Self(0x03);
+    pub(crate) const X86_PV_VCPU_BASIC: Self = Self(0x04);
+    pub(crate) const X86_PV_VCPU_EXTENDED: Self = Self(0x05);
+    pub(crate) const X86_PV_VCPU_XSAVE: Self = Self(0x06);
+    pub(crate) const SHARED_INFO: Self = Self(0x07);
+    /// `REC_TYPE_X86_TSC_INFO`.
+    pub(crate) const X86_TSC_INFO: Self = Self(0x08);
+    /// `REC_TYPE_HVM_CONTEXT`.
+    pub(crate) const HVM_CONTEXT: Self = Self(0x09);
+    /// `REC_TYPE_HVM_PARAMS`.
+    pub(crate) const HVM_PARAMS: Self = Self(0x0A);
+    /// `REC_TYPE_TOOLSTACK`.
+    pub(crate) const TOOLSTACK: Self = Self(0x0B);
+    pub(crate) const X86_PV_VCPU_MSRS: Self = Self(0x0C);
+    /// `REC_TYPE_VERIFY`.
+    pub(crate) const VERIFY: Self = Self(0x0D);
+    pub(crate) const CHECKPOINT: Self = Self(0x0E);
+    pub(crate) const CHECKPOINT_DIRTY_PFN_LIST: Self = Self(0x0F);
+    /// `REC_TYPE_STATIC_DATA_END`.
+    pub(crate) const STATIC_DATA_END: Self = Self(0x10);
+    pub(crate) const X86_CPUID_POLICY: Self = Self(0x11);
+    pub(crate) const X86_MSR_POLICY: Self = Self(0x12);
 
     /// Bit 31: a restorer may skip the record if it does not know it.
-    pub const OPTIONAL: u32 = 0x8000_0000;
+    pub(crate) const OPTIONAL: u32 = 0x8000_0000;
 
     /// Xen's name for the type, or `None` for a type rev. 3 does not define.
-    pub fn name(self) -> Option<&'static str> {
+    pub(crate) fn name(self) -> Option<&'static str> {
         Some(match self.0 {
             0x00 => "END",
             0x01 => "PAGE_DATA",
@@ -341,12 +325,12 @@ impl RecordType {
     }
 
     /// True when bit 31 is set.
-    pub fn is_optional(self) -> bool {
+    pub(crate) fn is_optional(self) -> bool {
         self.0 & Self::OPTIONAL != 0
     }
 
     /// The exact body length the spec requires, for fixed-size types.
-    pub fn fixed_len(self) -> Option<u32> {
+    pub(crate) fn fixed_len(self) -> Option<u32> {
         match self {
             Self::END | Self::VERIFY | Self::CHECKPOINT | Self::STATIC_DATA_END => Some(0),
             Self::X86_PV_INFO => Some(8),
@@ -376,11 +360,11 @@ pub struct PageDataEntry(pub u64);
 
 impl PageDataEntry {
     /// Bits holding the pfn.
-    pub const PFN_MASK: u64 = (1 << 52) - 1;
+    pub(crate) const PFN_MASK: u64 = (1 << 52) - 1;
     /// Bits that must be zero.
-    pub const RESERVED_MASK: u64 = ((1 << 60) - 1) & !Self::PFN_MASK;
+    pub(crate) const RESERVED_MASK: u64 = ((1 << 60) - 1) & !Self::PFN_MASK;
     /// Shift of the type nibble.
-    pub const TYPE_SHIFT: u32 = 60;
+    pub(crate) const TYPE_SHIFT: u32 = 60;
 
     /// An entry of the given type. Pfn bits above 51 are dropped.
     pub fn new(pfn: u64, kind: PfnType) -> Self {
@@ -406,32 +390,32 @@ impl PageDataEntry {
     }
 
     /// The raw word.
-    pub fn raw(self) -> u64 {
+    pub(crate) fn raw(self) -> u64 {
         self.0
     }
 
     /// The pfn.
-    pub fn pfn(self) -> Pfn {
+    pub(crate) fn pfn(self) -> Pfn {
         Pfn(self.0 & Self::PFN_MASK)
     }
 
     /// The type nibble.
-    pub fn type_nibble(self) -> u8 {
+    pub(crate) fn type_nibble(self) -> u8 {
         (self.0 >> Self::TYPE_SHIFT) as u8
     }
 
     /// The type.
-    pub fn kind(self) -> PfnType {
+    pub(crate) fn kind(self) -> PfnType {
         PfnType::from_nibble(self.type_nibble())
     }
 
     /// Reserved bits 52–59 that are set.
-    pub fn reserved_bits(self) -> u64 {
+    pub(crate) fn reserved_bits(self) -> u64 {
         self.0 & Self::RESERVED_MASK
     }
 
     /// Types 5–8 have no meaning in a v2 stream.
-    pub fn has_valid_type(self) -> bool {
+    pub(crate) fn has_valid_type(self) -> bool {
         !(5..=8).contains(&self.type_nibble())
     }
 
@@ -496,8 +480,8 @@ impl<'a> PageData<'a> {
                 body.len() as u64,
             ));
         }
-        let count = le32(body, 0);
-        let reserved = le32(body, 4);
+        let count = le::<u32>(body, 0).unwrap_or_default();
+        let reserved = le::<u32>(body, 4).unwrap_or_default();
         let pfn_bytes = u64::from(count) * 8;
         let after_header = (body.len() - 8) as u64;
         if pfn_bytes > after_header {
@@ -515,7 +499,7 @@ impl<'a> PageData<'a> {
         let entries: Vec<PageDataEntry> =
             slice_at(body, 8, pfn_end, offset + 8, || ctx.field("pfn"))?
                 .chunks_exact(8)
-                .map(|c| PageDataEntry(le64(c, 0)))
+                .map(|c| PageDataEntry(le::<u64>(c, 0).unwrap_or_default()))
                 .collect();
         let want = Self::data_pages(&entries) as u64 * PAGE_SIZE as u64;
         // Short or missing page bytes fail the length check just below.
@@ -628,11 +612,17 @@ impl HvmParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BinRead, BinWrite)]
 #[brw(little)]
 pub struct CpuidLeaf {
+    /// `xen_cpuid_leaf_t.leaf`.
     pub leaf: u32,
+    /// `xen_cpuid_leaf_t.subleaf`.
     pub subleaf: u32,
+    /// `xen_cpuid_leaf_t.a`.
     pub a: u32,
+    /// `xen_cpuid_leaf_t.b`.
     pub b: u32,
+    /// `xen_cpuid_leaf_t.c`.
     pub c: u32,
+    /// `xen_cpuid_leaf_t.d`.
     pub d: u32,
 }
 
@@ -640,16 +630,22 @@ pub struct CpuidLeaf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BinRead, BinWrite)]
 #[brw(little)]
 pub struct MsrEntry {
+    /// `xen_msr_entry_t.idx`.
     pub idx: u32,
+    /// `xen_msr_entry_t.flags`.
     pub flags: u32,
+    /// `xen_msr_entry_t.val`.
     pub val: u64,
 }
 
 /// X86_PV_P2M_FRAMES: frames of the PV guest's p2m between `start` and `end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct P2mFrames {
+    /// First pfn whose p2m frame is listed.
     pub start: u32,
+    /// Last pfn whose p2m frame is listed.
     pub end: u32,
+    /// The frame numbers.
     pub frames: Vec<u64>,
 }
 
@@ -657,9 +653,11 @@ pub struct P2mFrames {
 /// an opaque context blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PvVcpu<'a> {
+    /// The vCPU this context belongs to.
     pub vcpu_id: u32,
     /// Reserved, zero.
     pub reserved: u32,
+    /// The context bytes, opaque here.
     pub context: Cow<'a, [u8]>,
 }
 
@@ -668,32 +666,51 @@ pub struct PvVcpu<'a> {
 
 /// A typed libxc record body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordBody<'a> {
+    /// An `END` record.
     End,
+    /// A `PAGE_DATA` record.
     PageData(PageData<'a>),
+    /// A `X86_PV_INFO` record.
     X86PvInfo(X86PvInfo),
+    /// A `X86_PV_P2M_FRAMES` record.
     X86PvP2mFrames(P2mFrames),
+    /// A `X86_PV_VCPU_BASIC` record.
     X86PvVcpuBasic(PvVcpu<'a>),
+    /// A `X86_PV_VCPU_EXTENDED` record.
     X86PvVcpuExtended(PvVcpu<'a>),
+    /// A `X86_PV_VCPU_XSAVE` record.
     X86PvVcpuXsave(PvVcpu<'a>),
+    /// A `X86_PV_VCPU_MSRS` record.
     X86PvVcpuMsrs(PvVcpu<'a>),
     /// 4096 bytes of `shared_info`.
     SharedInfo(Cow<'a, [u8]>),
+    /// A `X86_TSC_INFO` record.
     X86TscInfo(TscInfo),
     /// The HVM context blob (docs/format.md §5), not parsed here.
     HvmContext(Cow<'a, [u8]>),
+    /// A `HVM_PARAMS` record.
     HvmParams(HvmParams),
     /// Deprecated libxl toolstack data, opaque.
     Toolstack(Cow<'a, [u8]>),
+    /// A `VERIFY` record.
     Verify,
+    /// A `CHECKPOINT` record.
     Checkpoint,
+    /// A `CHECKPOINT_DIRTY_PFN_LIST` record.
     CheckpointDirtyPfnList(Vec<u64>),
+    /// A `STATIC_DATA_END` record.
     StaticDataEnd,
+    /// A `X86_CPUID_POLICY` record.
     X86CpuidPolicy(Vec<CpuidLeaf>),
+    /// A `X86_MSR_POLICY` record.
     X86MsrPolicy(Vec<MsrEntry>),
     /// A type this crate does not know, kept byte for byte.
     Unknown {
+        /// The record type.
         rtype: RecordType,
+        /// The body as found.
         data: Cow<'a, [u8]>,
     },
 }
@@ -770,8 +787,8 @@ impl<'a> RecordBody<'a> {
         let pv_vcpu = |what| -> Result<PvVcpu<'a>> {
             at_least(8, what)?;
             Ok(PvVcpu {
-                vcpu_id: le32(body, 0),
-                reserved: le32(body, 4),
+                vcpu_id: le::<u32>(body, 0).unwrap_or_default(),
+                reserved: le::<u32>(body, 4).unwrap_or_default(),
                 // `at_least(8)` above: the context is the rest, maybe empty.
                 context: Cow::Borrowed(body.get(8..).unwrap_or_default()),
             })
@@ -787,14 +804,14 @@ impl<'a> RecordBody<'a> {
                 at_least(8, "X86_PV_P2M_FRAMES")?;
                 multiple_of(8, 8, "X86_PV_P2M_FRAMES")?;
                 B::X86PvP2mFrames(P2mFrames {
-                    start: le32(body, 0),
-                    end: le32(body, 4),
+                    start: le::<u32>(body, 0).unwrap_or_default(),
+                    end: le::<u32>(body, 4).unwrap_or_default(),
                     // `at_least(8)` above: the frames are the rest.
                     frames: body
                         .get(8..)
                         .unwrap_or_default()
                         .chunks_exact(8)
-                        .map(|c| le64(c, 0))
+                        .map(|c| le::<u64>(c, 0).unwrap_or_default())
                         .collect(),
                 })
             }
@@ -809,7 +826,7 @@ impl<'a> RecordBody<'a> {
             RecordType::HVM_CONTEXT => B::HvmContext(Cow::Borrowed(body)),
             RecordType::HVM_PARAMS => {
                 at_least(8, "HVM_PARAMS")?;
-                let count = u64::from(le32(body, 0));
+                let count = u64::from(le::<u32>(body, 0).unwrap_or_default());
                 let want = 8 + 16 * count;
                 if want != len {
                     return Err(Error::invalid(
@@ -825,14 +842,18 @@ impl<'a> RecordBody<'a> {
                     params.push(decode(c, false, offset, ctx)?);
                 }
                 B::HvmParams(HvmParams {
-                    reserved: le32(body, 4),
+                    reserved: le::<u32>(body, 4).unwrap_or_default(),
                     params,
                 })
             }
             RecordType::TOOLSTACK => B::Toolstack(Cow::Borrowed(body)),
             RecordType::CHECKPOINT_DIRTY_PFN_LIST => {
                 multiple_of(8, 0, "CHECKPOINT_DIRTY_PFN_LIST")?;
-                B::CheckpointDirtyPfnList(body.chunks_exact(8).map(|c| le64(c, 0)).collect())
+                B::CheckpointDirtyPfnList(
+                    body.chunks_exact(8)
+                        .map(|c| le::<u64>(c, 0).unwrap_or_default())
+                        .collect(),
+                )
             }
             RecordType::X86_CPUID_POLICY => {
                 multiple_of(24, 0, "X86_CPUID_POLICY")?;
@@ -858,7 +879,7 @@ impl<'a> RecordBody<'a> {
     }
 
     /// Length of the encoded body (without header and padding).
-    pub fn encoded_len(&self) -> u64 {
+    pub(crate) fn encoded_len(&self) -> u64 {
         use RecordBody as B;
         match self {
             B::End | B::Verify | B::Checkpoint | B::StaticDataEnd => 0,

@@ -9,12 +9,13 @@
 use std::borrow::Cow;
 use std::io::{IoSlice, Read, Write};
 
-use binrw::{BinRead, BinWrite};
+use binrw::{BinRead, BinWrite, Endian};
 
 use super::libxc::{DomainHeader, ImageHeader, RecordType};
 use super::padding_len;
 use super::reader::{Record, Source};
-use super::writer::{write_all_vectored, Writer};
+use super::writer::Writer;
+use crate::bytes::{self, le, write_all_vectored};
 use crate::diag::{Context, Error, ErrorKind, Result};
 
 /// The libxl stream header.
@@ -33,15 +34,15 @@ impl LibxlHeader {
     /// Encoded size.
     pub const SIZE: usize = 16;
     /// "LibxlFmt" as a big-endian u64.
-    pub const IDENT: u64 = 0x4C69_6278_6C46_6D74;
+    pub(crate) const IDENT: u64 = 0x4C69_6278_6C46_6D74;
     /// The only version defined.
-    pub const VERSION: u32 = 2;
+    pub(crate) const VERSION: u32 = 2;
     /// The stream is big-endian.
-    pub const OPT_BIG_ENDIAN: u32 = 1;
+    pub(crate) const OPT_BIG_ENDIAN: u32 = 1;
     /// The stream was converted from a legacy (pre-4.6) stream.
-    pub const OPT_LEGACY: u32 = 2;
+    pub(crate) const OPT_LEGACY: u32 = 2;
     /// Bits that must be zero.
-    pub const OPT_RESERVED_MASK: u32 = !3;
+    pub(crate) const OPT_RESERVED_MASK: u32 = !3;
 
     /// A little-endian header.
     pub fn new(legacy_converted: bool) -> Self {
@@ -67,7 +68,8 @@ impl LibxlHeader {
         let b = bytes.get(..Self::SIZE).ok_or_else(|| {
             Error::truncated(offset, ctx.clone(), Self::SIZE as u64, bytes.len() as u64)
         })?;
-        Self::read_be(&mut std::io::Cursor::new(b))
+        bytes::decode(b, Endian::Big)
+            .map(|(v, _)| v)
             .map_err(|e| Error::invalid(offset, ctx, "a libxl header", e.to_string()))
     }
 
@@ -81,7 +83,7 @@ impl LibxlHeader {
     }
 
     /// What a reader needs: ident, version 2, little-endian.
-    pub fn check_readable(&self, offset: u64) -> Result<()> {
+    pub(crate) fn check_readable(&self, offset: u64) -> Result<()> {
         let ctx = Context::root().field("libxl header");
         if self.ident != Self::IDENT {
             return Err(Error::invalid(
@@ -116,12 +118,17 @@ impl LibxlHeader {
 pub struct LibxlRecordType(pub u32);
 
 impl LibxlRecordType {
-    pub const END: Self = Self(0);
-    pub const LIBXC_CONTEXT: Self = Self(1);
-    pub const EMULATOR_XENSTORE_DATA: Self = Self(2);
-    pub const EMULATOR_CONTEXT: Self = Self(3);
-    pub const CHECKPOINT_END: Self = Self(4);
-    pub const CHECKPOINT_STATE: Self = Self(5);
+    /// libxl's `REC_TYPE_END`.
+    pub(crate) const END: Self = Self(0);
+    /// libxl's `REC_TYPE_LIBXC_CONTEXT`.
+    pub(crate) const LIBXC_CONTEXT: Self = Self(1);
+    /// libxl's `REC_TYPE_EMULATOR_XENSTORE_DATA`.
+    pub(crate) const EMULATOR_XENSTORE_DATA: Self = Self(2);
+    /// libxl's `REC_TYPE_EMULATOR_CONTEXT`.
+    pub(crate) const EMULATOR_CONTEXT: Self = Self(3);
+    /// libxl's `REC_TYPE_CHECKPOINT_END`.
+    pub(crate) const CHECKPOINT_END: Self = Self(4);
+    pub(crate) const CHECKPOINT_STATE: Self = Self(5);
 
     /// The spec's name, or `None` for an unknown type.
     pub fn name(self) -> Option<&'static str> {
@@ -162,7 +169,7 @@ impl EmulatorId {
     }
 
     /// From the wire value.
-    pub fn from_raw(v: u32) -> Self {
+    pub(crate) fn from_raw(v: u32) -> Self {
         match v {
             0 => EmulatorId::Unknown,
             1 => EmulatorId::QemuTraditional,
@@ -174,30 +181,42 @@ impl EmulatorId {
 
 /// A typed libxl record body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LibxlRecord<'a> {
+    /// An `END` record.
     End,
     /// Marker: a libxc image follows.
     LibxcContext,
     /// xenstore keys of the device model: `key\0value\0…`.
     EmulatorXenstoreData {
+        /// Which device model (qemu-traditional or upstream).
         emulator: EmulatorId,
+        /// The emulator's index.
         index: u32,
+        /// The body after the emulator header.
         data: Cow<'a, [u8]>,
     },
     /// The device model's saved state.
     EmulatorContext {
+        /// Which device model (qemu-traditional or upstream).
         emulator: EmulatorId,
+        /// The emulator's index.
         index: u32,
+        /// The body after the emulator header.
         data: Cow<'a, [u8]>,
     },
+    /// A `CHECKPOINT_END` record.
     CheckpointEnd,
     /// COLO checkpoint control id.
     CheckpointState {
+        /// The control id.
         control_id: u32,
     },
     /// A type this crate does not know, kept byte for byte.
     Unknown {
+        /// The record type.
         rtype: LibxlRecordType,
+        /// The body after the emulator header.
         data: Cow<'a, [u8]>,
     },
 }
@@ -273,7 +292,7 @@ impl<'a> LibxlRecord<'a> {
             Ok(r)
         };
         let header = |what: &str| -> Result<(EmulatorId, u32, &'a [u8])> {
-            let (Some(a), Some(b)) = (body.get(0..4), body.get(4..8)) else {
+            let (Some(emulator), Some(index)) = (le::<u32>(body, 0), le::<u32>(body, 4)) else {
                 return Err(Error::invalid(
                     offset.saturating_sub(4),
                     ctx.field("body_length"),
@@ -282,8 +301,8 @@ impl<'a> LibxlRecord<'a> {
                 ));
             };
             Ok((
-                EmulatorId::from_raw(u32::from_le_bytes([a[0], a[1], a[2], a[3]])),
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                EmulatorId::from_raw(emulator),
+                index,
                 // `len >= 8` checked above: the data is the rest, maybe empty.
                 body.get(8..).unwrap_or_default(),
             ))
@@ -309,7 +328,7 @@ impl<'a> LibxlRecord<'a> {
                 }
             }
             LibxlRecordType::CHECKPOINT_STATE => {
-                let Some(&[a, b, c, d]) = body.get(..).filter(|b| b.len() == 4) else {
+                let Some(control_id) = le::<u32>(body, 0).filter(|_| body.len() == 4) else {
                     return Err(Error::invalid(
                         offset.saturating_sub(4),
                         ctx.field("body_length"),
@@ -317,9 +336,7 @@ impl<'a> LibxlRecord<'a> {
                         len.to_string(),
                     ));
                 };
-                LibxlRecord::CheckpointState {
-                    control_id: u32::from_le_bytes([a, b, c, d]),
-                }
+                LibxlRecord::CheckpointState { control_id }
             }
             rtype => LibxlRecord::Unknown {
                 rtype,
@@ -393,14 +410,20 @@ impl<'a> LibxlRecord<'a> {
 pub enum LibxlItem<'a> {
     /// A libxl record (LIBXC_CONTEXT included: the libxc items follow).
     Record {
+        /// The emulator's index.
         index: u64,
+        /// File offset where it starts.
         offset: u64,
+        /// The record.
         record: LibxlRecord<'a>,
     },
     /// The headers of the libxc image after LIBXC_CONTEXT.
     LibxcHeaders {
+        /// File offset where it starts.
         offset: u64,
+        /// The libxc image header.
         image: ImageHeader,
+        /// The libxc domain header.
         domain: DomainHeader,
     },
     /// A libxc record, up to and including the libxc END.
@@ -689,15 +712,7 @@ pub fn physmap_keys(data: &[u8], word_bits: u32, at: u64) -> Result<Vec<(String,
             },
         )
     };
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
+    let (Some(version), Some(count)) = (le::<u32>(data, 0), le::<u32>(data, 4)) else {
         return Err(short(0, "header", 8));
     };
     if version != 1 {
@@ -707,9 +722,12 @@ pub fn physmap_keys(data: &[u8], word_bits: u32, at: u64) -> Result<Vec<(String,
     let mut keys = Vec::new();
     let mut o = 8usize;
     for _ in 0..count {
-        let (Some(phys), Some(start), Some(size), Some(namelen)) =
-            (u64_at(o), u64_at(o + 8), u64_at(o + 16), u32_at(o + 24))
-        else {
+        let (Some(phys), Some(start), Some(size), Some(namelen)) = (
+            le::<u64>(data, o),
+            le::<u64>(data, o + 8),
+            le::<u64>(data, o + 16),
+            le::<u32>(data, o + 24),
+        ) else {
             return Err(short(o, "physmap entry", 28));
         };
         o += 28;

@@ -51,9 +51,9 @@ pub use writer::Writer;
 pub use xl::XlHeader;
 
 /// Every record is padded with zero bytes to this alignment.
-pub const RECORD_ALIGN: u64 = 8;
+pub(crate) const RECORD_ALIGN: u64 = 8;
 
 /// Bytes of zero padding after a body of `len` bytes.
-pub const fn padding_len(len: u64) -> u64 {
+pub(crate) const fn padding_len(len: u64) -> u64 {
     (RECORD_ALIGN - len % RECORD_ALIGN) % RECORD_ALIGN
 }

@@ -7,10 +7,11 @@
 //! reader keeps one body buffer that it reuses and only grows as bytes
 //! actually arrive, and refuses bodies above a limit before reading them.
 
-use std::io::{ErrorKind as IoErrorKind, Read};
+use std::io::Read;
 
 use super::libxc::{DomainHeader, ImageHeader, RecordBody, RecordType};
 use super::padding_len;
+use crate::bytes::{le, read_full, read_full_at, ByteReader, Int};
 use crate::diag::{slice_at, Context, Error, ErrorKind, Result};
 use crate::stream::DM_RECORD_0002;
 
@@ -43,12 +44,12 @@ pub struct RawRecord<'a> {
 
 impl<'a> RawRecord<'a> {
     /// The type as a libxc record type.
-    pub fn libxc_type(&self) -> RecordType {
+    pub(crate) fn libxc_type(&self) -> RecordType {
         RecordType(self.rtype)
     }
 
     /// File offset of the body.
-    pub fn body_offset(&self) -> u64 {
+    pub(crate) fn body_offset(&self) -> u64 {
         self.offset + 8
     }
 
@@ -58,7 +59,7 @@ impl<'a> RawRecord<'a> {
     }
 
     /// Context path of this record (`record 7`).
-    pub fn context(&self) -> Context {
+    pub(crate) fn context(&self) -> Context {
         Context::root().index(self.scope, self.index)
     }
 
@@ -123,16 +124,19 @@ impl<R: Read> Source<R> {
                 Some(d) => d,
                 None => break,
             };
-            match self.r.read(dst) {
-                Ok(0) => {
-                    self.offset += filled as u64;
-                    return Err(Error::truncated(at, ctx.clone(), n as u64, filled as u64));
+            let want = dst.len();
+            match read_full(&mut self.r, dst) {
+                Ok(k) => {
+                    filled += k;
+                    if k < want {
+                        self.offset += filled as u64;
+                        return Err(Error::truncated(at, ctx.clone(), n as u64, filled as u64));
+                    }
                 }
-                Ok(k) => filled += k,
-                Err(e) if e.kind() == IoErrorKind::Interrupted => {}
                 Err(e) => {
+                    filled += e.got;
                     self.offset += filled as u64;
-                    return Err(Error::new(self.offset, ctx.clone(), ErrorKind::Io(e)));
+                    return Err(Error::new(self.offset, ctx.clone(), ErrorKind::Io(e.error)));
                 }
             }
         }
@@ -147,6 +151,16 @@ impl<R: Read> Source<R> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.buf.get(..N).unwrap_or(&[0u8; N][..]));
         Ok(a)
+    }
+
+    /// Read a little-endian integer.
+    pub(crate) fn le<T: Int>(&mut self, ctx: &Context) -> Result<T> {
+        let at = self.offset;
+        let n = std::mem::size_of::<T>();
+        self.fill(n, at, ctx)?;
+        // `fill` left exactly `n` bytes at the start of `buf`.
+        le(&self.buf, 0)
+            .ok_or_else(|| Error::truncated(at, ctx.clone(), n as u64, self.buf.len() as u64))
     }
 
     /// Read both libxc headers and check what a reader depends on.
@@ -167,8 +181,9 @@ impl<R: Read> Source<R> {
         let ctx = Context::root().index(scope, index);
         let offset = self.offset;
         let h: [u8; 8] = self.array(&ctx.field("record header"))?;
-        let rtype = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let mut hr = ByteReader::new(&h, offset, &ctx);
+        let rtype: u32 = hr.le("type")?;
+        let len: u32 = hr.le("body_length")?;
         if len > self.max_body {
             return Err(Error::invalid(
                 offset + 4,
@@ -309,7 +324,7 @@ impl<R: Read> Reader<R> {
         let at = self.src.offset;
         let ctx = Context::root().field("after END");
         let mut first = [0u8; DM_RECORD_0002.len()];
-        let got = crate::envelope::fill(&mut self.src.r, &mut first, at, &ctx)?;
+        let got = read_full_at(&mut self.src.r, &mut first, at, &ctx)?;
         self.src.offset += got as u64;
         if got == 0 {
             return Ok(AfterEnd::Nothing);
@@ -326,7 +341,7 @@ impl<R: Read> Reader<R> {
             });
         }
         let ctx = Context::root().field("device model record");
-        let len = u32::from_le_bytes(self.src.array::<4>(&ctx.field("length"))?);
+        let len: u32 = self.src.le(&ctx.field("length"))?;
         let data_offset = self.src.offset;
         // Grows only as the state arrives: a hostile length costs nothing.
         self.src
@@ -474,8 +489,9 @@ pub(crate) fn frame_slice<'a>(
             rest.len() as u64,
         ));
     };
-    let rtype = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let mut hr = ByteReader::new(h, offset, &ctx);
+    let rtype: u32 = hr.le("type")?;
+    let len: u32 = hr.le("body_length")?;
     let total = u64::from(len) + padding_len(u64::from(len));
     let avail = (rest.len() - 8) as u64;
     if total > avail {

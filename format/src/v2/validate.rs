@@ -15,15 +15,10 @@ use super::libxc::{DomainHeader, DomainType, ImageHeader, PageDataEntry, RecordT
 use super::libxl::{EmulatorId, LibxlHeader, LibxlRecordType};
 use super::reader::{frame_slice, RawRecord};
 use super::xl::XlHeader;
+use crate::bytes::le;
 use crate::diag::{Context, Error};
 use crate::diag::{Finding, Findings};
 use crate::pfn::PAGE_SIZE;
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .unwrap_or(0)
-}
 
 fn framing(e: Error) -> Finding {
     Finding::error(
@@ -36,7 +31,7 @@ fn framing(e: Error) -> Finding {
 
 /// Checks of the image header. Returns whether the rest of the stream can
 /// be interpreted (the verifier gives up otherwise).
-pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Findings) -> bool {
+pub(crate) fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Findings) -> bool {
     let ctx = Context::root().field("image header");
     let before = out.total();
     if h.marker != ImageHeader::MARKER {
@@ -96,7 +91,7 @@ pub fn check_image_header(h: &ImageHeader, offset: u64, out: &mut Findings) -> b
 }
 
 /// Checks of the domain header.
-pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
+pub(crate) fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
     let ctx = Context::root().field("domain header");
     if !matches!(h.kind(), DomainType::X86Pv | DomainType::X86Hvm) {
         out.push(Finding::error(
@@ -129,7 +124,7 @@ pub fn check_domain_header(h: &DomainHeader, offset: u64, out: &mut Findings) {
 
 /// Checks of one libxc record, as `VerifyLibxc.verify_record` makes them,
 /// for an image of the given version.
-pub fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
+pub(crate) fn check_record(rec: &RawRecord<'_>, version: u32, out: &mut Findings) {
     let rtype = rec.libxc_type();
     let Some(name) = rtype.name() else {
         let optional = if rtype.is_optional() {
@@ -281,7 +276,7 @@ impl RecordCheck<'_, '_> {
 
     /// A reserved 32-bit field at `off` into the body must be 0.
     fn reserved32(&self, out: &mut Findings, rule: &'static str, off: usize) {
-        let v = le32(self.body, off);
+        let v = le::<u32>(self.body, off).unwrap_or_default();
         if v != 0 {
             self.err(
                 out,
@@ -359,7 +354,7 @@ impl RecordCheck<'_, '_> {
             );
             return;
         }
-        let count = u64::from(le32(self.body, 0));
+        let count = u64::from(le::<u32>(self.body, 0).unwrap_or_default());
         self.reserved32(out, "v2.hvm-params.reserved", 4);
         if count == 0 {
             out.push(Finding::warning(
@@ -411,8 +406,8 @@ fn check_page_data(rec: &RawRecord<'_>, out: &mut Findings) {
         ));
         return;
     }
-    let count = u64::from(le32(body, 0));
-    let reserved = le32(body, 4);
+    let count = u64::from(le::<u32>(body, 0).unwrap_or_default());
+    let reserved = le::<u32>(body, 4).unwrap_or_default();
     if reserved != 0 {
         out.push(Finding::error(
             "v2.page-data.reserved",
@@ -443,9 +438,7 @@ fn check_page_data(rec: &RawRecord<'_>, out: &mut Findings) {
         .chunks_exact(8)
         .enumerate()
     {
-        let e = PageDataEntry(u64::from_le_bytes([
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-        ]));
+        let e = PageDataEntry(le(c, 0).unwrap_or_default());
         if e.reserved_bits() != 0 {
             n_res += 1;
             bad_res.get_or_insert((i, e));
@@ -757,7 +750,7 @@ fn libxl_emulator(rec: &RawRecord<'_>, name: &str, out: &mut Findings) -> bool {
         ));
         return false;
     }
-    let id = le32(rec.body, 0);
+    let id = le::<u32>(rec.body, 0).unwrap_or_default();
     if let EmulatorId::Other(v) = EmulatorId::from_raw(id) {
         out.push(Finding::error(
             "v2.libxl.emulator-id",

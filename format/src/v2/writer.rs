@@ -7,41 +7,17 @@
 //! version 3, HVM_PARAMS after HVM_CONTEXT, PV records in an HVM stream and
 //! vice versa, and PAGE_DATA whose pages do not match its pfns.
 
-use std::io::{ErrorKind as IoErrorKind, IoSlice, Write};
+use std::io::{IoSlice, Write};
 
 use super::libxc::{
     DomainHeader, DomainType, ImageHeader, PageData, PageDataEntry, RecordBody, RecordType,
 };
 use super::padding_len;
+use crate::bytes::write_all_vectored;
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::pfn::PAGE_SIZE;
 
 const ZEROS: [u8; 8] = [0; 8];
-
-/// Write all of `bufs`, retrying short and interrupted writes, so a page
-/// batch reaches the sink in as few system calls as the sink allows.
-pub(crate) fn write_all_vectored<W: Write>(
-    w: &mut W,
-    mut bufs: &mut [IoSlice<'_>],
-) -> std::io::Result<()> {
-    // Drop leading empty slices (an all-XTAB batch has no pages), so a
-    // zero-byte write below really means the sink is stuck.
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match w.write_vectored(bufs) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    IoErrorKind::WriteZero,
-                    "failed to write whole buffer",
-                ))
-            }
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == IoErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
 
 /// Writer of a libxc v2 image over any `Write`.
 pub struct Writer<W> {
@@ -140,7 +116,7 @@ impl<W: Write> Writer<W> {
     }
 
     /// True once END has been written.
-    pub fn is_ended(&self) -> bool {
+    pub(crate) fn is_ended(&self) -> bool {
         self.ended
     }
 

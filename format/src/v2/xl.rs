@@ -12,6 +12,7 @@
 
 use std::io::{Read, Write};
 
+use crate::bytes::{le, read_full, ByteReader};
 use crate::diag::{Context, Error, ErrorKind, Result};
 
 /// Header of an `xl save` file.
@@ -37,9 +38,9 @@ impl XlHeader {
     /// `XL_MANDATORY_FLAG_STREAMv2`: a libxl v2 stream follows.
     pub const FLAG_STREAM_V2: u32 = 2;
     /// Mandatory flags xl knows; others make it refuse the file.
-    pub const KNOWN_MANDATORY: u32 = Self::FLAG_JSON | Self::FLAG_STREAM_V2;
+    pub(crate) const KNOWN_MANDATORY: u32 = Self::FLAG_JSON | Self::FLAG_STREAM_V2;
     /// Size of the fixed part (magic and four u32).
-    pub const FIXED_SIZE: usize = 48;
+    pub(crate) const FIXED_SIZE: usize = 48;
 
     /// The header current xl writes: JSON config with its trailing NUL,
     /// followed by a libxl v2 stream.
@@ -63,7 +64,7 @@ impl XlHeader {
     }
 
     /// Bytes of the whole header, optional data included.
-    pub fn encoded_len(&self) -> u64 {
+    pub(crate) fn encoded_len(&self) -> u64 {
         Self::FIXED_SIZE as u64 + self.optional_data.len() as u64
     }
 
@@ -72,7 +73,7 @@ impl XlHeader {
     pub fn config(&self) -> Result<&[u8]> {
         let ctx = Context::root().field("xl header").field("config");
         let at = Self::FIXED_SIZE as u64;
-        let Some(l) = self.optional_data.get(..4) else {
+        let Some(len) = le::<u32>(&self.optional_data, 0) else {
             return Err(Error::truncated(
                 at,
                 ctx,
@@ -80,7 +81,6 @@ impl XlHeader {
                 self.optional_data.len() as u64,
             ));
         };
-        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
         let avail = self.optional_data.len() - 4;
         usize::try_from(len)
             .ok()
@@ -133,8 +133,13 @@ impl XlHeader {
                 format!("{:?}", String::from_utf8_lossy(&b[..32])),
             ));
         }
-        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Ok((w(32), w(36), w(40), w(44)))
+        let mut r = ByteReader::new(&b[32..], 32, &ctx);
+        Ok((
+            r.le("byteorder")?,
+            r.le("mandatory_flags")?,
+            r.le("optional_flags")?,
+            r.le("optional_data_len")?,
+        ))
     }
 
     fn check(byteorder: u32, mandatory: u32) -> Result<()> {
@@ -270,27 +275,18 @@ impl XlHeader {
 }
 
 fn read_exact_at<R: Read>(r: &mut R, buf: &mut [u8], at: u64, ctx: &Context) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => {
-                return Err(Error::truncated(
-                    at,
-                    ctx.clone(),
-                    buf.len() as u64,
-                    filled as u64,
-                ))
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(Error::new(
-                    at + filled as u64,
-                    ctx.clone(),
-                    ErrorKind::Io(e),
-                ))
-            }
-        }
+    match read_full(r, buf) {
+        Ok(got) if got == buf.len() => Ok(()),
+        Ok(got) => Err(Error::truncated(
+            at,
+            ctx.clone(),
+            buf.len() as u64,
+            got as u64,
+        )),
+        Err(e) => Err(Error::new(
+            at + e.got as u64,
+            ctx.clone(),
+            ErrorKind::Io(e.error),
+        )),
     }
-    Ok(())
 }

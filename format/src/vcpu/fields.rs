@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 
 use super::layout::{FPU_CTXT_SIZE, GDT_FRAMES, SIZE_X86_32, SIZE_X86_64, TRAP_ENTRIES};
+use crate::bytes::le;
 use crate::WordSize;
 
 /// The listing shares its shape with the HVM records' (one type for
@@ -46,7 +47,7 @@ impl FieldSpec {
                 let mut v = [0u8; 8];
                 v.get_mut(..b.len())?.copy_from_slice(b);
                 FieldValue::U64 {
-                    value: u64::from_le_bytes(v),
+                    value: le(&v, 0)?,
                     bits: u8::try_from(self.size * 8).ok()?,
                 }
             }
@@ -199,7 +200,7 @@ fn build_x86_32() -> Vec<FieldSpec> {
 
 /// Every field of the layout for a toolstack word size, in offset order,
 /// covering each byte exactly once. Built once and cached.
-pub fn field_specs(word: WordSize) -> &'static [FieldSpec] {
+pub(crate) fn field_specs(word: WordSize) -> &'static [FieldSpec] {
     static X64: OnceLock<Vec<FieldSpec>> = OnceLock::new();
     static X32: OnceLock<Vec<FieldSpec>> = OnceLock::new();
     match word {

@@ -26,21 +26,23 @@
 mod fields;
 mod layout;
 
-use std::io::{Cursor, Read};
+use std::io::Read;
 
-use binrw::{BinRead, BinWrite};
+use binrw::Endian;
 
-pub use fields::{field_specs, Field, FieldKind, FieldSpec, FieldValue};
+pub(crate) use fields::field_specs;
+pub use fields::{Field, FieldKind, FieldSpec, FieldValue};
 pub use layout::{
     CpuUserRegs32, CpuUserRegs64, TrapInfo32, TrapInfo64, VcpuGuestContext32, VcpuGuestContext64,
-    FPU_CTXT_SIZE, GDT_FRAMES, SIZE_X86_32, SIZE_X86_64, TRAP_ENTRIES,
+    FPU_CTXT_SIZE, SIZE_X86_32, SIZE_X86_64,
 };
 
+use crate::bytes;
 use crate::diag::{Context, Error, ErrorKind, Result};
 use crate::WordSize;
 
 /// `VGCF_i387_valid`: `fpu_ctxt` holds a valid FXSAVE image.
-pub const VGCF_I387_VALID: u64 = 1 << 0;
+pub(crate) const VGCF_I387_VALID: u64 = 1 << 0;
 /// `VGCF_in_kernel` (PV only).
 pub const VGCF_IN_KERNEL: u64 = 1 << 2;
 /// `VGCF_failsafe_disables_events` (PV only).
@@ -61,7 +63,7 @@ pub const fn context_size(word: WordSize) -> usize {
 }
 
 /// The word size whose record has this size, if any.
-pub fn word_size_for(size: u64) -> Option<WordSize> {
+pub(crate) fn word_size_for(size: u64) -> Option<WordSize> {
     match size {
         s if s == SIZE_X86_64 as u64 => Some(WordSize::W64),
         s if s == SIZE_X86_32 as u64 => Some(WordSize::W32),
@@ -80,7 +82,7 @@ fn size_ctx() -> Context {
 /// restorer demands ("vcpu context size dismatch"); otherwise either size is
 /// accepted and tells the word size. Errors are at offset 0: the caller
 /// rebases to the position of the size field.
-pub fn check_size(declared: u64, word: Option<WordSize>) -> Result<WordSize> {
+pub(crate) fn check_size(declared: u64, word: Option<WordSize>) -> Result<WordSize> {
     match (word, word_size_for(declared)) {
         (Some(w), Some(found)) if w == found => Ok(w),
         (None, Some(found)) => Ok(found),
@@ -119,40 +121,70 @@ pub enum VcpuLayout {
 /// and `r8`–`r15` and the fs/gs bases must be zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VcpuRegisters {
+    /// `rax` as the vCPU holds it.
     pub rax: u64,
+    /// `rbx` as the vCPU holds it.
     pub rbx: u64,
+    /// `rcx` as the vCPU holds it.
     pub rcx: u64,
+    /// `rdx` as the vCPU holds it.
     pub rdx: u64,
+    /// `rsi` as the vCPU holds it.
     pub rsi: u64,
+    /// `rdi` as the vCPU holds it.
     pub rdi: u64,
+    /// `rbp` as the vCPU holds it.
     pub rbp: u64,
+    /// `rsp` as the vCPU holds it.
     pub rsp: u64,
+    /// `r8` as the vCPU holds it.
     pub r8: u64,
+    /// `r9` as the vCPU holds it.
     pub r9: u64,
+    /// `r10` as the vCPU holds it.
     pub r10: u64,
+    /// `r11` as the vCPU holds it.
     pub r11: u64,
+    /// `r12` as the vCPU holds it.
     pub r12: u64,
+    /// `r13` as the vCPU holds it.
     pub r13: u64,
+    /// `r14` as the vCPU holds it.
     pub r14: u64,
+    /// `r15` as the vCPU holds it.
     pub r15: u64,
+    /// `rip` as the vCPU holds it.
     pub rip: u64,
+    /// `rflags` as the vCPU holds it.
     pub rflags: u64,
+    /// `cs` as the vCPU holds it.
     pub cs: u16,
+    /// `ss` as the vCPU holds it.
     pub ss: u16,
+    /// `ds` as the vCPU holds it.
     pub ds: u16,
+    /// `es` as the vCPU holds it.
     pub es: u16,
+    /// `fs` as the vCPU holds it.
     pub fs: u16,
+    /// `gs` as the vCPU holds it.
     pub gs: u16,
+    /// `cr0` as the vCPU holds it.
     pub cr0: u64,
+    /// `cr2` as the vCPU holds it.
     pub cr2: u64,
+    /// `cr3` as the vCPU holds it.
     pub cr3: u64,
+    /// `cr4` as the vCPU holds it.
     pub cr4: u64,
     /// DR0..DR7 as `debugreg[]` holds them (DR4/DR5 normally zero).
     pub debugreg: [u64; 8],
     /// Xen leaves these zero for an HVM vCPU (the bases live in the HVM CPU
     /// record); a faithful backend passes zero.
     pub fs_base: u64,
+    /// `gs_base_kernel` as the vCPU holds it.
     pub gs_base_kernel: u64,
+    /// `gs_base_user` as the vCPU holds it.
     pub gs_base_user: u64,
     /// FXSAVE image.
     pub fpu: [u8; FPU_CTXT_SIZE],
@@ -241,13 +273,16 @@ impl VcpuContext {
     pub fn parse_as(word: WordSize, bytes: &[u8]) -> Result<Self> {
         check_size(bytes.len() as u64, Some(word))?;
         let ctx = Context::root().field("vcpu context");
-        let mut cur = Cursor::new(bytes);
         let typed = match word {
             WordSize::W64 => VcpuLayout::X86_64(Box::new(
-                VcpuGuestContext64::read(&mut cur).map_err(|e| binrw_error(e, &ctx))?,
+                bytes::decode::<VcpuGuestContext64>(bytes, Endian::Little)
+                    .map_err(|e| binrw_error(e, &ctx))?
+                    .0,
             )),
             WordSize::W32 => VcpuLayout::X86_32(Box::new(
-                VcpuGuestContext32::read(&mut cur).map_err(|e| binrw_error(e, &ctx))?,
+                bytes::decode::<VcpuGuestContext32>(bytes, Endian::Little)
+                    .map_err(|e| binrw_error(e, &ctx))?
+                    .0,
             )),
         };
         Ok(VcpuContext {
@@ -277,21 +312,20 @@ impl VcpuContext {
 
     /// Build from a typed x86_64 record.
     pub fn from_x86_64(ctx: VcpuGuestContext64) -> Self {
-        let mut cur = Cursor::new(Vec::with_capacity(SIZE_X86_64));
-        // Writing plain integers into a Vec cannot fail.
-        let _ = ctx.write(&mut cur);
+        let mut raw = Vec::with_capacity(SIZE_X86_64);
+        bytes::encode(&ctx, Endian::Little, &mut raw);
         VcpuContext {
-            raw: cur.into_inner(),
+            raw,
             typed: VcpuLayout::X86_64(Box::new(ctx)),
         }
     }
 
     /// Build from a typed i386 record.
-    pub fn from_x86_32(ctx: VcpuGuestContext32) -> Self {
-        let mut cur = Cursor::new(Vec::with_capacity(SIZE_X86_32));
-        let _ = ctx.write(&mut cur);
+    pub(crate) fn from_x86_32(ctx: VcpuGuestContext32) -> Self {
+        let mut raw = Vec::with_capacity(SIZE_X86_32);
+        bytes::encode(&ctx, Endian::Little, &mut raw);
         VcpuContext {
-            raw: cur.into_inner(),
+            raw,
             typed: VcpuLayout::X86_32(Box::new(ctx)),
         }
     }
@@ -549,14 +583,14 @@ impl VcpuContext {
         }
     }
     /// `gs_base_kernel`; 0 for the i386 layout.
-    pub fn gs_base_kernel(&self) -> u64 {
+    pub(crate) fn gs_base_kernel(&self) -> u64 {
         match &self.typed {
             VcpuLayout::X86_64(c) => c.gs_base_kernel,
             VcpuLayout::X86_32(_) => 0,
         }
     }
     /// `gs_base_user`; 0 for the i386 layout.
-    pub fn gs_base_user(&self) -> u64 {
+    pub(crate) fn gs_base_user(&self) -> u64 {
         match &self.typed {
             VcpuLayout::X86_64(c) => c.gs_base_user,
             VcpuLayout::X86_32(_) => 0,
