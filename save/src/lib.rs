@@ -6,7 +6,7 @@
 //!
 //! The API in layers, from the hypervisor up:
 //!
-//! * [`domain`]: the [`Domain`](domain::Domain) trait, the hypervisor
+//! * [`domain`]: the [`Domain`] trait, the hypervisor
 //!   boundary (log-dirty, device-model bitmaps, batch mapping, suspend,
 //!   vCPU and HVM state, a clock).
 //! * [`backend`]: implementations: [`backend::sim`] (deterministic simulated

@@ -52,9 +52,9 @@ struct PrStatus {
     pad1: u32,
 }
 
-/// Size of [`PrStatus`].
+/// Size of the x86-64 `elf_prstatus` note payload (`NT_PRSTATUS`).
 pub const PRSTATUS_LEN: usize = 336;
-/// Byte offset of `pr_reg` in [`PrStatus`].
+/// Byte offset of `pr_reg` in that payload.
 pub const PR_REG_OFFSET: usize = 112;
 
 impl PrStatus {
@@ -147,7 +147,7 @@ struct QemuCpuState {
     kernel_gs_base: u64,
 }
 
-/// Size of [`QemuCpuState`].
+/// Size of the `QEMU` CPU-state note payload (`QEMUCPUState`).
 pub const QEMU_CPU_STATE_LEN: usize = 440;
 /// `QEMU_CPUSTATE_VERSION`.
 pub const QEMU_CPU_STATE_VERSION: u32 = 1;

@@ -1,4 +1,4 @@
-//! The Xen backend: a real HVM domain behind [`Domain`], built with cargo
+//! The Xen backend: a real HVM domain behind [`Domain`](crate::domain::Domain), built with cargo
 //! feature `xen` (GPL-3.0-only dependencies; see `docs/xen-backend.md`).
 //!
 //! What the `xenctrl` crate wraps is used through it (domain info, pause,
@@ -9,10 +9,10 @@
 //! run time with `libloading`. The `xenforeignmemory` crate maps page by
 //! page when a whole batch cannot be mapped at once.
 //!
-//! Mapping Xen's answers onto the trait is in [`convert`], which builds and
+//! Mapping Xen's answers onto the trait is in [`convert`](crate::backend::xen::convert), which builds and
 //! is tested without the feature. Modern Xen has no qemu-dm shared dirty
 //! bitmaps: for a live save the device model is told over QMP to report
-//! its DMA writes into Xen's own log-dirty bitmap ([`super::qmp`]), so the
+//! its DMA writes into Xen's own log-dirty bitmap ([`qmp`](crate::backend::qmp)), so the
 //! `dm_*` buffers stay empty and those pages arrive through CLEAN.
 
 pub mod convert;
