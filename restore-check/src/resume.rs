@@ -448,7 +448,9 @@ fn outcome(vm: &Vm) -> Result<Outcome, ResumeError> {
     })
 }
 
-/// Resumes the image in `data` whose replayed memory is `memory`.
+/// Resumes the image in `data` whose replayed memory is `memory`: rebuild
+/// the guest's state from the records, screen it, load it into a fresh VM,
+/// then run it ([`run_foreign`] or [`run_workload`]).
 pub fn resume_image(
     data: &[u8],
     memory: &GuestMemory,
@@ -457,6 +459,40 @@ pub fn resume_image(
     if !hvm_guest::HostInfo::kvm_available() {
         return Err(ResumeError::NoKvm);
     }
+    let rebuilt = rebuild(data)?;
+    let descriptor = memory
+        .page(DESCRIPTOR_PFN)
+        .and_then(WorkloadDescriptor::decode)
+        .filter(|d| d.workloads.len() == rebuilt.states.len());
+    let mut report = screen(&rebuilt, descriptor.is_some(), opts)?;
+    // A refused image is not run: nothing it did could make it pass.
+    if !report.differences.is_empty() {
+        return Ok(report);
+    }
+    let Some(vm) = load(&rebuilt, memory, &mut report)? else {
+        return Ok(report);
+    };
+    match descriptor {
+        None => run_foreign(vm, &rebuilt.states, opts, &mut report)?,
+        Some(desc) => run_workload(vm, &desc, &rebuilt, opts, &mut report)?,
+    }
+    Ok(report)
+}
+
+/// The guest's state as KVM will take it, rebuilt from the image's records.
+struct Rebuilt {
+    parsed: Parsed,
+    /// Guest RAM in pages, rounded up to 2 MiB.
+    ram_pages: u64,
+    config: VmConfig,
+    states: Vec<VcpuState>,
+    vm_state: hvm_guest::VmState,
+}
+
+/// Step 1: parse the records and translate them into KVM's vCPU and VM
+/// state, on top of a fresh VM's (what the image does not say stays at
+/// power-on values).
+fn rebuild(data: &[u8]) -> Result<Rebuilt, ResumeError> {
     let parsed = parse(data)?;
     let pages = parsed.max_pfn + 1;
     if parsed.max_pfn >= MMIO_HOLE_START {
@@ -469,10 +505,6 @@ pub fn resume_image(
     let ram_pages = pages.div_ceil(two_mib) * two_mib;
     let n = parsed.contexts.len();
     let config = VmConfig::new(ram_pages * PAGE_SIZE as u64, n);
-    // What no image may have, whoever's guest it is.
-    let mut refusals = parsed.unloadable.clone();
-    cross_check(&parsed, &mut refusals);
-
     let (templates, vm_template) = Vm::template_state(n)?;
     let states: Vec<VcpuState> = parsed
         .contexts
@@ -482,21 +514,38 @@ pub fn resume_image(
         .map(|((ctx, recs), t)| xen_state::vcpu_state_from_xen(t, ctx, recs))
         .collect();
     let vm_state = xen_state::vm_state_from_xen(&vm_template, &parsed.devices);
-    refusals.extend(all_down(&states));
+    Ok(Rebuilt {
+        parsed,
+        ram_pages,
+        config,
+        states,
+        vm_state,
+    })
+}
 
-    let descriptor = memory
-        .page(DESCRIPTOR_PFN)
-        .and_then(WorkloadDescriptor::decode)
-        .filter(|d| d.workloads.len() == n);
-    let kind = if descriptor.is_some() || looks_like_workload(&states) {
+/// Step 2: what kind of guest this is, and every reason to refuse it
+/// before it runs. A step target that cannot be reached is the caller's
+/// error, found here, before any run.
+fn screen(
+    rebuilt: &Rebuilt,
+    has_descriptor: bool,
+    opts: &ResumeOptions,
+) -> Result<ResumeReport, ResumeError> {
+    let Rebuilt { parsed, states, .. } = rebuilt;
+    // What no image may have, whoever's guest it is.
+    let mut refusals = parsed.unloadable.clone();
+    cross_check(parsed, &mut refusals);
+    refusals.extend(all_down(states));
+
+    let kind = if has_descriptor || looks_like_workload(states) {
         GuestKind::BuiltInWorkload
     } else {
         GuestKind::Other
     };
     let mut report = ResumeReport {
         kind,
-        vcpus: n,
-        memory_mib: ram_pages / 256,
+        vcpus: states.len(),
+        memory_mib: rebuilt.ram_pages / 256,
         saved_steps: Vec::new(),
         target_step: None,
         pages_loaded: 0,
@@ -512,7 +561,7 @@ pub fn resume_image(
         GuestKind::Other => report.notes = parsed.missing.clone(),
     }
     report.differences.extend(refusals);
-    if kind == GuestKind::BuiltInWorkload && descriptor.is_none() {
+    if kind == GuestKind::BuiltInWorkload && !has_descriptor {
         report.differences.push(format!(
             "the vCPU registers are the built-in workload's (mailbox and doorbell addresses \
              in r9/r14), but its descriptor page (pfn {DESCRIPTOR_PFN}) is missing or \
@@ -526,80 +575,101 @@ pub fn resume_image(
                 .into(),
         );
     }
-    // A target that cannot be reached or counted is the caller's error,
-    // found before any run.
-    if descriptor.is_some() {
+    if has_descriptor {
         let saved: Vec<u64> = states.iter().map(|s| s.regs.r8).collect();
         target_step(&saved, opts.steps)?;
     }
-    // A refused image is not run: nothing it did could make it pass.
-    if !report.differences.is_empty() {
-        return Ok(report);
-    }
+    Ok(report)
+}
 
+/// Step 3: a fresh VM holding the replayed memory and the rebuilt state.
+/// `None` (with the reason in the report) when KVM refuses that state: the
+/// image's failure to resume, not an error of the checker.
+fn load(
+    rebuilt: &Rebuilt,
+    memory: &GuestMemory,
+    report: &mut ResumeReport,
+) -> Result<Option<Vm>, ResumeError> {
     let t0 = Instant::now();
     let written = memory.written_pfns();
     let built = Vm::from_state(
-        config.clone(),
+        rebuilt.config.clone(),
         written
             .iter()
-            .filter(|&&p| p < ram_pages)
+            .filter(|&&p| p < rebuilt.ram_pages)
             .map(|&p| (p, memory.read(p))),
-        &states,
-        &vm_state,
+        &rebuilt.states,
+        &rebuilt.vm_state,
         RestoreOptions::default(),
     );
     report.restore_ms = t0.elapsed().as_secs_f64() * 1e3;
     let (vm, restore) = match built {
         Ok(x) => x,
-        // KVM refusing the state the image describes is the image's failure
-        // to resume, not an error of the checker.
         Err(e @ (hvm_guest::Error::Kvm { .. } | hvm_guest::Error::Config(_))) => {
             report
                 .differences
                 .push(format!("KVM refused the state rebuilt from the image: {e}"));
-            return Ok(report);
+            return Ok(None);
         }
         Err(e) => return Err(e.into()),
     };
     report.pages_loaded = restore.pages_copied;
     report.msrs_rejected = restore.msrs_rejected;
+    Ok(Some(vm))
+}
 
-    let Some(desc) = descriptor else {
-        // Another guest: let it run, see that every vCPU parks cleanly, and
-        // that every vCPU that was loaded up moved.
-        let t = Instant::now();
-        vm.set_target(UNREACHABLE_TARGET)?;
-        vm.resume();
-        std::thread::sleep(opts.foreign_run);
-        if let Err(e) = vm.pause_timeout(opts.timeout) {
-            report
+/// Step 4, another guest: let it run, see that every vCPU parks cleanly,
+/// and that every vCPU that was loaded up moved.
+/// Never a match: without a control run there is nothing to compare with.
+fn run_foreign(
+    vm: Vm,
+    states: &[VcpuState],
+    opts: &ResumeOptions,
+    report: &mut ResumeReport,
+) -> Result<(), ResumeError> {
+    let t = Instant::now();
+    vm.set_target(UNREACHABLE_TARGET)?;
+    vm.resume();
+    std::thread::sleep(opts.foreign_run);
+    if let Err(e) = vm.pause_timeout(opts.timeout) {
+        report
+            .differences
+            .push(format!("the resumed guest did not pause: {e}"));
+    } else if let Err(e) = vm.set_target(UNREACHABLE_TARGET) {
+        // Setting a target reports a vCPU that stopped on a failure.
+        report
+            .differences
+            .push(format!("the resumed guest failed: {e}"));
+    } else {
+        match vm.capture() {
+            Ok((after, _)) => report.differences.extend(
+                states
+                    .iter()
+                    .zip(&after)
+                    .enumerate()
+                    .filter_map(|(i, (a, b))| ran(i, a, b)),
+            ),
+            Err(e) => report
                 .differences
-                .push(format!("the resumed guest did not pause: {e}"));
-        } else if let Err(e) = vm.set_target(UNREACHABLE_TARGET) {
-            // Setting a target reports a vCPU that stopped on a failure.
-            report
-                .differences
-                .push(format!("the resumed guest failed: {e}"));
-        } else {
-            match vm.capture() {
-                Ok((after, _)) => report.differences.extend(
-                    states
-                        .iter()
-                        .zip(&after)
-                        .enumerate()
-                        .filter_map(|(i, (a, b))| ran(i, a, b)),
-                ),
-                Err(e) => report
-                    .differences
-                    .push(format!("the resumed guest's state cannot be read: {e}")),
-            }
+                .push(format!("the resumed guest's state cannot be read: {e}")),
         }
-        report.run_ms = t.elapsed().as_secs_f64() * 1e3;
-        let _ = vm.shutdown();
-        return Ok(report);
-    };
+    }
+    report.run_ms = t.elapsed().as_secs_f64() * 1e3;
+    let _ = vm.shutdown();
+    Ok(())
+}
 
+/// Step 4, the built-in workload: its registers must carry the descriptor's
+/// parameters; it runs to the target step, must show it ran, and must end
+/// exactly where a control run from power-on ends.
+fn run_workload(
+    vm: Vm,
+    desc: &WorkloadDescriptor,
+    rebuilt: &Rebuilt,
+    opts: &ResumeOptions,
+    report: &mut ResumeReport,
+) -> Result<(), ResumeError> {
+    let states = &rebuilt.states;
     // The registers must be this workload's: parameters in rsi/rdi/r10/r11.
     for (i, (st, w)) in states.iter().zip(&desc.workloads).enumerate() {
         let want = w.initial_regs(i);
@@ -631,7 +701,7 @@ pub fn resume_image(
             report.differences.push(format!(
                 "the resumed guest did not reach step {target}: {e}"
             ));
-            return Ok(report);
+            return Ok(());
         }
     };
     // Evidence: every vCPU's step counter (r8) moved past its saved step.
@@ -644,7 +714,7 @@ pub fn resume_image(
         }
     }
 
-    let control = Vm::new(config, &desc.workloads)?;
+    let control = Vm::new(rebuilt.config.clone(), &desc.workloads)?;
     control.write_page(DESCRIPTOR_PFN, &desc.encode())?;
     control.run_until_step(target, opts.timeout)?;
     let want = outcome(&control)?;
@@ -663,7 +733,7 @@ pub fn resume_image(
         );
     }
     report.matches = report.differences.is_empty();
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
