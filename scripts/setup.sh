@@ -18,20 +18,25 @@
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-need=()
+# Installs those of the named Debian packages that are missing.
+apt_need() {
+    local need=() pkg
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
+    if [ "${#need[@]}" -gt 0 ]; then
+        echo "setup: installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+}
+
 pkgs=(libxen-dev libclang-dev python3)
 if [[ ",${HVM_REQUIRE:-}," == *,chromium,* ]]; then
     pkgs+=(chromium)
 fi
-for pkg in "${pkgs[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-    echo "setup: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+apt_need "${pkgs[@]}"
 
 "$repo_root/scripts/install-xen-oracle.sh" "$repo_root/target/xen-oracle" >/dev/null
 
@@ -41,16 +46,7 @@ if [ "${HVM_SETUP_FUZZ:-0}" = 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; th
 fi
 
 if [ "${HVM_SETUP_FORENSIC:-0}" = 1 ]; then
-    need=()
-    for pkg in binutils gdb python3-venv; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-    done
-    if [ "${#need[@]}" -gt 0 ]; then
-        echo "setup: installing ${need[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq "${need[@]}" >/dev/null
-    fi
+    apt_need binutils gdb python3-venv
     venv="$repo_root/target/forensic-venv"
     pins="pyelftools==0.33 volatility3==2.28.2"
     if [ "$(cat "$venv/pins" 2>/dev/null)" != "$pins" ]; then

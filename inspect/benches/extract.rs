@@ -15,6 +15,10 @@
 
 #[path = "support/bigimage.rs"]
 mod bigimage;
+#[path = "support/settings.rs"]
+mod settings;
+
+use settings::Settings;
 
 use std::time::{Duration, Instant};
 
@@ -46,24 +50,9 @@ fn time_runs(runs: usize, mut before: impl FnMut(), mut f: impl FnMut()) -> Dura
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args
-        .iter()
-        .any(|a| !a.starts_with('-') && !"extract".contains(a.as_str()))
-    {
+    let Some(Settings { mib, runs, dir }) = Settings::for_bench("extract", 3) else {
         return;
-    }
-    let mib: u64 = std::env::var("HVM_BENCH_MIB")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1024);
-    let runs: usize = std::env::var("HVM_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let dir = std::env::var("HVM_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir());
+    };
     let path = dir.join(format!("hvm-extract-bench-{}.img", std::process::id()));
     let out = dir.join(format!("hvm-extract-bench-{}.out", std::process::id()));
     let p = path.to_str().expect("utf-8 temp path").to_string();

@@ -13,6 +13,10 @@
 
 #[path = "support/bigimage.rs"]
 mod bigimage;
+#[path = "support/settings.rs"]
+mod settings;
+
+use settings::Settings;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,25 +98,9 @@ fn sha_two_pinned(data: &[u8], pages: &[(u64, u64)]) -> [u8; 32] {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter other than ours skips.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args
-        .iter()
-        .any(|a| !a.starts_with('-') && !"inspect".contains(a.as_str()))
-    {
+    let Some(Settings { mib, runs, dir }) = Settings::for_bench("inspect", 5) else {
         return;
-    }
-    let mib: u64 = std::env::var("HVM_BENCH_MIB")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1024);
-    let runs: usize = std::env::var("HVM_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let dir = std::env::var("HVM_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir());
+    };
     let path = dir.join(format!("hvm-inspect-bench-{}.img", std::process::id()));
     let p = path.to_str().expect("utf-8 temp path").to_string();
     println!("writing a {mib} MiB seed image to {p}");

@@ -1412,22 +1412,24 @@ pub fn digest_workers() -> usize {
 /// the offset instead. Checked before hashing so that the workers cannot
 /// meet it.
 fn final_pages<'a>(finals: &[PageCopy], data: &'a [u8]) -> Result<Vec<&'a [u8]>, Error> {
-    finals
-        .iter()
-        .map(|c| {
-            usize::try_from(c.offset)
-                .ok()
-                .and_then(|o| data.get(o..o.checked_add(PAGE_SIZE)?))
-                .ok_or_else(|| {
-                    Error::truncated(
-                        c.offset,
-                        Context::root().index("page", c.pfn),
-                        PAGE_SIZE as u64,
-                        (data.len() as u64).saturating_sub(c.offset),
-                    )
-                })
+    finals.iter().map(|c| page_of(data, c)).collect()
+}
+
+/// The 4096 bytes of a final copy. Its offset comes from a walk of
+/// `data`, so it is in range; one that is not is an error naming the pfn
+/// and the offset, never a short or empty page.
+pub(crate) fn page_of<'a>(data: &'a [u8], c: &PageCopy) -> Result<&'a [u8], Error> {
+    usize::try_from(c.offset)
+        .ok()
+        .and_then(|o| data.get(o..o.checked_add(PAGE_SIZE)?))
+        .ok_or_else(|| {
+            Error::truncated(
+                c.offset,
+                Context::root().index("page", c.pfn),
+                PAGE_SIZE as u64,
+                (data.len() as u64).saturating_sub(c.offset),
+            )
         })
-        .collect()
 }
 
 /// Digest the final memory and each vCPU of an image, and the verdict of

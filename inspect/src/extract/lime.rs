@@ -66,7 +66,7 @@ pub(crate) fn write<S: Sink>(m: &Memory<'_>, out: &mut S) -> Result<u64, Failure
         g.put(at, h.get_ref())?;
         at += HEADER_LEN;
         for c in run {
-            g.put(at, super::page_of(m.data, c)?)?;
+            g.put(at, crate::report::page_of(m.data, c)?)?;
             at += PAGE_SIZE as u64;
         }
     }

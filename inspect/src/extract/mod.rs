@@ -19,11 +19,11 @@ use std::io::{self, Seek, SeekFrom, Write};
 
 use hvm_format::image::OpenOptions;
 use hvm_format::index::PageCopy;
-use hvm_format::{Context, Error, PAGE_SIZE};
+use hvm_format::{Error, PAGE_SIZE};
 use serde::Serialize;
 
 use crate::input::{Input, InspectError, Mapped, Progress};
-use crate::report::{index_mapped, VerdictReport};
+use crate::report::{index_mapped, page_of, VerdictReport};
 
 /// Bytes of pages gathered before one write.
 pub const BUFFER: usize = 1 << 20;
@@ -155,23 +155,6 @@ pub fn runs(pages: &[PageCopy]) -> Vec<(u64, u64)> {
         }
     }
     out
-}
-
-/// The 4096 bytes of a final copy. Its offset comes from a walk of
-/// `data`, so it is in range; one that is not is an error naming the pfn
-/// and the offset, never a short or empty page.
-pub(crate) fn page_of<'a>(data: &'a [u8], c: &PageCopy) -> Result<&'a [u8], Error> {
-    usize::try_from(c.offset)
-        .ok()
-        .and_then(|o| data.get(o..o.checked_add(PAGE_SIZE)?))
-        .ok_or_else(|| {
-            Error::truncated(
-                c.offset,
-                Context::root().index("page", c.pfn),
-                PAGE_SIZE as u64,
-                (data.len() as u64).saturating_sub(c.offset),
-            )
-        })
 }
 
 /// Pages written through one bounded buffer: consecutive writes are
