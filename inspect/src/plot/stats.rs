@@ -9,6 +9,7 @@
 
 use std::io::BufRead;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -427,16 +428,25 @@ fn legend<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
     Ok(())
 }
 
-/// Bars of pages sent, coloured by phase.
-fn draw_sent(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Result<(), DrawError> {
-    let max = s.passes.iter().map(|p| p.sent).max().unwrap_or(0).max(1) as f64;
-    let top = max * 1.5;
-    let mut chart = ChartBuilder::on(&area)
-        .caption("Pages sent per pass", draw::caption_font())
+/// A panel with passes along x: caption, axes, labels and fonts as every
+/// panel of the stats picture has them.
+fn pass_chart<'a, 'b: 'a, Y>(
+    area: &'a Area<'b>,
+    s: &Stats,
+    caption: &str,
+    y: Y,
+    y_desc: &str,
+) -> Result<Chart<'a, 'b, Y::CoordDescType>, DrawError>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, draw::caption_font())
         .margin(10)
         .x_label_area_size(45)
         .y_label_area_size(80)
-        .build_cartesian_2d(x_range(s), 0.0..top)?;
+        .build_cartesian_2d(x_range(s), y)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -445,10 +455,24 @@ fn draw_sent(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Result<
         .x_label_formatter(&|x| iter_label(s, *x))
         .y_label_formatter(&|y| draw::compact(*y))
         .x_desc("pass (hvm-save's iter)")
-        .y_desc("pages sent (4 KiB each, XTAB included)")
+        .y_desc(y_desc)
         .label_style(draw::small_font())
         .axis_desc_style(draw::axis_font())
         .draw()?;
+    Ok(chart)
+}
+
+/// Bars of pages sent, coloured by phase.
+fn draw_sent(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Result<(), DrawError> {
+    let max = s.passes.iter().map(|p| p.sent).max().unwrap_or(0).max(1) as f64;
+    let top = max * 1.5;
+    let mut chart = pass_chart(
+        &area,
+        s,
+        "Pages sent per pass",
+        0.0..top,
+        "pages sent (4 KiB each, XTAB included)",
+    )?;
     for phase in [
         Phase::PreCopy,
         Phase::Suspending,
@@ -516,24 +540,13 @@ fn draw_rates(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Result
         10f64.powf(min.log10().floor()),
         10f64.powf(max.log10().floor() + 2.0),
     );
-    let mut chart = ChartBuilder::on(&area)
-        .caption("Dirty rate and send rate", draw::caption_font())
-        .margin(10)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x_range(s), (bottom..top).log_scale())?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .light_line_style(TRANSPARENT)
-        .x_labels(s.passes.len().clamp(2, 30))
-        .x_label_formatter(&|x| iter_label(s, *x))
-        .y_label_formatter(&|y| draw::compact(*y))
-        .x_desc("pass (hvm-save's iter)")
-        .y_desc("pages per second (log scale)")
-        .label_style(draw::small_font())
-        .axis_desc_style(draw::axis_font())
-        .draw()?;
+    let mut chart = pass_chart(
+        &area,
+        s,
+        "Dirty rate and send rate",
+        (bottom..top).log_scale(),
+        "pages per second (log scale)",
+    )?;
     for (points, color, label) in [
         (
             &dirty,
@@ -566,24 +579,13 @@ fn draw_throttle(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Res
         .enumerate()
         .filter_map(|(i, p)| Some((i as f64, f64::from(p.throttle_percent?))))
         .collect();
-    let mut chart = ChartBuilder::on(&area)
-        .caption("Guest throttle", draw::caption_font())
-        .margin(10)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x_range(s), 0.0..110.0)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .light_line_style(TRANSPARENT)
-        .x_labels(s.passes.len().clamp(2, 30))
-        .x_label_formatter(&|x| iter_label(s, *x))
-        .y_label_formatter(&|y| draw::compact(*y))
-        .x_desc("pass (hvm-save's iter)")
-        .y_desc("throttle (% of guest time)")
-        .label_style(draw::small_font())
-        .axis_desc_style(draw::axis_font())
-        .draw()?;
+    let mut chart = pass_chart(
+        &area,
+        s,
+        "Guest throttle",
+        0.0..110.0,
+        "throttle (% of guest time)",
+    )?;
     if points.is_empty() {
         chart.draw_series(std::iter::once(Text::new(
             "no throttle levels in this stats file",
