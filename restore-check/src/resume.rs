@@ -450,7 +450,7 @@ fn outcome(vm: &Vm) -> Result<Outcome, ResumeError> {
 
 /// Resumes the image in `data` whose replayed memory is `memory`: rebuild
 /// the guest's state from the records, screen it, load it into a fresh VM,
-/// then run it ([`run_foreign`] or [`run_workload`]).
+/// then run it (`run_foreign` or `run_workload`).
 pub fn resume_image(
     data: &[u8],
     memory: &GuestMemory,
