@@ -417,10 +417,11 @@ fn mark_stop<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
 
 fn legend<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
     chart: &mut Chart<'a, 'b, Y>,
+    at: SeriesLabelPosition,
 ) -> Result<(), DrawError> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(at)
         .label_font(draw::small_font())
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
@@ -511,7 +512,7 @@ fn draw_sent(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Result<
         }))?;
     }
     mark_stop(&mut chart, stop, s.passes.len(), (0.0, top), true)?;
-    legend(&mut chart)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// Dirty and send rates, pages/s, as lines with a point per pass.
@@ -568,7 +569,7 @@ fn draw_rates(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Result
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
     }
     mark_stop(&mut chart, stop, s.passes.len(), (bottom, top), false)?;
-    legend(&mut chart)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// The throttle level per pass, percent; a note when the file has none.
@@ -612,7 +613,8 @@ fn draw_throttle(area: Area<'_>, s: &Stats, stop: Option<&(usize, Stop)>) -> Res
         )?;
     }
     mark_stop(&mut chart, stop, s.passes.len(), (0.0, 110.0), false)?;
-    legend(&mut chart)
+    // A throttle climbs to the right: its legend goes where it starts.
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 #[cfg(test)]
