@@ -456,8 +456,11 @@ impl Domain for KvmDomain {
         if self.suspended {
             return Ok(true);
         }
-        // The throttle thread must not resume what the suspend parks.
-        self.throttler = None;
+        // The throttle thread must not resume what the suspend parks, nor
+        // let the guest run between its last park and the suspend's.
+        if let Some(t) = self.throttler.take() {
+            t.stop_holding();
+        }
         let st = self
             .vm
             .pause()

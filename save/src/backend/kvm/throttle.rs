@@ -30,6 +30,8 @@ pub fn sleep_per_slice(percent: u8) -> Duration {
 struct State {
     percent: u8,
     quit: bool,
+    /// With `quit`: leave vCPUs the thread has parked parked.
+    hold: bool,
     failure: Option<String>,
 }
 
@@ -77,6 +79,24 @@ impl Throttler {
         st.percent = percent.min(99);
         self.shared.cv.notify_all();
         Ok(())
+    }
+}
+
+impl Throttler {
+    /// Ends the thread for a suspend: vCPUs it has parked stay parked.
+    /// Resuming them only for the suspend to park them again would let the
+    /// guest run, and dirty pages into the final round, in between (several
+    /// ms on a loaded host, hundreds of pages at full speed).
+    pub fn stop_holding(mut self) {
+        {
+            let mut st = self.shared.lock();
+            st.quit = true;
+            st.hold = true;
+            self.shared.cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -147,6 +167,9 @@ fn run(vm: &Vm, sh: &Shared) {
         st = sh.lock();
         let until = Instant::now() + sleep_per_slice(p);
         st = wait_until(sh, st, until, |s| s.quit || s.percent < p);
+        if st.quit && st.hold {
+            return;
+        }
         vm.resume();
     }
 }
