@@ -647,18 +647,9 @@ fn a_signal_leaves_no_extract_behind() {
 #[test]
 fn a_full_disk_names_the_output_and_keeps_the_old_file() {
     let dir = Dir::new();
-    let mnt = dir.0.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: cannot mount a tmpfs (not root)");
+    let Some(mnt) = hvm_tests::tmpfs::small(dir.0.path(), "64k") else {
         return;
-    }
+    };
     let old = mnt.join("old.lime");
     std::fs::write(&old, b"PRECIOUS\n").unwrap();
     let image = golden("seed64-live-xend");
@@ -671,7 +662,7 @@ fn a_full_disk_names_the_output_and_keeps_the_old_file() {
     ]);
     let listing = names(&mnt);
     let kept = std::fs::read(&old).unwrap();
-    let _ = Command::new("umount").arg(&mnt).status();
+    hvm_tests::tmpfs::unmount(&mnt);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

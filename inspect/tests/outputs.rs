@@ -243,23 +243,14 @@ fn a_signal_leaves_nothing_behind() {
 #[test]
 fn a_full_disk_names_the_output_and_keeps_nothing() {
     let (dir, good, _) = scratch();
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: cannot mount a tmpfs (not root)");
+    let Some(mnt) = hvm_tests::tmpfs::small(dir.path(), "64k") else {
         return;
-    }
+    };
     let old = mnt.join("old.xl");
     std::fs::write(&old, b"PRECIOUS\n").unwrap();
     let o = convert(&good, &old, &["--force"]);
     let listing = names(&mnt);
-    let _ = Command::new("umount").arg(&mnt).status();
+    hvm_tests::tmpfs::unmount(&mnt);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("old.xl") && err.contains("No space"), "{err}");

@@ -118,34 +118,17 @@ fn devices_directories_and_missing_directories_are_refused_up_front() {
     );
 }
 
-/// A tmpfs of `size` mounted at `dir/small`, for a disk that fills up;
-/// `None` (the test skips, saying so) where mounting needs root.
-fn small_tmpfs(dir: &tempfile::TempDir, size: &str) -> Option<std::path::PathBuf> {
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: cannot mount a tmpfs (not root)");
-    }
-    ok.then_some(mnt)
-}
-
 #[test]
 fn a_manifest_that_does_not_fit_keeps_no_image() {
     let dir = tempfile::tempdir().unwrap();
     // The 8 MiB guest's image is 8076 KiB; its manifest with page digests
     // about 180 KiB more.
-    let Some(mnt) = small_tmpfs(&dir, "8120k") else {
+    let Some(mnt) = hvm_tests::tmpfs::small(dir.path(), "8120k") else {
         return;
     };
     let o = sim(&mnt, &["-o", "g.img", "--page-digests"]);
     let listing = names(&mnt);
-    let _ = Command::new("umount").arg(&mnt).status();
+    hvm_tests::tmpfs::unmount(&mnt);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -342,7 +325,7 @@ fn hostile_simulator_values_are_refused_at_once() {
 #[test]
 fn a_failed_save_to_stdout_in_a_file_is_cut_back() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mnt) = small_tmpfs(&dir, "1m") else {
+    let Some(mnt) = hvm_tests::tmpfs::small(dir.path(), "1m") else {
         return;
     };
     let f = mnt.join("out");
@@ -353,7 +336,7 @@ fn a_failed_save_to_stdout_in_a_file_is_cut_back() {
         .output()
         .unwrap();
     let after = std::fs::read(&f).unwrap();
-    let _ = Command::new("umount").arg(&mnt).status();
+    hvm_tests::tmpfs::unmount(&mnt);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("No space"), "{}", stderr(&o));
     assert_eq!(

@@ -22,3 +22,4 @@ pub mod manual;
 pub mod oracle;
 pub mod pipeline;
 pub mod prereq;
+pub mod tmpfs;
